@@ -1,0 +1,75 @@
+"""refnorm: the reference implementation of Switchable, Sparse Switchable and Exemplar Normalization.
+
+Forward passes and hand-derived backward passes written once against the Python array API (NumPy,
+CuPy, array-api-strict, PyTorch tensors), each checked with finite differences.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from .conventions import CONVENTIONS, Preset, preset
+from .gradient_check import GradcheckResult, Linearized, assert_gradcheck, gradcheck
+from .running import (
+    BatchAverage,
+    RunningStats,
+    accumulate,
+    ema_update,
+    empty_batch_average,
+    finalize,
+    initial_running_stats,
+)
+from .simplex import SOFTMAX, FixedRatios, RatioFunction, Softmax, softmax, softmax_jvp, softmax_vjp
+from .statistics import NORMALIZERS, InstanceMoments, Layout, ScopeMoments, instance_moments, scope_moments
+from .switchnorm import (
+    SwitchNormCache,
+    SwitchNormGrads,
+    SwitchNormOutput,
+    switch_norm_backward,
+    switch_norm_forward,
+    switch_norm_linearize,
+    switch_norm_sharded_backward,
+    switch_norm_sharded_forward,
+)
+
+try:
+    __version__ = version("refnorm")
+except PackageNotFoundError:  # running from a source tree without installation
+    __version__ = "0.0.0+unknown"
+
+__all__ = [
+    "BatchAverage",
+    "CONVENTIONS",
+    "FixedRatios",
+    "GradcheckResult",
+    "InstanceMoments",
+    "Layout",
+    "Linearized",
+    "NORMALIZERS",
+    "Preset",
+    "RatioFunction",
+    "RunningStats",
+    "SOFTMAX",
+    "ScopeMoments",
+    "Softmax",
+    "SwitchNormCache",
+    "SwitchNormGrads",
+    "SwitchNormOutput",
+    "__version__",
+    "accumulate",
+    "assert_gradcheck",
+    "ema_update",
+    "empty_batch_average",
+    "finalize",
+    "gradcheck",
+    "initial_running_stats",
+    "instance_moments",
+    "preset",
+    "scope_moments",
+    "softmax",
+    "softmax_jvp",
+    "softmax_vjp",
+    "switch_norm_backward",
+    "switch_norm_forward",
+    "switch_norm_linearize",
+    "switch_norm_sharded_backward",
+    "switch_norm_sharded_forward",
+]

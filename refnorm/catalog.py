@@ -1,0 +1,154 @@
+"""The op registry and the catalog of named cases every check runs over.
+
+Modelled on PyTorch's OpInfo: each op is described once (:class:`OpInfo`: its differentiable
+arguments, how to draw inputs for a case, how to evaluate it), and a :class:`Case` names one
+point of an op's configuration space. ``refnorm check`` runs the gradient checker over the
+``"sample"`` cases.
+
+Inputs are always drawn on the host with ``numpy.random.default_rng(case.seed)`` in float64, so
+every backend (and every golden file) sees bit-identical inputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .gradient_check import Linearized
+from .running import RunningStats
+from .switchnorm import SWITCH_NORM_ARGUMENTS, switch_norm_linearize
+
+KINDS = ("sample", "reference", "error")
+
+
+@dataclass(frozen=True)
+class OpInfo:
+    """How to draw inputs for, and evaluate, one op.
+
+    ``make_inputs(rng, params)`` returns host float64 arrays by name: the differentiable
+    ``arguments`` (in order) and any state the op needs (e.g. running statistics).
+    ``linearize(inputs, params, to_backend)`` evaluates the op; ``to_backend`` moves a host array
+    onto the backend under test.
+    """
+
+    name: str
+    arguments: tuple[str, ...]
+    make_inputs: Callable[[np.random.Generator, Mapping[str, Any]], dict[str, np.ndarray]]
+    linearize: Callable[[Mapping[str, Any], Mapping[str, Any]], Linearized]
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Case:
+    """One named configuration of one op."""
+
+    op: str
+    name: str
+    kind: str
+    params: Mapping[str, Any]
+    seed: int = 0
+    gradcheck: Mapping[str, Any] = field(default_factory=dict)
+    """Keyword overrides for :func:`refnorm.gradcheck` (e.g. a tolerance for a large-offset case)."""
+
+    @property
+    def id(self) -> str:
+        return f"{self.op}/{self.name}"
+
+    def inputs(self) -> dict[str, np.ndarray]:
+        """The case's host inputs, drawn from its seed."""
+        return OPS[self.op].make_inputs(np.random.default_rng(self.seed), self.params)
+
+
+# --------------------------------------------------------------------------------------------
+# Switchable Normalization
+# --------------------------------------------------------------------------------------------
+
+
+def _switch_norm_inputs(rng: np.random.Generator, params: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    shape = tuple(params["shape"])
+    C = shape[1]
+    K = len(params["normalizers"])
+    inputs = {
+        "x": rng.standard_normal(shape) * params.get("scale", 1.0) + params.get("offset", 0.0),
+        "gamma": 1.0 + 0.5 * rng.standard_normal(C),
+        "beta": 0.5 * rng.standard_normal(C),
+        "mean_logits": rng.standard_normal(K),
+        "var_logits": rng.standard_normal(K),
+    }
+    if not params.get("training", True):
+        inputs["running_mean"] = params.get("offset", 0.0) + 0.3 * rng.standard_normal(C)
+        inputs["running_var"] = params.get("scale", 1.0) ** 2 * rng.uniform(0.5, 1.5, C)
+    return inputs
+
+
+def _switch_norm_config(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+    running = None
+    if "running_mean" in inputs:
+        running = RunningStats(inputs["running_mean"], inputs["running_var"])
+    return dict(
+        running=running,
+        training=params.get("training", True),
+        normalizers=tuple(params["normalizers"]),
+        groups=params.get("groups"),
+        convention=params.get("convention", "paper"),
+        eps=params.get("eps", 1e-5),
+    )
+
+
+def _switch_norm_linearize(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> Linearized:
+    args = [inputs[name] for name in SWITCH_NORM_ARGUMENTS]
+    return switch_norm_linearize(*args, **_switch_norm_config(inputs, params))
+
+
+SWITCH_NORM = OpInfo(
+    name="switch_norm",
+    arguments=SWITCH_NORM_ARGUMENTS,
+    make_inputs=_switch_norm_inputs,
+    linearize=_switch_norm_linearize,
+    description="Switchable Normalization with softmax ratios",
+)
+
+
+def _switch_norm_samples() -> Iterator[Case]:
+    shapes = {"2d": (3, 4), "3d": (2, 3, 5), "4d": (2, 4, 3, 3), "5d": (2, 2, 2, 3, 2)}
+    for convention in ("paper", "official"):
+        for training in (True, False):
+            mode = "train" if training else "eval"
+            for rank, shape in shapes.items():
+                normalizers = ("ln", "bn") if rank == "2d" else ("in", "ln", "bn")
+                yield Case(
+                    "switch_norm", f"{convention}-{mode}-{rank}", "sample",
+                    dict(shape=shape, normalizers=normalizers, convention=convention, training=training),
+                )  # fmt: skip
+    yield Case("switch_norm", "paper-train-gn", "sample", dict(shape=(2, 4, 3, 2), normalizers=("in", "ln", "bn", "gn"), groups=2))
+    yield Case("switch_norm", "official-train-gn-first", "sample", dict(shape=(2, 6, 2, 2), normalizers=("gn", "bn"), groups=3, convention="official"))
+    yield Case("switch_norm", "paper-train-N1", "sample", dict(shape=(1, 3, 2, 2), normalizers=("in", "ln", "bn")))
+    yield Case("switch_norm", "paper-train-C1", "sample", dict(shape=(3, 1, 2, 2), normalizers=("in", "ln", "bn")))
+    yield Case("switch_norm", "paper-train-M1", "sample", dict(shape=(3, 4, 1, 1), normalizers=("in", "ln", "bn")))
+    yield Case("switch_norm", "paper-eval-M1", "sample", dict(shape=(3, 4, 1, 1), normalizers=("in", "ln", "bn"), training=False))
+
+
+# --------------------------------------------------------------------------------------------
+# Registry
+# --------------------------------------------------------------------------------------------
+
+OPS: dict[str, OpInfo] = {op.name: op for op in (SWITCH_NORM,)}
+"""Every op refnorm implements, by name."""
+
+_CASE_SOURCES: tuple[Callable[[], Iterator[Case]], ...] = (_switch_norm_samples,)
+
+
+def cases(kind: str | None = None, op: str | None = None) -> list[Case]:
+    """The catalog's cases, optionally only one ``kind`` (``"sample"``, ...) and/or one ``op``."""
+    if kind is not None and kind not in KINDS:
+        raise ValueError(f"unknown kind {kind!r}; expected one of {KINDS}")
+    if op is not None and op not in OPS:
+        raise ValueError(f"unknown op {op!r}; expected one of {tuple(OPS)}")
+    selected = [c for source in _CASE_SOURCES for c in source() if (kind is None or c.kind == kind) and (op is None or c.op == op)]
+    ids = [c.id for c in selected]
+    if len(set(ids)) != len(ids):
+        raise RuntimeError("the catalog has duplicate case ids")  # a bug in refnorm, not in the caller
+    return selected

@@ -1,0 +1,115 @@
+r"""Running BN statistics, returned as new values (never updated in place).
+
+Two ways to estimate the BN statistics used in evaluation (spec-notes §2.4):
+
+* **Exponential moving average** (:class:`RunningStats`, :func:`ema_update`), with the official
+  momentum convention: ``momentum`` weights the OLD value,
+
+  .. math:: r \leftarrow m\, r + (1 - m)\, b .
+
+  PyTorch's ``BatchNorm(momentum=p)`` is ``m = 1 - p`` here (official 0.9 = PyTorch 0.1).
+* **Batch average** (:class:`BatchAverage`, :func:`accumulate`, :func:`finalize`): forward ``T``
+  batches in training mode without updating any parameter, then
+
+  .. math::
+
+      \mu = \frac1T \sum_t \mu_t, \qquad
+      \sigma^2 = \frac1T \sum_t (\mu_t^2 + \sigma_t^2) - \mu^2 ,
+
+  the pooled variance of all ``T`` batches (law of total variance), as the official
+  ``sn_helper`` computed it. refnorm accumulates the equivalent
+  :math:`\sigma^2 = \frac1T\sum_t \sigma^2_t + \frac1T \sum_t (\mu_t - \mu)^2` with Chan's
+  update for the spread of the batch means, so no ``E[x^2] - \mu^2`` cancellation occurs for
+  features with large offsets.
+
+The variance stored is the BN variance of the layer's convention (what training used), so an
+evaluation with running statistics equal to one batch's statistics reproduces training mode.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from ._validation import check_floating, check_shape, check_unit_interval
+from ._xp import Array, full_like_on, namespace
+
+
+class RunningStats(NamedTuple):
+    """Running BN mean and variance, each of shape ``(C,)``."""
+
+    mean: Array
+    var: Array
+
+
+class BatchAverage(NamedTuple):
+    """Accumulator of the batch-average mode: ``count`` batches seen so far.
+
+    ``mean`` is the mean of the batch means, ``spread`` the sum of their squared deviations from it
+    (Chan et al.), ``var_sum`` the sum of the batch variances. Finalise with :func:`finalize`.
+    """
+
+    count: int
+    mean: Array
+    spread: Array
+    var_sum: Array
+
+
+def initial_running_stats(channels: int, like: Array, *, mean: float = 0.0, var: float = 1.0) -> RunningStats:
+    """Fresh running statistics of shape ``(channels,)`` with the dtype and device of ``like``.
+
+    The official code starts both at zero (``var=0.0``); PyTorch's BatchNorm starts the variance at
+    one. See :func:`refnorm.conventions.preset`.
+    """
+    xp = namespace(like)
+    return RunningStats(full_like_on(like, (channels,), mean, xp), full_like_on(like, (channels,), var, xp))
+
+
+def empty_batch_average(channels: int, like: Array) -> BatchAverage:
+    """An accumulator that has seen no batch."""
+    xp = namespace(like)
+    zeros = full_like_on(like, (channels,), 0.0, xp)
+    return BatchAverage(count=0, mean=zeros, spread=zeros, var_sum=zeros)
+
+
+def ema_update(running: RunningStats, batch_mean: Array, batch_var: Array, momentum: float) -> RunningStats:
+    """``momentum * running + (1 - momentum) * batch`` for mean and variance (a new value)."""
+    momentum = check_unit_interval(momentum, "momentum")
+    return RunningStats(
+        mean=momentum * running.mean + (1.0 - momentum) * batch_mean,
+        var=momentum * running.var + (1.0 - momentum) * batch_var,
+    )
+
+
+def accumulate(average: BatchAverage, batch_mean: Array, batch_var: Array) -> BatchAverage:
+    """Add one batch's BN mean and variance to the batch-average accumulator (a new value)."""
+    count = average.count + 1
+    delta = batch_mean - average.mean
+    mean = average.mean + delta / float(count)
+    return BatchAverage(
+        count=count,
+        mean=mean,
+        spread=average.spread + delta * (batch_mean - mean),
+        var_sum=average.var_sum + batch_var,
+    )
+
+
+def finalize(average: BatchAverage) -> RunningStats:
+    """Running statistics from ``T = average.count`` accumulated batches (see the module docstring)."""
+    if average.count < 1:
+        raise ValueError("finalize needs at least one accumulated batch, got count = 0")
+    T = float(average.count)
+    return RunningStats(mean=average.mean, var=(average.var_sum + average.spread) / T)
+
+
+def check_running(running: Any, channels: int, like: Array, name: str = "running") -> None:
+    """``TypeError``/``ValueError`` unless ``running`` holds ``(C,)`` arrays of ``like``'s dtype."""
+    if not isinstance(running, RunningStats | BatchAverage):
+        raise TypeError(f"{name} must be RunningStats or BatchAverage, got {type(running).__name__}")
+    fields = ("mean", "var") if isinstance(running, RunningStats) else ("mean", "spread", "var_sum")
+    xp = namespace(like)
+    for field in fields:
+        array = getattr(running, field)
+        check_floating(xp, array, f"{name}.{field}")
+        check_shape(array, f"{name}.{field}", (channels,), "(C,)")
+        if array.dtype != like.dtype:
+            raise TypeError(f"{name}.{field} has dtype {array.dtype}, expected {like.dtype} (the dtype of x)")

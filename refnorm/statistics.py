@@ -1,0 +1,315 @@
+r"""Statistics of the normalizer scopes, assembled from per-instance moments, with their VJPs.
+
+Input ``x`` has shape ``(N, C, *spatial)``; ``M`` is the product of the spatial sizes (``M = 1``
+for ``(N, C)`` input). The scopes are
+
+====  ==================================  ==============  ======================
+name  statistic per                       averages over   stored shape
+====  ==================================  ==============  ======================
+in    ``(n, c)``                          space           ``(N, C)``
+ln    ``n``                               channels, space ``(N, 1)``
+bn    ``c``                               batch, space    ``(1, C)``
+gn    ``(n, group)`` of ``C / G`` chans.  group, space    ``(N, C)`` (repeated)
+====  ==================================  ==============  ======================
+
+Every scope statistic broadcasts against ``(N, C)``; GN's are repeated over the channels of each
+group so that they do too.
+
+Algorithm (SPEC §1). First the per-instance moments, two-pass:
+
+.. math::
+
+    \mu^{in}_{nc} = \frac1M \sum_i x_{nci}, \qquad
+    s_{nc} = \frac{1}{M - d} \sum_i (x_{nci} - \mu^{in}_{nc})^2,
+
+with ``d = 1`` in the official convention for input with spatial axes and ``d = 0`` otherwise.
+Then every scope ``k`` pools them with the law of total variance, where :math:`P_k` is the mean
+over the instances the scope pools (identity for IN, over ``c`` for LN, over ``n`` for BN, over
+the channels of a group for GN):
+
+.. math::
+
+    \mu^k = P_k \mu^{in}, \qquad
+    \sigma^{2,k} = f_k \big( P_k s + P_k (\mu^{in} - \mu^k)^2 \big).
+
+``f_k = 1`` except in the official convention for ``(N, C)`` input, where every scope variance
+is unbiased over its own scope: ``f_k = n_k / (n_k - 1)`` with ``n_k`` the pooled count. No
+``E[x^2] - \mu^2`` appears anywhere, so float64 results stay accurate for inputs with large
+offsets (mean ``1e6``, std ``1``).
+
+The VJPs run the same two steps backwards (:func:`scope_moments_vjp` then
+:func:`instance_moments_vjp`); ``docs/sn-backward.md`` derives them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from ._validation import check_choice
+from ._xp import Array, namespace
+from .conventions import check_convention
+
+NORMALIZERS = ("in", "ln", "bn", "gn")
+"""The normalizer names, in the official logit order (GN last; the official code has no GN)."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Sizes of an input of shape ``(N, C, *spatial)``: ``M`` is the product of the spatial sizes."""
+
+    N: int
+    C: int
+    M: int
+    ndim: int
+
+    @classmethod
+    def of(cls, shape: tuple[int, ...], name: str = "x") -> Layout:
+        """The layout of ``shape``; ``ValueError`` for rank < 2 or an empty axis."""
+        shape = tuple(int(s) for s in shape)
+        if len(shape) < 2:
+            raise ValueError(f"{name} has shape {shape}, expected (N, C, *spatial) with rank >= 2")
+        if any(s < 1 for s in shape):
+            raise ValueError(f"{name} has shape {shape}, expected every axis to have size >= 1")
+        M = 1
+        for s in shape[2:]:
+            M *= s
+        return cls(N=shape[0], C=shape[1], M=M, ndim=len(shape))
+
+
+class InstanceMoments(NamedTuple):
+    """Per-instance moments, both of shape ``(N, C)``."""
+
+    mean: Array
+    """:math:`\\mu^{in}_{nc}`, the spatial mean."""
+    var: Array
+    """:math:`s_{nc}`, the spatial variance of the convention (divided by ``M - d``)."""
+
+
+class ScopeMoments(NamedTuple):
+    """Mean and variance of each scope, aligned with ``normalizers``, each broadcasting to ``(N, C)``."""
+
+    normalizers: tuple[str, ...]
+    means: tuple[Array, ...]
+    variances: tuple[Array, ...]
+
+
+def check_normalizers(normalizers: Any, groups: int | None, layout: Layout) -> tuple[str, ...]:
+    """Validate an ordered normalizer subset and its GN group count; return it as a tuple.
+
+    ``ValueError`` for an unknown or repeated name, an empty set, ``"gn"`` without ``groups`` (or
+    ``groups`` without ``"gn"``), or a group count that does not divide ``C``.
+    """
+    if isinstance(normalizers, str) or not hasattr(normalizers, "__iter__"):
+        raise TypeError(f"normalizers must be a sequence of names such as ('in', 'ln', 'bn'), got {normalizers!r}")
+    normalizers = tuple(normalizers)
+    if not normalizers:
+        raise ValueError("normalizers is empty; expected an ordered subset of ('in', 'ln', 'bn', 'gn')")
+    for name in normalizers:
+        check_choice(name, "normalizer", NORMALIZERS)
+    if len(set(normalizers)) != len(normalizers):
+        raise ValueError(f"normalizers {normalizers} repeats a name; each normalizer may appear once")
+    if "gn" in normalizers:
+        if groups is None:
+            raise ValueError("normalizers include 'gn' but groups is None; expected a group count dividing C")
+        if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+            raise ValueError(f"groups must be a positive int, got {groups!r}")
+        if layout.C % groups:
+            raise ValueError(f"groups = {groups} does not divide the channel count C = {layout.C}")
+    elif groups is not None:
+        raise ValueError(f"groups = {groups!r} was given but 'gn' is not in normalizers {normalizers}")
+    return normalizers
+
+
+def default_normalizers(layout: Layout) -> tuple[str, ...]:
+    """``("in", "ln", "bn")``, or ``("ln", "bn")`` for ``(N, C)`` input (SPEC §2)."""
+    return ("ln", "bn") if layout.ndim == 2 else ("in", "ln", "bn")
+
+
+def instance_correction(convention: str, layout: Layout) -> int:
+    """``d`` in ``s = sum (x - mean)^2 / (M - d)``: 1 for the official convention with spatial axes."""
+    return 1 if (convention == "official" and layout.ndim > 2) else 0
+
+
+def pooled_count(scope: str, layout: Layout, groups: int | None) -> int:
+    """How many instances ``(n, c)`` the scope pools: 1 (IN), C (LN), N (BN), C / G (GN)."""
+    return {"in": 1, "ln": layout.C, "bn": layout.N, "gn": layout.C // groups if groups else 0}[scope]
+
+
+def scope_correction(scope: str, convention: str, layout: Layout, groups: int | None) -> float:
+    """``f_k``: ``n_k / (n_k - 1)`` for the official convention on ``(N, C)`` input, else 1."""
+    if convention == "official" and layout.ndim == 2:
+        n = pooled_count(scope, layout, groups)
+        return n / (n - 1)
+    return 1.0
+
+
+def check_convention_defined(convention: str, normalizers: tuple[str, ...], layout: Layout, groups: int | None) -> None:
+    """``ValueError`` where the official formulas divide by zero, instead of returning NaN.
+
+    The official code divides the IN variance by ``M - 1`` (NaN for ``H·W = 1``, SN issue #5) and,
+    for ``(N, C)`` input, the LN variance by ``C - 1`` and the BN variance by ``N - 1``.
+    """
+    check_convention(convention)
+    if convention != "official":
+        return
+    if layout.ndim > 2:
+        if layout.M == 1:
+            raise ValueError(
+                f"convention 'official' divides the instance variance by M - 1 = 0 for input with a single "
+                f"spatial position (M = 1); the official code returns NaN here (SN issue #5). "
+                f"Use convention='paper' for such input"
+            )
+        return
+    for scope in normalizers:
+        n = pooled_count(scope, layout, groups)
+        what = {"in": "one element", "ln": f"C = {layout.C}", "bn": f"N = {layout.N}", "gn": f"C / G = {n}"}[scope]
+        if n <= 1:
+            raise ValueError(
+                f"convention 'official' makes the {scope.upper()} variance of (N, C) input unbiased over its scope, "
+                f"which divides by zero for {what}; use convention='paper' or another normalizer set"
+            )
+
+
+def _pool(a: Array, scope: str, groups: int | None, xp: Any) -> Array:
+    """:math:`P_k a`: the mean of an ``(N, C)`` array over the instances scope ``k`` pools."""
+    if scope == "in":
+        return a
+    if scope == "ln":
+        return xp.mean(a, axis=1, keepdims=True)
+    if scope == "bn":
+        return xp.mean(a, axis=0, keepdims=True)
+    N, C = a.shape
+    per_group = xp.mean(xp.reshape(a, (N, groups, C // groups)), axis=2, keepdims=True)
+    return xp.reshape(xp.broadcast_to(per_group, (N, groups, C // groups)), (N, C))
+
+
+def _pool_adjoint(d: Array, scope: str, groups: int | None, layout: Layout, xp: Any) -> Array:
+    r""":math:`P_k^\top d`: spreads a scope-shaped gradient evenly over the instances it pooled."""
+    if scope == "in":
+        return d
+    if scope == "gn":  # the repeated group mean is an orthogonal projector: self-adjoint
+        return _pool(d, scope, groups, xp)
+    return xp.broadcast_to(d, (layout.N, layout.C)) / float(pooled_count(scope, layout, groups))
+
+
+def instance_moments(x: Array, *, convention: str = "paper") -> InstanceMoments:
+    """Spatial mean and variance of every ``(n, c)`` instance, two-pass (no ``E[x^2] - mean^2``).
+
+    Parameters
+    ----------
+    x
+        Input of shape ``(N, C, *spatial)``.
+    convention
+        ``"paper"`` divides the variance by ``M``; ``"official"`` by ``M - 1`` when ``x`` has
+        spatial axes (for ``(N, C)`` input the instance variance is 0 in both). The official
+        convention on input with a single spatial position raises ``ValueError``.
+    """
+    xp = namespace(x)
+    layout = Layout.of(x.shape)
+    check_convention_defined(convention, (), layout, None)
+    d = instance_correction(convention, layout)
+    x3 = xp.reshape(x, (layout.N, layout.C, layout.M))
+    mean = xp.mean(x3, axis=2)
+    centered = x3 - mean[:, :, None]
+    var = xp.sum(centered * centered, axis=2) / float(layout.M - d)
+    return InstanceMoments(mean=mean, var=var)
+
+
+def instance_moments_vjp(dmean: Array, dvar: Array, centered: Array, *, convention: str, layout: Layout) -> Array:
+    r"""VJP of :func:`instance_moments`: the gradient with respect to ``x``.
+
+    .. math::
+
+        \frac{\partial L}{\partial x_{nci}} = \frac{1}{M} \frac{\partial L}{\partial \mu^{in}_{nc}}
+        + \frac{2 (x_{nci} - \mu^{in}_{nc})}{M - d} \frac{\partial L}{\partial s_{nc}}
+
+    (the derivative of ``s`` through ``mean`` vanishes because the deviations sum to zero).
+
+    Parameters
+    ----------
+    dmean, dvar
+        Gradients with respect to the instance mean and variance, shape ``(N, C)``.
+    centered
+        ``x - mean``, shape ``(N, C, M)``.
+    """
+    xp = namespace(dmean, dvar, centered)
+    d = instance_correction(convention, layout)
+    dx = dmean[:, :, None] / float(layout.M) + (2.0 / float(layout.M - d)) * dvar[:, :, None] * centered
+    return xp.reshape(dx, (layout.N, layout.C, layout.M))
+
+
+def scope_moments(
+    moments: InstanceMoments,
+    normalizers: tuple[str, ...],
+    *,
+    convention: str = "paper",
+    layout: Layout,
+    groups: int | None = None,
+) -> ScopeMoments:
+    """Mean and variance of every scope in ``normalizers``, pooled from the instance moments.
+
+    ``layout`` is the layout of the full input (it tells ``M`` and whether it is ``(N, C)``).
+    See the module docstring for the formulas.
+    """
+    xp = namespace(moments.mean, moments.var)
+    means, variances = [], []
+    for scope in normalizers:
+        mean = _pool(moments.mean, scope, groups, xp)
+        spread = moments.mean - mean
+        var = _pool(moments.var, scope, groups, xp) + _pool(spread * spread, scope, groups, xp)
+        means.append(mean)
+        variances.append(var * scope_correction(scope, convention, layout, groups))
+    return ScopeMoments(normalizers=tuple(normalizers), means=tuple(means), variances=tuple(variances))
+
+
+def scope_moments_vjp(
+    dmeans: tuple[Array | None, ...],
+    dvars: tuple[Array | None, ...],
+    moments: InstanceMoments,
+    scopes: ScopeMoments,
+    *,
+    convention: str,
+    layout: Layout,
+    groups: int | None = None,
+) -> tuple[Array, Array]:
+    r"""VJP of :func:`scope_moments`: gradients with respect to the instance mean and variance.
+
+    For every scope ``k`` with pooling :math:`P_k` and correction :math:`f_k`:
+
+    .. math::
+
+        \frac{\partial L}{\partial s} \mathrel{+}= f_k P_k^\top \bar\sigma_k, \qquad
+        \frac{\partial L}{\partial \mu^{in}} \mathrel{+}= P_k^\top \bar\mu_k
+        + 2 (\mu^{in} - \mu^k) \odot f_k P_k^\top \bar\sigma_k,
+
+    where :math:`\bar\mu_k, \bar\sigma_k` are the gradients with respect to the scope's mean and
+    variance (the term through :math:`\mu^k` inside the variance vanishes because
+    :math:`P_k(\mu^{in} - \mu^k) = 0`). A ``None`` gradient marks a scope treated as a constant
+    (BN in evaluation mode) and is skipped.
+    """
+    xp = namespace(moments.mean)
+    dmean_in = xp.zeros_like(moments.mean)
+    dvar_in = xp.zeros_like(moments.mean)
+    for scope, mean, dmean, dvar in zip(scopes.normalizers, scopes.means, dmeans, dvars, strict=True):
+        if dmean is not None:
+            dmean_in = dmean_in + _pool_adjoint(dmean, scope, groups, layout, xp)
+        if dvar is not None:
+            spread_grad = _pool_adjoint(dvar, scope, groups, layout, xp) * scope_correction(scope, convention, layout, groups)
+            dvar_in = dvar_in + spread_grad
+            dmean_in = dmean_in + 2.0 * (moments.mean - mean) * spread_grad
+    return dmean_in, dvar_in
+
+
+def reduce_to_scope(a: Array, scope: str, groups: int | None, xp: Any) -> Array:
+    """Sum an ``(N, C)`` array down to the shape of a scope statistic (the adjoint of broadcasting).
+
+    IN keeps ``(N, C)``; LN sums over channels to ``(N, 1)``; BN over the batch to ``(1, C)``;
+    GN (stored repeated over its channels) keeps ``(N, C)`` because the repetition is already
+    part of :func:`scope_moments`' output.
+    """
+    if scope == "ln":
+        return xp.sum(a, axis=1, keepdims=True)
+    if scope == "bn":
+        return xp.sum(a, axis=0, keepdims=True)
+    return a
