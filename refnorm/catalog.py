@@ -19,7 +19,7 @@ import numpy as np
 
 from .gradient_check import Linearized
 from .running import RunningStats
-from .switchnorm import SWITCH_NORM_ARGUMENTS, switch_norm_linearize
+from .switchnorm import SWITCH_NORM_ARGUMENTS, switch_norm_forward, switch_norm_linearize
 
 KINDS = ("sample", "reference", "error")
 
@@ -30,14 +30,17 @@ class OpInfo:
 
     ``make_inputs(rng, params)`` returns host float64 arrays by name: the differentiable
     ``arguments`` (in order) and any state the op needs (e.g. running statistics).
-    ``linearize(inputs, params, to_backend)`` evaluates the op; ``to_backend`` moves a host array
-    onto the backend under test.
+    ``linearize(inputs, params)`` evaluates the op at ``inputs`` (arrays of any backend, same
+    names) and returns its :class:`~refnorm.gradient_check.Linearized`.
+    ``intermediates(inputs, params)`` returns the forward's named intermediates and new state
+    (per-scope statistics, ratios, ``xhat``, ...), so a port can see which stage diverged.
     """
 
     name: str
     arguments: tuple[str, ...]
     make_inputs: Callable[[np.random.Generator, Mapping[str, Any]], dict[str, np.ndarray]]
     linearize: Callable[[Mapping[str, Any], Mapping[str, Any]], Linearized]
+    intermediates: Callable[[Mapping[str, Any], Mapping[str, Any]], dict[str, Any]]
     description: str = ""
 
 
@@ -52,6 +55,10 @@ class Case:
     seed: int = 0
     gradcheck: Mapping[str, Any] = field(default_factory=dict)
     """Keyword overrides for :func:`refnorm.gradcheck` (e.g. a tolerance for a large-offset case)."""
+    raises: type[Exception] | None = None
+    """``"error"`` cases: the exception the op must raise."""
+    match: str | None = None
+    """``"error"`` cases: a regular expression the exception message must match."""
 
     @property
     def id(self) -> str:
@@ -103,11 +110,21 @@ def _switch_norm_linearize(inputs: Mapping[str, Any], params: Mapping[str, Any])
     return switch_norm_linearize(*args, **_switch_norm_config(inputs, params))
 
 
+def _switch_norm_intermediates(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+    args = [inputs[name] for name in SWITCH_NORM_ARGUMENTS]
+    _, cache, running = switch_norm_forward(*args, **_switch_norm_config(inputs, params))
+    named = cache.arrays()
+    if running is not None:
+        named.update(new_running_mean=running.mean, new_running_var=running.var)
+    return named
+
+
 SWITCH_NORM = OpInfo(
     name="switch_norm",
     arguments=SWITCH_NORM_ARGUMENTS,
     make_inputs=_switch_norm_inputs,
     linearize=_switch_norm_linearize,
+    intermediates=_switch_norm_intermediates,
     description="Switchable Normalization with softmax ratios",
 )
 
