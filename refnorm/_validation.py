@@ -10,7 +10,27 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-from ._xp import Array, all_finite, is_real_floating
+import array_api_compat
+
+from ._xp import Array, all_finite, is_real_floating, namespace
+
+
+def namespace_of(named: dict[str, Any]) -> Any:
+    """The array namespace shared by the named arrays; ``TypeError`` naming any that is not an array.
+
+    ``None`` values are skipped (optional arguments).
+    """
+    arrays = []
+    for name, value in named.items():
+        if value is None:
+            continue
+        if not array_api_compat.is_array_api_obj(value):
+            raise TypeError(f"{name} must be an array (NumPy, CuPy, array-api-strict, PyTorch, ...), got {type(value).__name__}")
+        arrays.append(value)
+    try:
+        return namespace(*arrays)
+    except TypeError as error:
+        raise TypeError(f"the arrays {', '.join(named)} must all come from one array library: {error}") from None
 
 
 def check_floating(xp: Any, x: Array, name: str) -> None:

@@ -34,7 +34,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from ._validation import check_finite, check_floating, check_positive_number, check_same_dtype, check_shape, check_unit_interval
+from ._validation import (
+    check_finite,
+    check_floating,
+    check_positive_number,
+    check_same_dtype,
+    check_shape,
+    check_unit_interval,
+    namespace_of,
+)
 from ._xp import Array, namespace
 from .conventions import check_convention
 from .gradient_check import Linearized
@@ -160,8 +168,10 @@ def _check_arguments(
     check_finite_input: bool,
 ) -> tuple[Any, Layout, SwitchNormConfig]:
     """Validate an SN call; return the namespace, the layout of the (pooled) batch and the config."""
-    xp = namespace(*xs, gamma, beta, mean_logits, var_logits)
     names = ["x"] if len(xs) == 1 else [f"xs[{i}]" for i in range(len(xs))]
+    xp = namespace_of(
+        {**dict(zip(names, xs, strict=True)), "gamma": gamma, "beta": beta, "mean_logits": mean_logits, "var_logits": var_logits}
+    )
     for name, x in zip(names, xs, strict=True):
         check_floating(xp, x, name)
     layouts = [Layout.of(x.shape, name) for name, x in zip(names, xs, strict=True)]
