@@ -289,6 +289,9 @@ def gradcheck(
     unknown = set(wrt) - set(names)
     if unknown:
         raise ValueError(f"wrt names unknown arguments {sorted(unknown)}; arguments are {names}")
+    for index, name in enumerate(names):
+        if name in wrt and pullbacks[0][index] is None:
+            raise ValueError(f"the pullback returns no gradient (None) for {name}, which wrt asks to check")
 
     results = []
     for index, name in enumerate(names):

@@ -128,6 +128,15 @@ def test_checker_reports_unknown_wrt_names(rng):
         refnorm.gradcheck(switch_norm_linearize, _sn_point(rng), names=SWITCH_NORM_ARGUMENTS, wrt=["gama"])
 
 
+def test_checker_refuses_to_check_an_argument_without_gradient(rng):
+    def f(x, k):
+        return Linearized(out=k * x, pullback=lambda v: (k * v, None))
+
+    with pytest.raises(ValueError, match="no gradient \\(None\\) for k"):
+        refnorm.gradcheck(f, [rng.standard_normal(3), np.ones(3)], names=["x", "k"], wrt=["x", "k"])
+    assert [a.name for a in refnorm.gradcheck(f, [rng.standard_normal(3), np.ones(3)], names=["x", "k"]).arguments] == ["x"]
+
+
 def test_checker_works_on_strict_arrays(rng):
     import array_api_strict as xp
 
