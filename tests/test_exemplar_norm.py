@@ -272,6 +272,29 @@ def test_in_embedding_is_identically_zero():
     np.testing.assert_array_equal(cache.generator.embedding[:, 0, :], 0.0)
 
 
+def test_while_every_relu_is_active_a_pointwise_kernel_scores_in_ln_and_gn_alike():
+    """LN's and GN's embeddings sum to 0 over the channels they pool, and IN's is 0: with q = 1
+    and no ReLU clipping their scores all equal the bias; only BN's score depends on the sample."""
+    rng = np.random.default_rng(19)
+    x = rng.standard_normal((4, 6, 5, 5)) * rng.uniform(0.5, 3.0, (4, 1, 1, 1)) + rng.standard_normal((4, 6, 1, 1))
+    params = en.ExemplarNormParams(np.ones(6), np.zeros(6), np.array([2.0]), np.asarray(10.0), np.asarray(1.0))
+    _, cache, _ = en.exemplar_norm_forward(x, *params, normalizers=("in", "ln", "bn", "gn"), groups=2)
+    assert np.all(cache.generator.pre_activation > 0.0), "precondition: every ReLU active"
+    scores = cache.generator.scores
+    np.testing.assert_allclose(scores[:, [0, 1, 3]], 10.0, rtol=0, atol=1e-14)
+    assert np.all(np.abs(scores[:, 2] - 10.0) > 1e-3) and np.ptp(scores[:, 2]) > 1e-1, scores[:, 2]
+
+
+@given(seed=st.integers(0, 2**32 - 1))
+def test_output_mixing_of_in_and_ln_has_per_sample_variance_at_most_one(seed):
+    """Both maps have mean 0 and mean square <= 1 over a sample's (c, i); Minkowski bounds the mixture."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((3, 6, 4, 4)) * rng.uniform(0.2, 3.0, (3, 6, 1, 1)) + rng.uniform(0.0, 3.0) * rng.standard_normal((3, 6, 1, 1))
+    params = _random_params(rng, 6)._replace(gamma=np.ones(6), beta=np.zeros(6))
+    y, _, _ = en.exemplar_norm_forward(x, *params, normalizers=("in", "ln"))
+    assert np.all(y.reshape(3, -1).var(axis=1) <= 1.0 + 1e-12)
+
+
 def test_bias_and_temperature_gradients_vanish_at_initialisation():
     """Standardisation removes the common bias while every ReLU is active, and tau multiplies s_std = 0."""
     rng = np.random.default_rng(12)
