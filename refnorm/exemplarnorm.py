@@ -556,8 +556,10 @@ def standardize(s: Array, eps_r: float = EPS_RATIO) -> tuple[Array, Array]:
     :math:`\rho = \big(\frac1K \sum_k (s_k - \bar s)^2 + \epsilon_r\big)^{-1/2}`.
 
     Returns ``(standardized, inv_scale)`` with ``inv_scale`` :math:`\rho` of shape ``(..., 1)``.
-    Equal scores give :math:`\tilde s = 0`. With :math:`\epsilon_r \to 0` every row has mean 0 and
-    mean square 1, so :math:`\max_k \tilde s_k < \sqrt{K - 1}`: this bounds the largest ratio
+    Equal scores give :math:`\tilde s = 0`. Every row has mean 0 and mean square
+    :math:`v / (v + \epsilon_r) < 1` (``v`` the variance of the scores), and a zero-mean vector's
+    largest entry is at most :math:`\sqrt{K - 1}` times its root mean square, so
+    :math:`\max_k \tilde s_k < \sqrt{K - 1}`: this bounds the largest ratio
     (see :func:`largest_ratio_bound`).
     """
     xp = namespace(s)
@@ -611,21 +613,22 @@ def tempered_softmax_vjp(dratios: Array, ratios: Array, standardized: Array, tem
 
 
 def largest_ratio_bound(K: int, temperature: float = 1.0) -> float:
-    r"""Supremum of :math:`\max_k \lambda_k` for ``K`` normalizers at a fixed temperature :math:`\tau \ge 0`.
+    r"""Supremum of :math:`\max_k \lambda_k` for ``K`` normalizers at a fixed temperature :math:`\tau`.
 
     Standardised scores satisfy :math:`\max_k \tilde s_k < \sqrt{K-1}`, approached when one score
     leads and the others tie at :math:`-1/\sqrt{K-1}`; then
 
     .. math::
 
-        \max_k \lambda_k < \Big(1 + (K-1)\, e^{-\tau K / \sqrt{K-1}}\Big)^{-1},
+        \max_k \lambda_k < \Big(1 + (K-1)\, e^{-|\tau| K / \sqrt{K-1}}\Big)^{-1},
 
     0.8066 for ``K = 3`` and ``tau = 1``: EN cannot select a single normalizer unless the
-    temperature grows. (``K = 1`` gives 1.)
+    temperature grows. A negative :math:`\tau` favours the lowest score, with the same bound
+    (:math:`-\tilde s` is standardised too). ``K = 1`` gives 1.
     """
     if K == 1:
         return 1.0
-    return 1.0 / (1.0 + (K - 1) * math.exp(-temperature * K / math.sqrt(K - 1)))
+    return 1.0 / (1.0 + (K - 1) * math.exp(-abs(temperature) * K / math.sqrt(K - 1)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -676,6 +679,7 @@ def mix(branches: Branches, ratios: Array, embedding: Array, mixing: str, eps: f
     ``ratios`` has shape ``(N, K)``; any point of the simplex per row is accepted (the tests pass
     one-hot rows to recover the plain normalizers).
     """
+    check_choice(mixing, "mixing", MIXING)
     xp = namespace(ratios, embedding)
     mean_in = branches.moments.mean
     scopes = branches.scopes
@@ -724,6 +728,7 @@ def mix_vjp(
     The direct term :math:`\partial L / \partial x \mathrel{+}= \text{scale}\cdot\hat g` (statistics
     held fixed) is added by :func:`exemplar_norm_backward`. ``dmeans``/``dvars`` are ``(N, C)``.
     """
+    check_choice(mixing, "mixing", MIXING)
     xp = namespace(sum_ghat_centered, sum_ghat, ratios)
     scopes = branches.scopes
     K = len(scopes.normalizers)

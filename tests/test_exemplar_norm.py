@@ -233,7 +233,7 @@ def test_ratios_are_on_the_simplex_and_below_the_cap(seed, rank, temperature):
     K = ratios.shape[1]
     assert np.all(ratios >= 0.0)
     np.testing.assert_allclose(ratios.sum(axis=1), 1.0, rtol=0, atol=4e-16 * K)
-    assert np.all(ratios.max(axis=1) <= en.largest_ratio_bound(K, abs(temperature)) + 1e-15)
+    assert np.all(ratios.max(axis=1) <= en.largest_ratio_bound(K, temperature) + 1e-15)
 
 
 def test_ratios_differ_across_samples_once_parameters_are_non_trivial():
@@ -387,6 +387,30 @@ def test_runs_on_every_backend_and_matches_numpy(backend, mixing, training):
     for name, value in zip(grads._fields, grads, strict=True):
         np.testing.assert_allclose(backend.to_numpy(getattr(b_grads, name)), value, rtol=1e-12, atol=1e-12, err_msg=name)
     np.testing.assert_allclose(backend.to_numpy(b_new.mean), new.mean, rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("mixing", ["output", "statistics"])
+def test_gradient_check_passes_on_every_backend(backend, mixing):
+    rng = np.random.default_rng(20)
+    x = rng.standard_normal((2, 4, 3))
+    params = _random_params(rng, 4)
+    arguments = [backend.asarray(a) for a in (x, *params)]
+    result = gradcheck(lambda *a: en.exemplar_norm_linearize(*a, mixing=mixing), arguments,
+                       names=en.EXEMPLAR_NORM_ARGUMENTS, step=1e-3, seed=21)  # fmt: skip
+    assert result.passed, result.summary()
+
+
+def test_catalog_cases_are_serialisable_and_deterministic():
+    import json
+
+    for case in [c for op in ("exemplar_norm", *STAGE_OPS) for c in cases("sample", op)]:
+        json.dumps(dict(case.params))
+        first, second = case.inputs(), case.inputs()
+        assert first.keys() == second.keys()
+        for name in first:
+            assert first[name].dtype == np.float64
+            np.testing.assert_array_equal(first[name], second[name])
+        assert set(OPS[case.op].intermediates(first, case.params))
 
 
 def test_float32_stays_float32(backend):
