@@ -243,10 +243,8 @@ def _exemplar_norm_samples() -> Iterator[Case]:
         for mixing in ("output", "statistics"):
             for training in (True, False):
                 mode = "train" if training else "eval"
-                for rank, shape in shapes.items():
+                for rank, shape in {**shapes, "N1": (1, 4, 3, 2)}.items():
                     yield case(f"{init}-{mixing}-{mode}-{rank}", shape=shape, init=init, mixing=mixing, training=training)
-            yield case(f"{init}-{mixing}-train-N1", shape=(1, 4, 3, 2), init=init, mixing=mixing)
-    yield case("random-output-eval-N1", shape=(1, 4, 3, 2), training=False)
     yield case("random-output-train-gn", shape=(2, 4, 3, 2), normalizers=("in", "ln", "bn", "gn"), groups=2)
     yield case("random-statistics-train-gn-first", shape=(2, 6, 2, 2), normalizers=("gn", "bn"), groups=3, mixing="statistics")
     yield case("random-output-train-official", shape=(2, 4, 3, 3), convention="official")

@@ -78,7 +78,8 @@ def test_the_catalog_covers_the_required_exemplar_norm_grid():
                 ranks = {len(p["shape"]) for p in params if p.get("init", "random") == init
                          and p.get("mixing", "output") == mixing and p.get("training", True) == training}  # fmt: skip
                 assert {2, 3, 4, 5} <= ranks, (init, mixing, training)
-            assert any(p["shape"][0] == 1 and p.get("init", "random") == init and p.get("mixing", "output") == mixing for p in params)
+                assert any(p["shape"][0] == 1 and p.get("init", "random") == init and p.get("mixing", "output") == mixing
+                           and p.get("training", True) == training for p in params), (init, mixing, training)  # fmt: skip
 
 
 @pytest.mark.parametrize("mixing", ["output", "statistics"])
