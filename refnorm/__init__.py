@@ -7,6 +7,16 @@ CuPy, array-api-strict, PyTorch tensors), each checked with finite differences.
 from importlib.metadata import PackageNotFoundError, version
 
 from .conventions import CONVENTIONS, Preset, preset
+from .exemplarnorm import (
+    ExemplarNormCache,
+    ExemplarNormGrads,
+    ExemplarNormOutput,
+    ExemplarNormParams,
+    exemplar_norm_backward,
+    exemplar_norm_forward,
+    exemplar_norm_init,
+    exemplar_norm_linearize,
+)
 from .gradient_check import GradcheckResult, Linearized, assert_gradcheck, gradcheck
 from .running import (
     BatchAverage,
@@ -38,6 +48,10 @@ except PackageNotFoundError:  # running from a source tree without installation
 __all__ = [
     "BatchAverage",
     "CONVENTIONS",
+    "ExemplarNormCache",
+    "ExemplarNormGrads",
+    "ExemplarNormOutput",
+    "ExemplarNormParams",
     "FixedRatios",
     "GradcheckResult",
     "InstanceMoments",
@@ -58,6 +72,10 @@ __all__ = [
     "assert_gradcheck",
     "ema_update",
     "empty_batch_average",
+    "exemplar_norm_backward",
+    "exemplar_norm_forward",
+    "exemplar_norm_init",
+    "exemplar_norm_linearize",
     "finalize",
     "gradcheck",
     "initial_running_stats",

@@ -32,6 +32,7 @@ from typing import Any, NamedTuple
 
 from ._validation import check_floating, check_shape, check_unit_interval
 from ._xp import Array, full_like_on, namespace
+from .statistics import ScopeMoments
 
 
 class RunningStats(NamedTuple):
@@ -113,3 +114,37 @@ def check_running(running: Any, channels: int, like: Array, name: str = "running
         check_shape(array, f"{name}.{field}", (channels,), "(C,)")
         if array.dtype != like.dtype:
             raise TypeError(f"{name}.{field} has dtype {array.dtype}, expected {like.dtype} (the dtype of x)")
+
+
+def use_running_statistics(
+    scopes: ScopeMoments,
+    running: RunningStats | BatchAverage | None,
+    *,
+    training: bool,
+    momentum: float,
+    channels: int,
+) -> tuple[ScopeMoments, RunningStats | BatchAverage | None]:
+    """The scope statistics a layer normalizes with, and its new running state (SPEC §2).
+
+    Training: the batch statistics are used unchanged, and ``running`` (if given) takes in the
+    batch BN mean and variance (:func:`ema_update` for :class:`RunningStats`, :func:`accumulate`
+    for :class:`BatchAverage`). Evaluation: the BN pair is replaced by ``running`` reshaped to
+    ``(1, C)``, and the running state is returned unchanged. Without ``"bn"`` in the set, or in
+    training without ``running``, the new state is ``None``. Shared by SN and EN.
+    """
+    if "bn" not in scopes.normalizers:
+        return scopes, None
+    bn = scopes.normalizers.index("bn")
+    xp = namespace(scopes.means[bn])
+    if training:
+        if running is None:
+            return scopes, None
+        batch_mean = xp.reshape(scopes.means[bn], (channels,))
+        batch_var = xp.reshape(scopes.variances[bn], (channels,))
+        if isinstance(running, BatchAverage):
+            return scopes, accumulate(running, batch_mean, batch_var)
+        return scopes, ema_update(running, batch_mean, batch_var, momentum)
+    means, variances = list(scopes.means), list(scopes.variances)
+    means[bn] = xp.reshape(running.mean, (1, channels))
+    variances[bn] = xp.reshape(running.var, (1, channels))
+    return ScopeMoments(scopes.normalizers, tuple(means), tuple(variances)), running

@@ -46,7 +46,7 @@ from ._validation import (
 from ._xp import Array, namespace
 from .conventions import check_convention
 from .gradient_check import Linearized
-from .running import BatchAverage, RunningStats, accumulate, check_running, ema_update
+from .running import BatchAverage, RunningStats, check_running, use_running_statistics
 from .simplex import SOFTMAX, RatioFunction
 from .statistics import (
     InstanceMoments,
@@ -235,22 +235,9 @@ def _mix(
 ) -> tuple[Mixture, RunningStats | BatchAverage | None]:
     """Scope statistics, ratios and the mixed mean/variance; the new running state."""
     scopes = scope_moments(moments, config.normalizers, convention=config.convention, layout=layout, groups=config.groups)
-    new_running = None
-    if "bn" in config.normalizers:
-        bn = config.normalizers.index("bn")
-        if config.training and running is not None:
-            batch_mean = xp.reshape(scopes.means[bn], (layout.C,))
-            batch_var = xp.reshape(scopes.variances[bn], (layout.C,))
-            if isinstance(running, BatchAverage):
-                new_running = accumulate(running, batch_mean, batch_var)
-            else:
-                new_running = ema_update(running, batch_mean, batch_var, config.momentum)
-        elif not config.training:
-            means, variances = list(scopes.means), list(scopes.variances)
-            means[bn] = xp.reshape(running.mean, (1, layout.C))
-            variances[bn] = xp.reshape(running.var, (1, layout.C))
-            scopes = ScopeMoments(scopes.normalizers, tuple(means), tuple(variances))
-            new_running = running
+    scopes, new_running = use_running_statistics(
+        scopes, running, training=config.training, momentum=config.momentum, channels=layout.C
+    )
 
     mean_ratios, mean_aux = config.mean_ratio.forward(mean_logits)
     var_ratios, var_aux = config.var_ratio.forward(var_logits)
