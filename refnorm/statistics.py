@@ -3,14 +3,14 @@ r"""Statistics of the normalizer scopes, assembled from per-instance moments, wi
 Input ``x`` has shape ``(N, C, *spatial)``; ``M`` is the product of the spatial sizes (``M = 1``
 for ``(N, C)`` input). The scopes are
 
-====  ==================================  ==============  ======================
-name  statistic per                       averages over   stored shape
-====  ==================================  ==============  ======================
-in    ``(n, c)``                          space           ``(N, C)``
-ln    ``n``                               channels, space ``(N, 1)``
-bn    ``c``                               batch, space    ``(1, C)``
-gn    ``(n, group)`` of ``C / G`` chans.  group, space    ``(N, C)`` (repeated)
-====  ==================================  ==============  ======================
+====  ==================================  ===============  ======================
+name  statistic per                       averages over    stored shape
+====  ==================================  ===============  ======================
+in    ``(n, c)``                          space            ``(N, C)``
+ln    ``n``                               channels, space  ``(N, 1)``
+bn    ``c``                               batch, space     ``(1, C)``
+gn    ``(n, group)`` of ``C / G`` chans.  group, space     ``(N, C)`` (repeated)
+====  ==================================  ===============  ======================
 
 Every scope statistic broadcasts against ``(N, C)``; GN's are repeated over the channels of each
 group so that they do too.

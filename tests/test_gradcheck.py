@@ -1,5 +1,5 @@
 """The gradient checker is itself tested: it passes correct backwards and fails wrong ones,
-including the two bugs of the official SyncSN backward (spec-notes §2.6)."""
+including the bugs of the official SyncSN backward (spec-notes §2.6; docs/known-bugs.md)."""
 
 from __future__ import annotations
 
@@ -148,3 +148,42 @@ def test_checker_works_on_strict_arrays(rng):
 def test_assert_gradcheck_raises_with_the_report(rng):
     with pytest.raises(refnorm.gradient_check.GradcheckError, match="gradient check failed"):
         refnorm.assert_gradcheck(_biased_backward_of_the_unbiased_forward, _sn_point(rng), names=SWITCH_NORM_ARGUMENTS)
+
+
+def test_checker_fails_logit_gradients_multiplied_by_the_number_of_shards(rng):
+    """The official SyncSN sums the logit gradients across devices inside its backward, and the
+    training script sums every gradient across devices again: with S devices the logits get S times
+    their gradient. Planted on the sharded form with two shards."""
+    xs = [rng.standard_normal((2, 4, 3, 3)) for _ in range(2)]
+    _, gamma, beta, mean_logits, var_logits = _sn_point(rng)
+
+    def summed_twice(x0, x1, gamma, beta, mean_logits, var_logits):
+        out = refnorm.switch_norm_sharded_forward([x0, x1], gamma, beta, mean_logits, var_logits)
+
+        def pullback(dys):
+            grads = refnorm.switch_norm_sharded_backward(dys, out.cache)
+            shards = len(out.ys)
+            return (*grads.dxs, grads.dgamma, grads.dbeta, shards * grads.dmean_logits, shards * grads.dvar_logits)
+
+        return Linearized(out=out.ys, pullback=pullback)
+
+    names = ("x0", "x1", "gamma", "beta", "mean_logits", "var_logits")
+    result = refnorm.gradcheck(summed_twice, (*xs, gamma, beta, mean_logits, var_logits), names=names)
+    assert not result["mean_logits"].passed and not result["var_logits"].passed
+    assert all(result[name].passed for name in ("x0", "x1", "gamma", "beta"))
+
+
+def test_checker_fails_the_training_backward_in_evaluation_mode(rng):
+    """The official SyncSN backward has no training flag: it always adds the BN-branch terms, also in
+    evaluation mode, where the BN statistics are the running buffers (constants)."""
+    x, gamma, beta, mean_logits, var_logits = _sn_point(rng)
+    running = refnorm.RunningStats(mean=0.3 * rng.standard_normal(4), var=rng.uniform(0.5, 1.5, 4))
+
+    def evaluation_forward_training_backward(*args):
+        y, cache, _ = switch_norm_forward(*args, training=False, running=running)
+        wrong = cache._replace(config=dataclasses.replace(cache.config, training=True))
+        return Linearized(out=y, pullback=lambda dy: tuple(switch_norm_backward(dy, wrong)))
+
+    result = refnorm.gradcheck(evaluation_forward_training_backward, (x, gamma, beta, mean_logits, var_logits), names=SWITCH_NORM_ARGUMENTS)
+    assert not result["x"].passed
+    assert all(result[name].passed for name in ("gamma", "beta", "mean_logits", "var_logits"))

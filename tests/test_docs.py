@@ -1,0 +1,67 @@
+"""The documentation stays true to the code: its examples run, it documents every public module and
+name, and every test it cites exists. (Building the site is a separate step: see the README.)"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+import refnorm
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+PAGES = sorted(path for path in DOCS.rglob("*.md") if "_build" not in path.parts)
+PYTHON_BLOCK = re.compile(r"^```python\n(.*?)^```", re.DOTALL | re.MULTILINE)
+CITED_TEST = re.compile(r"`(tests/[\w/]+\.py)::(\w+)(\[[^\]`]*\])?`")
+
+
+def _python_blocks(path: Path) -> list[str]:
+    return PYTHON_BLOCK.findall(path.read_text(encoding="utf-8"))
+
+
+PAGES_WITH_CODE = [path for path in [ROOT / "README.md", *PAGES] if _python_blocks(path)]
+
+
+@pytest.mark.parametrize("path", PAGES_WITH_CODE, ids=lambda path: str(path.relative_to(ROOT)))
+def test_python_examples_run(path):
+    """The ```python blocks of a page, run in order in one namespace, as a reader would paste them."""
+    namespace: dict = {"__name__": f"example:{path.name}"}
+    for number, block in enumerate(_python_blocks(path), start=1):
+        try:
+            exec(compile(block, f"{path.relative_to(ROOT)} (python block {number})", "exec"), namespace)
+        except Exception as error:
+            pytest.fail(f"python block {number} of {path.relative_to(ROOT)} fails: {type(error).__name__}: {error}\n{block}", pytrace=False)
+
+
+def test_pages_with_examples_are_found():
+    assert DOCS / "getting-started.md" in PAGES_WITH_CODE
+
+
+def test_every_public_module_has_an_api_page():
+    modules = sorted(path.stem for path in (ROOT / "refnorm").glob("*.py") if not path.stem.startswith("_"))
+    missing = [name for name in modules if not (DOCS / "api" / f"{name}.md").exists()]
+    assert not missing, (
+        f"refnorm modules without an API page: {missing}. Add docs/api/<module>.md (copy docs/api/statistics.md) "
+        "and list it in the toctree of docs/api/index.md"
+    )
+    listed = (DOCS / "api" / "index.md").read_text(encoding="utf-8")
+    assert [name for name in modules if f"\n{name}\n" not in listed] == []
+
+
+def test_the_top_level_api_page_lists_every_exported_name():
+    page = (DOCS / "api" / "refnorm.md").read_text(encoding="utf-8")
+    missing = [name for name in refnorm.__all__ if f"refnorm.{name}`" not in page]
+    assert not missing, f"docs/api/refnorm.md does not list {missing} (names in refnorm.__all__)"
+
+
+def test_every_cited_test_exists():
+    citations = [(page, *match) for page in PAGES for match in CITED_TEST.findall(page.read_text(encoding="utf-8"))]
+    assert citations, "no page cites a test; the pattern above no longer matches how the docs cite tests"
+    missing = [
+        f"{page.relative_to(ROOT)}: {file}::{name}"
+        for page, file, name, _ in citations
+        if not (ROOT / file).exists() or not re.search(rf"^def {name}\(", (ROOT / file).read_text(encoding="utf-8"), re.MULTILINE)
+    ]
+    assert not missing, f"the docs cite tests that do not exist: {missing}"
