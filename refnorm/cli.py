@@ -98,7 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except BrokenPipeError:  # e.g. `refnorm check | head`: the reader left, nothing more to say
+        sys.stderr.close()
+        return 1
 
 
 if __name__ == "__main__":

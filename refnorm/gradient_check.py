@@ -319,9 +319,14 @@ def _perturbed(args: tuple, index: int, direction: np.ndarray, t: float) -> tupl
 
 
 def _spread(a: Any) -> float:
-    host = to_numpy(a)
+    """The scale of an argument's values: their standard deviation, or, for (numerically)
+    constant values such as ``gamma = 1.1`` everywhere, their magnitude (at least 1)."""
+    host = to_numpy(a).astype(np.float64)
+    magnitude = float(np.max(np.abs(host), initial=0.0))
     spread = float(np.std(host)) if host.size > 1 else 0.0
-    return spread if spread > 0 else 1.0
+    # The std of equal values that are not exactly representable is rounding noise (~1e-16);
+    # treat anything below 1e-8 of the magnitude as "constant".
+    return spread if spread > 1e-8 * magnitude else max(magnitude, 1.0)
 
 
 def _directional_derivative(

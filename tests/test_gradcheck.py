@@ -117,6 +117,16 @@ def test_jacobian_mode_passes_a_correct_backward(rng):
     assert result.passed, result.summary()
 
 
+def test_constant_arguments_that_are_not_representable_get_a_sensible_step(rng):
+    """gamma = 1.1 everywhere has a rounding-noise std (~1e-16); the step must not shrink to it."""
+    x, _, beta, mean_logits, var_logits = _sn_point(rng, (3, 6, 3, 3))
+    gamma, beta = np.full(6, 1.1), np.resize(beta, 6)
+    assert np.std(gamma) > 0  # the rounding noise this test is about
+    result = refnorm.gradcheck(switch_norm_linearize, (x, gamma, beta, mean_logits, var_logits), names=SWITCH_NORM_ARGUMENTS)
+    assert result.passed, result.summary()
+    assert all(d.step > 1e-4 for d in result["gamma"].directions)
+
+
 def test_checker_refuses_float32_points(rng):
     x = rng.standard_normal(3).astype(np.float32)
     with pytest.raises(TypeError, match="gradcheck needs float64 arguments"):
