@@ -8,6 +8,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from .conventions import CONVENTIONS, Preset, preset
 from .gradient_check import GradcheckResult, Linearized, assert_gradcheck, gradcheck
+from .plainnorm import PlainNormGrads, PlainNormOutput, plain_norm_backward, plain_norm_forward, plain_norm_linearize
 from .running import (
     BatchAverage,
     RunningStats,
@@ -44,6 +45,8 @@ __all__ = [
     "Layout",
     "Linearized",
     "NORMALIZERS",
+    "PlainNormGrads",
+    "PlainNormOutput",
     "Preset",
     "RatioFunction",
     "RunningStats",
@@ -62,6 +65,9 @@ __all__ = [
     "gradcheck",
     "initial_running_stats",
     "instance_moments",
+    "plain_norm_backward",
+    "plain_norm_forward",
+    "plain_norm_linearize",
     "preset",
     "scope_moments",
     "softmax",
