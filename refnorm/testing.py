@@ -414,7 +414,8 @@ def conformance_checks(
         failure; a crash of the kit itself does not.
     skip
         ``{case id or pattern: reason}``: cases the implementation cannot express at all (an
-        unsupported normalizer); skipped with the reason.
+        unsupported normalizer); skipped with the reason. A case both skipped and expected to
+        fail (through overlapping patterns) is skipped.
     kinds
         Which kinds of cases (``"error"`` cases check that the adapter raises the same exception type).
     """
@@ -426,16 +427,13 @@ def conformance_checks(
     ids = [c.id for c in selected]
     failing = _resolve_patterns("expected_failures", expected_failures, ids)
     skipped = _resolve_patterns("skip", skip, ids)
-    both = sorted(set(failing) & set(skipped))
-    if both:
-        raise ValueError(f"cases {both} are both expected to fail and skipped; choose one")
     params = []
     for case in selected:
         marks = []
-        if case.id in failing:
-            marks.append(pytest.mark.xfail(reason=failing[case.id], strict=True, raises=ConformanceError))
-        if case.id in skipped:
+        if case.id in skipped:  # a case that cannot run cannot fail: skip wins over an expected failure
             marks.append(pytest.mark.skip(reason=skipped[case.id]))
+        elif case.id in failing:
+            marks.append(pytest.mark.xfail(reason=failing[case.id], strict=True, raises=ConformanceError))
         check = ConformanceCheck(adapter, case, source, check_error_messages)
         params.append(pytest.param(check, id=case.id, marks=marks))
     return params
