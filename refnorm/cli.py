@@ -145,6 +145,8 @@ def _golden_verify(args: argparse.Namespace) -> int:
     print(header)
     print("-" * len(header))
     for case in report.cases:
+        if case.passed and args.failures_only:
+            continue
         status = "ok" if case.passed else "FAIL"
         print(f"{case.id:<52}{status:<8}{case.max_abs_error:>13.2e}{case.max_rel_error:>13.2e}")
         for problem in case.problems:
@@ -194,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--shipped", action="store_true", help="verify the set shipped inside the package")
     verify.add_argument("--backend", choices=BACKENDS, default="numpy", help="array library recomputing the values")
     verify.add_argument("--no-recompute", action="store_true", help="check hashes and catalog consistency only")
+    verify.add_argument("--failures-only", action="store_true", help="print only the cases that fail (and the summary)")
     verify.add_argument("--quiet", action="store_true", help="no progress display")
     verify.set_defaults(run=_golden_verify)
     listing = actions.add_parser("list", help="print the case catalog")
