@@ -159,7 +159,8 @@ def _normalization_inputs(rng: np.random.Generator, params: Mapping[str, Any], l
     the case uses them, running statistics.
 
     ``params`` options (all optional but ``shape``): ``offset`` and ``scale`` of ``x``
-    (``x = scale * N(0, 1) + offset``), ``logit_scale`` (large logits make near one-hot ratios),
+    (``x = scale * N(0, 1) + offset``), ``logit_std`` (logits ``logit_std * N(0, 1)``; large ones
+    make near one-hot ratios. Not ``logit_scale``: SSN's inputs scale these logits again by that),
     ``logits="equal"`` (all ones: the official initialisation, a tie), ``running=True`` (pass
     running statistics in training, so the new running state is computed). Evaluation always
     gets running statistics.
@@ -173,7 +174,7 @@ def _normalization_inputs(rng: np.random.Generator, params: Mapping[str, Any], l
     }
     if logits is not None:
         for name in ("mean_logits", "var_logits"):
-            drawn = rng.standard_normal(logits) * params.get("logit_scale", 1.0)
+            drawn = rng.standard_normal(logits) * params.get("logit_std", 1.0)
             inputs[name] = np.ones(logits) if params.get("logits") == "equal" else drawn
     if not params.get("training", True) or params.get("running", False):
         inputs["running_mean"] = params.get("offset", 0.0) + 0.3 * params.get("scale", 1.0) * rng.standard_normal(C)
@@ -330,11 +331,11 @@ def _switch_norm_references() -> Iterator[Case]:
     yield case("official-eval-scale1e3", shape=(3, 4, 3, 3), scale=1e3, convention="official", training=False, note="variance 1e6",
                conditioning="std 1e3: the statistics are ~1e2 to 1e6, and a float32 default atol of 1e-5 is below their rounding")  # fmt: skip
     for convention in ("paper", "official"):
-        yield case(f"{convention}-train-logits30", shape=(3, 4, 3, 2), convention=convention, logit_scale=30.0,
+        yield case(f"{convention}-train-logits30", shape=(3, 4, 3, 2), convention=convention, logit_std=30.0,
                    note="logits of size ~30: ratios within 1e-13 of a vertex")  # fmt: skip
         yield case(f"{convention}-train-equal-logits", shape=(3, 4, 3, 2), convention=convention, logits="equal",
                    note="all logits 1 (the official initialisation): uniform ratios, a tie")  # fmt: skip
-    yield case("paper-eval-logits30", shape=(3, 4, 3, 2), training=False, logit_scale=30.0)
+    yield case("paper-eval-logits30", shape=(3, 4, 3, 2), training=False, logit_std=30.0)
     yield case("paper-train-eps1e-3", shape=(3, 4, 3, 2), eps=1e-3)
     yield case("official-eval-eps0.1", shape=(3, 4, 3, 2), eps=0.1, convention="official", training=False)
     # Running statistics updated in training (the new state is part of the golden values).

@@ -53,7 +53,7 @@ def test_reference_catalog_covers_ranks_conventions_modes_and_subsets():
     assert any(len(s) > 2 and np.prod(s[2:]) == 1 for s in shapes), "H*W = 1"
     assert any(s[0] == 1 for s in shapes) and any(s[1] == 1 for s in shapes), "N = 1 and C = 1"
     assert any(c.params.get("offset", 0) >= 1e4 for c in reference), "large offsets"
-    assert any(c.params.get("logit_scale", 1) >= 30 for c in reference), "large logits"
+    assert any(c.params.get("logit_std", 1) >= 30 for c in reference), "large logits"
     assert any(c.params.get("logits") == "equal" for c in reference), "tied logits"
 
 
