@@ -476,8 +476,8 @@ def _recompute(entry: Mapping[str, Any], params: Mapping[str, Any], grouped: Map
         report.recomputed = True
         return
     evaluation = evaluate(op, params, grouped["input"], upstream=grouped["upstream"], backend=backend)
-    recomputed = {f"{g}.{n}": a for g, named in evaluation.groups().items() if g not in ("input", "upstream") for n, a in named.items()}
-    stored = {f"{g}.{n}": a for g, named in grouped.items() if g not in ("input", "upstream") for n, a in named.items()}
+    recomputed = {**evaluation.forward_arrays(), **evaluation.backward_arrays()}
+    stored = {f"{g}.{n}": a for g in ("output", "intermediate", "grad") for n, a in grouped[g].items()}
     for key in sorted(set(stored) ^ set(recomputed)):
         where = "stored but not recomputed" if key in stored else "recomputed but not stored"
         report.problems.append(f"array {key} is {where}")
