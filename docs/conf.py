@@ -87,6 +87,7 @@ nitpick_ignore_regex = [
     ("py:class", r"(Array|Any|Callable|Sequence|Iterator|Mapping|Protocol|NamedTuple|Exception|AssertionError)"),
     ("py:class", r"(np|numpy)\..*"),
     ("py:class", r"argparse\..*"),
+    ("py:class", r"(pathlib|os)\..*"),
     ("py:class", r"collections\.abc\..*|typing\..*"),
     ("py:func", r"scipy\..*"),
 ]

@@ -18,6 +18,7 @@ from .exemplarnorm import (
     exemplar_norm_linearize,
 )
 from .gradient_check import GradcheckResult, Linearized, assert_gradcheck, gradcheck
+from .plainnorm import PlainNormGrads, PlainNormOutput, plain_norm_backward, plain_norm_forward, plain_norm_linearize
 from .running import (
     BatchAverage,
     RunningStats,
@@ -58,6 +59,8 @@ __all__ = [
     "Layout",
     "Linearized",
     "NORMALIZERS",
+    "PlainNormGrads",
+    "PlainNormOutput",
     "Preset",
     "RatioFunction",
     "RunningStats",
@@ -80,6 +83,9 @@ __all__ = [
     "gradcheck",
     "initial_running_stats",
     "instance_moments",
+    "plain_norm_backward",
+    "plain_norm_forward",
+    "plain_norm_linearize",
     "preset",
     "scope_moments",
     "softmax",

@@ -29,8 +29,13 @@ def namespace(*arrays: Array) -> Any:
     """Return the array-API namespace shared by ``arrays`` (Python scalars and ``None`` ignored).
 
     Raises ``TypeError`` when the arrays come from different libraries.
+
+    No ``api_version`` is requested: array-api-compat answers a request for 2024.12 on a CuPy or
+    PyTorch array with a ``UserWarning`` on every call (its wrappers implement 2025.12, a superset
+    of what refnorm uses), an error under ``-W error`` test suites; and array-api-strict treats
+    the request as a global setting, which a library must not change behind its caller's back.
     """
-    return array_api_compat.array_namespace(*arrays, api_version=API_VERSION)
+    return array_api_compat.array_namespace(*arrays)
 
 
 def device(x: Array) -> Any:

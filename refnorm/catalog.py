@@ -2,15 +2,29 @@
 
 Modelled on PyTorch's OpInfo: each op is described once (:class:`OpInfo`: its differentiable
 arguments, how to draw inputs for a case, how to evaluate it), and a :class:`Case` names one
-point of an op's configuration space. ``refnorm check`` runs the gradient checker over the
-``"sample"`` cases.
+point of an op's configuration space, in one of three kinds:
+
+``"sample"``
+    small and fast; ``refnorm check`` gradient-checks them.
+``"reference"``
+    broad: every rank, convention, mode and normalizer subset, and the edge cases real bug
+    reports hit. Golden files and the conformance kit (:mod:`refnorm.testing`) run over
+    ``sample`` and ``reference``.
+``"error"``
+    bad input, with the exception the op must raise and a regular expression its message must
+    match.
 
 Inputs are always drawn on the host with ``numpy.random.default_rng(case.seed)`` in float64, so
 every backend (and every golden file) sees bit-identical inputs.
+
+Adding an op to golden files and the conformance kit takes an :class:`OpInfo` in :data:`OPS` and a
+case source in ``_CASE_SOURCES``; nothing in :mod:`refnorm.golden` or :mod:`refnorm.testing`
+names an op. ``docs/golden-format.md`` lists what an op must provide.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +33,7 @@ import numpy as np
 
 from . import exemplarnorm as en
 from .gradient_check import Linearized
+from .plainnorm import PLAIN_NORM_ARGUMENTS, plain_norm_forward, plain_norm_linearize
 from .running import RunningStats
 from .switchnorm import SWITCH_NORM_ARGUMENTS, switch_norm_forward, switch_norm_linearize
 
@@ -35,6 +50,10 @@ class OpInfo:
     names) and returns its :class:`~refnorm.gradient_check.Linearized`.
     ``intermediates(inputs, params)`` returns the forward's named intermediates and new state
     (per-scope statistics, ratios, ``xhat``, ...), so a port can see which stage diverged.
+
+    ``params`` must survive a JSON round trip (golden manifests store them): strings, numbers,
+    booleans, ``None`` and tuples of those. ``linearize`` and ``intermediates`` may be called on
+    float32 inputs (the conformance kit measures float32 conditioning that way).
     """
 
     name: str
@@ -43,6 +62,18 @@ class OpInfo:
     linearize: Callable[[Mapping[str, Any], Mapping[str, Any]], Linearized]
     intermediates: Callable[[Mapping[str, Any], Mapping[str, Any]], dict[str, Any]]
     description: str = ""
+    outputs: tuple[str, ...] | None = None
+    """Names of the arrays in ``linearize(...).out`` (one per tuple element). ``None``: ``"y"``
+    for a single array, ``"y0", "y1", ...`` for a tuple."""
+
+    def output_names(self, out: Any) -> tuple[str, ...]:
+        """The names of the arrays of an output ``out`` of :attr:`linearize`."""
+        count = len(out) if isinstance(out, tuple | list) else 1
+        if self.outputs is not None:
+            if len(self.outputs) != count:
+                raise RuntimeError(f"op {self.name} declares outputs {self.outputs} but linearize returned {count}")
+            return tuple(self.outputs)
+        return ("y",) if not isinstance(out, tuple | list) else tuple(f"y{i}" for i in range(count))
 
 
 @dataclass(frozen=True)
@@ -60,14 +91,63 @@ class Case:
     """``"error"`` cases: the exception the op must raise."""
     match: str | None = None
     """``"error"`` cases: a regular expression the exception message must match."""
+    note: str = ""
+    """Why the case exists (the bug report it reproduces, the edge it probes); shown by
+    ``refnorm golden list`` and written to golden manifests."""
+    edit: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None = field(default=None, compare=False, repr=False)
+    """``"error"`` cases: turns the drawn inputs into the bad ones (a wrong shape, an integer dtype,
+    a NaN, a missing array). It returns a new dict and must keep every value a NumPy array."""
+    conditioning: str = ""
+    """Why float32 loses digits on this case (e.g. mean 1e4 with std 1). Golden generation widens
+    a float32 tolerance only where refnorm's own float32 evaluation needs it, and the test suite
+    requires every case that gets a widened tolerance to say why here."""
+    tolerances: Mapping[str, Mapping[str, tuple[float, float]]] = field(default_factory=dict)
+    """Explicit ``{dtype: {"forward"|"backward": (rtol, atol)}}`` overrides of the recommended
+    tolerances; ``tolerance_reason`` must say why."""
+    tolerance_reason: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"case {self.op}/{self.name}: kind {self.kind!r}, expected one of {KINDS}")
+        if not _CASE_NAME.fullmatch(self.name):
+            raise ValueError(f"case {self.op}/{self.name}: names may use only letters, digits and . _ + = - (they become file names)")
+        if (self.kind == "error") != (self.raises is not None and self.match is not None):
+            raise ValueError(f"case {self.op}/{self.name}: error cases, and only they, need raises= and match=")
+        if self.tolerances and not self.tolerance_reason:
+            raise ValueError(f"case {self.op}/{self.name}: tolerances= needs a tolerance_reason")
 
     @property
     def id(self) -> str:
         return f"{self.op}/{self.name}"
 
     def inputs(self) -> dict[str, np.ndarray]:
-        """The case's host inputs, drawn from its seed."""
-        return OPS[self.op].make_inputs(np.random.default_rng(self.seed), self.params)
+        """The case's host inputs, drawn from its seed (and, for error cases, edited)."""
+        inputs = OPS[self.op].make_inputs(np.random.default_rng(self.seed), self.params)
+        return inputs if self.edit is None else self.edit(dict(inputs))
+
+
+_CASE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=-]*")
+
+
+def _replace(name: str, make: Callable[[np.ndarray], Any]) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
+    """An ``edit`` that replaces input ``name`` by ``make(old value)``."""
+    return lambda inputs: {**inputs, name: np.asarray(make(inputs[name]))}
+
+
+def _drop(*names: str) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
+    """An ``edit`` that removes inputs (e.g. the running statistics)."""
+    return lambda inputs: {key: value for key, value in inputs.items() if key not in names}
+
+
+def _with_element(value: float, index: tuple[int, ...] = (0,)) -> Callable[[np.ndarray], np.ndarray]:
+    """A copy of an array with one element set to ``value`` (NaN, infinity)."""
+
+    def make(array: np.ndarray) -> np.ndarray:
+        array = array.copy()
+        array[index + (0,) * (array.ndim - len(index))] = value
+        return array
+
+    return make
 
 
 # --------------------------------------------------------------------------------------------
@@ -75,35 +155,55 @@ class Case:
 # --------------------------------------------------------------------------------------------
 
 
-def _switch_norm_inputs(rng: np.random.Generator, params: Mapping[str, Any]) -> dict[str, np.ndarray]:
+def _normalization_inputs(rng: np.random.Generator, params: Mapping[str, Any], logits: int | None) -> dict[str, np.ndarray]:
+    """``x``, ``gamma``, ``beta``, two logit vectors of length ``logits`` (none if ``None``) and, when
+    the case uses them, running statistics.
+
+    ``params`` options (all optional but ``shape``): ``offset`` and ``scale`` of ``x``
+    (``x = scale * N(0, 1) + offset``), ``logit_std`` (logits ``logit_std * N(0, 1)``; large ones
+    make near one-hot ratios. Not ``logit_scale``: SSN's inputs scale these logits again by that),
+    ``logits="equal"`` (all ones: the official initialisation, a tie), ``running=True`` (pass
+    running statistics in training, so the new running state is computed). Evaluation always
+    gets running statistics.
+    """
     shape = tuple(params["shape"])
     C = shape[1]
-    K = len(params["normalizers"])
     inputs = {
         "x": rng.standard_normal(shape) * params.get("scale", 1.0) + params.get("offset", 0.0),
         "gamma": 1.0 + 0.5 * rng.standard_normal(C),
         "beta": 0.5 * rng.standard_normal(C),
-        "mean_logits": rng.standard_normal(K),
-        "var_logits": rng.standard_normal(K),
     }
-    if not params.get("training", True):
-        inputs["running_mean"] = params.get("offset", 0.0) + 0.3 * rng.standard_normal(C)
+    if logits is not None:
+        for name in ("mean_logits", "var_logits"):
+            drawn = rng.standard_normal(logits) * params.get("logit_std", 1.0)
+            inputs[name] = np.ones(logits) if params.get("logits") == "equal" else drawn
+    if not params.get("training", True) or params.get("running", False):
+        inputs["running_mean"] = params.get("offset", 0.0) + 0.3 * params.get("scale", 1.0) * rng.standard_normal(C)
         inputs["running_var"] = params.get("scale", 1.0) ** 2 * rng.uniform(0.5, 1.5, C)
     return inputs
 
 
-def _switch_norm_config(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+def _switch_norm_inputs(rng: np.random.Generator, params: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    return _normalization_inputs(rng, params, logits=len(params["normalizers"]))
+
+
+def _normalization_config(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of the forward shared by SN and the plain normalizers."""
     running = None
     if "running_mean" in inputs:
         running = RunningStats(inputs["running_mean"], inputs["running_var"])
     return dict(
         running=running,
         training=params.get("training", True),
-        normalizers=tuple(params["normalizers"]),
         groups=params.get("groups"),
         convention=params.get("convention", "paper"),
         eps=params.get("eps", 1e-5),
+        momentum=params.get("momentum", 0.9),
     )
+
+
+def _switch_norm_config(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+    return dict(_normalization_config(inputs, params), normalizers=params["normalizers"])
 
 
 def _switch_norm_linearize(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> Linearized:
@@ -129,13 +229,33 @@ SWITCH_NORM = OpInfo(
     description="Switchable Normalization with softmax ratios",
 )
 
+_SHAPES = {"2d": (3, 4), "3d": (2, 3, 5), "4d": (2, 4, 3, 3), "5d": (2, 2, 2, 3, 2)}
+"""The sample cases' shape per input rank."""
+_REFERENCE_SHAPES = {"2d": (5, 3), "3d": (3, 4, 5), "4d": (3, 4, 3, 2), "5d": (2, 3, 2, 2, 3)}
+"""The reference cases' shape per input rank (other sizes than the samples', other seeds)."""
+_LARGE_OFFSET = "input mean 1e4 with std 1: x - mean cancels about 4 of float32's 7 digits"
+
+
+def _gradcheck_options(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Gradient-checker overrides a case's inputs call for.
+
+    With a mean of 1e4 every function value carries rounding noise of ~1e-12 relative, which the
+    default starting step (1e-2 of the argument's spread) turns into finite-difference noise of
+    ~1e-7 for the logits; a 10 times larger starting step stays above the noise (Richardson
+    extrapolation takes care of the larger truncation error). The tolerance is not changed.
+    """
+    return {"step": 0.1} if abs(params.get("offset", 0.0)) >= 1e3 else {}
+
+
+def _modes() -> Iterator[tuple[str, bool]]:
+    yield "train", True
+    yield "eval", False
+
 
 def _switch_norm_samples() -> Iterator[Case]:
-    shapes = {"2d": (3, 4), "3d": (2, 3, 5), "4d": (2, 4, 3, 3), "5d": (2, 2, 2, 3, 2)}
     for convention in ("paper", "official"):
-        for training in (True, False):
-            mode = "train" if training else "eval"
-            for rank, shape in shapes.items():
+        for mode, training in _modes():
+            for rank, shape in _SHAPES.items():
                 normalizers = ("ln", "bn") if rank == "2d" else ("in", "ln", "bn")
                 yield Case(
                     "switch_norm", f"{convention}-{mode}-{rank}", "sample",
@@ -147,6 +267,215 @@ def _switch_norm_samples() -> Iterator[Case]:
     yield Case("switch_norm", "paper-train-C1", "sample", dict(shape=(3, 1, 2, 2), normalizers=("in", "ln", "bn")))
     yield Case("switch_norm", "paper-train-M1", "sample", dict(shape=(3, 4, 1, 1), normalizers=("in", "ln", "bn")))
     yield Case("switch_norm", "paper-eval-M1", "sample", dict(shape=(3, 4, 1, 1), normalizers=("in", "ln", "bn"), training=False))
+
+
+_SUBSETS = {
+    "in": (("in",), None),
+    "ln": (("ln",), None),
+    "bn": (("bn",), None),
+    "gn": (("gn",), 2),
+    "in-ln": (("in", "ln"), None),
+    "ln-bn": (("ln", "bn"), None),
+    "bn-in": (("bn", "in"), None),
+    "in-ln-bn-gn": (("in", "ln", "bn", "gn"), 2),
+    "gn-bn-ln-in": (("gn", "bn", "ln", "in"), 4),
+}
+"""Normalizer subsets of the reference catalog (name -> (set, GN groups)); order is logit order."""
+
+
+def _switch_norm_references() -> Iterator[Case]:
+    seed = iter(range(1000, 2000))
+
+    def case(name: str, note: str = "", conditioning: str = "", **params: Any) -> Case:
+        params.setdefault("normalizers", ("ln", "bn") if len(params["shape"]) == 2 else ("in", "ln", "bn"))
+        return Case("switch_norm", name, "reference", params, seed=next(seed), note=note, conditioning=conditioning,
+                    gradcheck=_gradcheck_options(params))  # fmt: skip
+
+    # Every rank, convention and mode with the default normalizer set.
+    for convention in ("paper", "official"):
+        for mode, training in _modes():
+            for rank, shape in _REFERENCE_SHAPES.items():
+                yield case(f"{convention}-{mode}-rank{len(shape)}", shape=shape, convention=convention, training=training)
+    # Every normalizer subset (and logit orders other than the official one).
+    for convention in ("paper", "official"):
+        for mode, training in _modes():
+            for label, (normalizers, groups) in _SUBSETS.items():
+                yield case(
+                    f"{convention}-{mode}-set-{label}", shape=(3, 4, 3, 2), normalizers=normalizers, groups=groups,
+                    convention=convention, training=training,
+                )  # fmt: skip
+    # GN at its extremes: one group is LN, C groups is IN.
+    yield case("paper-train-gn-groups1", shape=(2, 4, 2, 3), normalizers=("gn", "ln"), groups=1, note="GN with one group equals LN")
+    yield case("paper-train-gn-groupsC", shape=(2, 4, 2, 3), normalizers=("gn", "in"), groups=4, note="GN with C groups equals IN")
+    # Edge cases from bug reports: H*W = 1, N = 1, C = 1, size-1 axes.
+    hw1 = "H*W = 1 (N x C x 1 x 1 after global pooling): the official code returns NaN here (SN issue #5)"
+    for mode, training in _modes():
+        yield case(f"paper-{mode}-HW1", shape=(4, 3, 1, 1), training=training, note=hw1)
+        yield case(f"paper-{mode}-L1", shape=(4, 3, 1), training=training, note="(N, C, 1): one position")
+        yield case(f"paper-{mode}-2d-C1", shape=(5, 1), training=training, note="(N, 1): LN over a single feature")
+        yield case(f"paper-{mode}-2d-N1", shape=(1, 4), training=training, note="(1, C): BN over a single sample")
+        for convention in ("paper", "official"):
+            yield case(f"{convention}-{mode}-batch1", shape=(1, 4, 3, 3), convention=convention, training=training, note="a batch of one")
+            yield case(f"{convention}-{mode}-channels1", shape=(3, 1, 4, 2), convention=convention, training=training, note="one channel")
+            yield case(f"{convention}-{mode}-H1", shape=(2, 3, 1, 5), convention=convention, training=training, note="size-1 height")
+            yield case(f"{convention}-{mode}-W1", shape=(2, 3, 5, 1), convention=convention, training=training, note="size-1 width")
+            yield case(f"{convention}-{mode}-5d-HW1", shape=(2, 3, 4, 1, 1), convention=convention, training=training, note="3-d input, D > 1, H = W = 1")
+    yield case("paper-train-all1", shape=(1, 1, 1, 1), note="every axis of size 1: every variance is 0, y = beta")
+    yield case("paper-eval-all1", shape=(1, 1, 1, 1), training=False, note="every axis of size 1, running statistics")
+    # Large offsets, small scales, large logits, ties, eps.
+    for convention in ("paper", "official"):
+        for mode, training in _modes():
+            yield case(f"{convention}-{mode}-offset1e4", shape=(3, 4, 3, 3), convention=convention, training=training, offset=1e4,
+                       note="mean 1e4, std 1: E[x^2] - mean^2 would lose 8 of float64's 16 digits and all of float32's", conditioning=_LARGE_OFFSET)  # fmt: skip
+        yield case(f"{convention}-train-2d-offset1e4", shape=(6, 5), convention=convention, offset=1e4, conditioning=_LARGE_OFFSET)
+    yield case("paper-train-scale1e-3", shape=(3, 4, 3, 3), scale=1e-3, note="variance 1e-6 below eps = 1e-5: eps dominates")
+    yield case("official-eval-scale1e3", shape=(3, 4, 3, 3), scale=1e3, convention="official", training=False, note="variance 1e6",
+               conditioning="std 1e3: the statistics are ~1e2 to 1e6, and a float32 default atol of 1e-5 is below their rounding")  # fmt: skip
+    for convention in ("paper", "official"):
+        yield case(f"{convention}-train-logits30", shape=(3, 4, 3, 2), convention=convention, logit_std=30.0,
+                   note="logits of size ~30: ratios within 1e-13 of a vertex")  # fmt: skip
+        yield case(f"{convention}-train-equal-logits", shape=(3, 4, 3, 2), convention=convention, logits="equal",
+                   note="all logits 1 (the official initialisation): uniform ratios, a tie")  # fmt: skip
+    yield case("paper-eval-logits30", shape=(3, 4, 3, 2), training=False, logit_std=30.0)
+    yield case("paper-train-eps1e-3", shape=(3, 4, 3, 2), eps=1e-3)
+    yield case("official-eval-eps0.1", shape=(3, 4, 3, 2), eps=0.1, convention="official", training=False)
+    # Running statistics updated in training (the new state is part of the golden values).
+    yield case("paper-train-ema0.9", shape=(3, 4, 3, 2), running=True, momentum=0.9, note="EMA update, PyTorch momentum 0.1")
+    yield case("official-train-ema0.997", shape=(3, 4, 2, 2, 2), running=True, momentum=0.997, convention="official",
+               note="official SwitchNorm3d momentum")  # fmt: skip
+    yield case("official-train-2d-ema0.997", shape=(6, 5), running=True, momentum=0.997, convention="official",
+               note="official SwitchNorm1d: unbiased LN over C, BN over N")  # fmt: skip
+    yield case("paper-train-ema0", shape=(3, 4, 3, 2), running=True, momentum=0.0, note="momentum 0: running = batch statistics")
+
+
+def _switch_norm_errors() -> Iterator[Case]:
+    base = dict(shape=(2, 4, 3, 3), normalizers=("in", "ln", "bn"))
+
+    def case(name: str, raises: type[Exception], match: str, edit: Any = None, note: str = "", **params: Any) -> Case:
+        return Case("switch_norm", name, "error", {**base, **params}, raises=raises, match=match, edit=edit, note=note)
+
+    yield case("x-rank1", ValueError, r"x has shape \(4,\), expected \(N, C, \*spatial\) with rank >= 2",
+               edit=_replace("x", lambda x: x[0, :, 0, 0]), shape=(2, 4, 3, 3))  # fmt: skip
+    yield case("x-empty-axis", ValueError, r"x has shape \(2, 0, 3, 3\), expected every axis to have size >= 1",
+               edit=_replace("x", lambda x: x[:, :0]))  # fmt: skip
+    yield case("x-integer", TypeError, r"x has dtype (\w+\.)?int64, expected a real floating dtype", edit=_replace("x", lambda x: np.round(x).astype(np.int64)))
+    yield case("gamma-float32", TypeError, r"gamma has dtype (\w+\.)?float32, expected (\w+\.)?float64 \(the dtype of x\)",
+               edit=_replace("gamma", lambda g: g.astype(np.float32)), note="refnorm never promotes silently")  # fmt: skip
+    yield case("gamma-shape", ValueError, r"gamma has shape \(5,\), expected \(C,\) = \(4,\)", edit=_replace("gamma", lambda g: np.append(g, 1.0)))
+    yield case("beta-shape", ValueError, r"beta has shape \(1, 4\), expected \(C,\) = \(4,\)", edit=_replace("beta", lambda b: b[None, :]))
+    yield case("mean-logits-length", ValueError, r"mean_logits has shape \(2,\), expected one logit per normalizer",
+               edit=_replace("mean_logits", lambda w: w[:2]))  # fmt: skip
+    yield case("var-logits-length", ValueError, r"var_logits has shape \(4,\), expected one logit per normalizer",
+               edit=_replace("var_logits", lambda w: np.append(w, 0.0)))  # fmt: skip
+    yield case("x-nan", ValueError, r"x contains NaN or infinity", edit=_replace("x", _with_element(np.nan)))
+    yield case("gamma-inf", ValueError, r"gamma contains NaN or infinity", edit=_replace("gamma", _with_element(np.inf)))
+    yield case("unknown-normalizer", ValueError, r"unknown normalizer 'xn'", normalizers=("in", "xn"))
+    yield case("repeated-normalizer", ValueError, r"repeats a name", normalizers=("in", "in"))
+    yield case("empty-normalizers", ValueError, r"normalizers is empty", normalizers=())
+    yield case("normalizers-string", TypeError, r"normalizers must be a sequence of names", normalizers="in")
+    yield case("gn-without-groups", ValueError, r"'gn' but groups is None", normalizers=("gn", "bn"))
+    yield case("groups-not-dividing", ValueError, r"groups = 3 does not divide the channel count C = 4", normalizers=("gn",), groups=3)
+    yield case("groups-without-gn", ValueError, r"groups = 2 was given but 'gn' is not in normalizers", groups=2)
+    yield case("unknown-convention", ValueError, r"unknown convention 'pytorch'", convention="pytorch")
+    yield case("eps-zero", ValueError, r"eps must be a finite number > 0, got 0", eps=0)
+    yield case("eps-string", TypeError, r"eps must be a Python number, got str", eps="1e-5")
+    yield case("momentum-above-1", ValueError, r"momentum must lie in \[0, 1\], got 1.5", momentum=1.5)
+    yield case("training-string", TypeError, r"training must be a bool, got str", training="yes")
+    yield case("official-HW1", ValueError, r"divides the instance variance by M - 1 = 0", shape=(4, 3, 1, 1), convention="official",
+               note="the official code returns NaN here (SN issue #5); refnorm says why")  # fmt: skip
+    yield case("official-2d-C1", ValueError, r"LN variance of \(N, C\) input unbiased over its scope, which divides by zero for C = 1",
+               shape=(5, 1), normalizers=("ln", "bn"), convention="official")  # fmt: skip
+    yield case("official-2d-N1", ValueError, r"BN variance of \(N, C\) input unbiased over its scope, which divides by zero for N = 1",
+               shape=(1, 4), normalizers=("ln", "bn"), convention="official")  # fmt: skip
+    yield case("eval-without-running", ValueError, r"evaluation mode with 'bn' in normalizers needs running statistics",
+               training=False, edit=_drop("running_mean", "running_var"))  # fmt: skip
+    yield case("running-mean-shape", ValueError, r"running.mean has shape \(3,\), expected \(C,\) = \(4,\)",
+               training=False, edit=_replace("running_mean", lambda m: m[:3]))  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------
+# Plain normalizers (IN, LN, BN, GN): SN with a single normalizer and a fixed ratio of 1
+# --------------------------------------------------------------------------------------------
+
+
+def _plain_norm_inputs(rng: np.random.Generator, params: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    return _normalization_inputs(rng, params, logits=None)
+
+
+def _plain_norm_config(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+    return dict(_normalization_config(inputs, params), normalizer=params["normalizer"])
+
+
+def _plain_norm_linearize(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> Linearized:
+    args = [inputs[name] for name in PLAIN_NORM_ARGUMENTS]
+    return plain_norm_linearize(*args, **_plain_norm_config(inputs, params))
+
+
+def _plain_norm_intermediates(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+    args = [inputs[name] for name in PLAIN_NORM_ARGUMENTS]
+    _, cache, running = plain_norm_forward(*args, **_plain_norm_config(inputs, params))
+    named = cache.arrays()
+    if running is not None:
+        named.update(new_running_mean=running.mean, new_running_var=running.var)
+    return named
+
+
+PLAIN_NORM = OpInfo(
+    name="plain_norm",
+    arguments=PLAIN_NORM_ARGUMENTS,
+    make_inputs=_plain_norm_inputs,
+    linearize=_plain_norm_linearize,
+    intermediates=_plain_norm_intermediates,
+    description="One normalizer alone: instance, layer, batch or group normalization",
+)
+
+
+def _plain_norm_samples() -> Iterator[Case]:
+    for normalizer, groups in (("in", None), ("ln", None), ("bn", None), ("gn", 2)):
+        yield Case("plain_norm", f"paper-train-{normalizer}", "sample", dict(shape=(2, 4, 3, 3), normalizer=normalizer, groups=groups))
+    yield Case("plain_norm", "official-train-bn", "sample", dict(shape=(2, 4, 3, 3), normalizer="bn", convention="official"))
+    yield Case("plain_norm", "paper-eval-bn", "sample", dict(shape=(2, 4, 3, 3), normalizer="bn", training=False))
+    yield Case("plain_norm", "paper-train-2d-ln", "sample", dict(shape=(3, 4), normalizer="ln"))
+
+
+def _plain_norm_references() -> Iterator[Case]:
+    seed = iter(range(2000, 3000))
+
+    def case(name: str, note: str = "", conditioning: str = "", **params: Any) -> Case:
+        return Case("plain_norm", name, "reference", params, seed=next(seed), note=note, conditioning=conditioning,
+                    gradcheck=_gradcheck_options(params))  # fmt: skip
+
+    for normalizer, groups in (("in", None), ("ln", None), ("bn", None), ("gn", 2)):
+        for convention in ("paper", "official"):
+            for mode, training in _modes():
+                for rank, shape in _REFERENCE_SHAPES.items():
+                    if rank == "2d" and normalizer in ("in", "gn"):
+                        continue  # IN of (N, C) input is x itself; GN of it is not in the official code
+                    shape = (3, 4, *shape[2:]) if normalizer == "gn" else shape
+                    yield case(f"{normalizer}-{convention}-{mode}-{rank}", shape=shape, normalizer=normalizer, groups=groups,
+                               convention=convention, training=training)  # fmt: skip
+    yield case("bn-paper-train-N1", shape=(1, 3, 2, 2), normalizer="bn", note="BN of a batch of one is IN")
+    yield case("ln-paper-train-C1", shape=(3, 1, 2, 2), normalizer="ln", note="LN of one channel is IN")
+    yield case("in-paper-train-HW1", shape=(3, 4, 1, 1), normalizer="in", note="IN of a single position: variance 0, y = beta")
+    yield case("bn-paper-train-running", shape=(4, 3, 2, 2), normalizer="bn", running=True, momentum=0.9)
+    yield case("bn-official-train-offset1e4", shape=(4, 3, 3, 3), normalizer="bn", convention="official", offset=1e4, conditioning=_LARGE_OFFSET)
+    yield case("ln-paper-eval-offset1e4", shape=(4, 3, 3, 3), normalizer="ln", training=False, offset=1e4, conditioning=_LARGE_OFFSET)
+
+
+def _plain_norm_errors() -> Iterator[Case]:
+    base = dict(shape=(2, 4, 3, 3), normalizer="bn")
+
+    def case(name: str, raises: type[Exception], match: str, edit: Any = None, **params: Any) -> Case:
+        return Case("plain_norm", name, "error", {**base, **params}, raises=raises, match=match, edit=edit)
+
+    yield case("unknown-normalizer", ValueError, r"unknown normalizer 'bm'", normalizer="bm")
+    yield case("normalizer-tuple", TypeError, r"normalizer must be one name such as 'bn', got \('in', 'ln'\); for a mixture use switch_norm",
+               normalizer=("in", "ln"))  # fmt: skip
+    yield case("gn-without-groups", ValueError, r"'gn' but groups is None", normalizer="gn")
+    yield case("gamma-shape", ValueError, r"gamma has shape \(3,\), expected \(C,\) = \(4,\)", edit=_replace("gamma", lambda g: g[:3]))
+    yield case("x-integer", TypeError, r"x has dtype (\w+\.)?int32, expected a real floating dtype", edit=_replace("x", lambda x: x.astype(np.int32)))
+    yield case("official-HW1", ValueError, r"M - 1 = 0", shape=(2, 4, 1, 1), normalizer="in", convention="official")
+    yield case("eval-without-running", ValueError, r"needs running statistics", training=False, edit=_drop("running_mean", "running_var"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -233,10 +562,16 @@ EXEMPLAR_NORM = OpInfo(
 )
 
 
+_EN_CLOSE_SCORES = (
+    "the standardisation divides the scores' deviations by their spread over the normalizers; close scores "
+    "(with q = 1 the IN and LN scores coincide) amplify the float32 rounding of the scores by 1 / spread"
+)
+
+
 def _exemplar_norm_samples() -> Iterator[Case]:
-    def case(name: str, **params: Any) -> Case:
+    def case(name: str, conditioning: str = "", **params: Any) -> Case:
         step = _EN_STEP_EQUAL_SCORES if params.get("init") == "default" else _EN_STEP
-        return Case("exemplar_norm", name, "sample", params, gradcheck=step)
+        return Case("exemplar_norm", name, "sample", params, gradcheck=step, conditioning=conditioning)
 
     shapes = {"2d": (3, 4), "3d": (2, 3, 5), "4d": (2, 4, 3, 3), "5d": (2, 3, 2, 3, 2)}
     for init in ("default", "random"):
@@ -249,12 +584,12 @@ def _exemplar_norm_samples() -> Iterator[Case]:
     yield case("random-statistics-train-gn-first", shape=(2, 6, 2, 2), normalizers=("gn", "bn"), groups=3, mixing="statistics")
     yield case("random-output-train-official", shape=(2, 4, 3, 3), convention="official")
     yield case("random-statistics-eval-official", shape=(2, 4, 3, 3), convention="official", mixing="statistics", training=False)
-    yield case("random-output-train-q1", shape=(2, 4, 3), kernel_size=1)
+    yield case("random-output-train-q1", shape=(2, 4, 3), kernel_size=1, conditioning=_EN_CLOSE_SCORES)
     yield case("random-output-train-q5", shape=(2, 5, 3), kernel_size=5)
     yield case("random-output-train-M1", shape=(3, 4, 1, 1))
     yield case("random-output-train-C1", shape=(3, 1, 2, 2), kernel_size=1)
     yield case("random-output-train-K1", shape=(2, 4, 3), normalizers=("bn",))
-    yield case("random-output-train-offset", shape=(2, 4, 3, 3), offset=1e4)
+    yield case("random-output-train-offset", shape=(2, 4, 3, 3), offset=1e4, conditioning=_LARGE_OFFSET)
 
 
 def _embedding_inputs(rng: np.random.Generator, params: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -353,7 +688,7 @@ def _standardize_samples() -> Iterator[Case]:
     # Scores spread by ~sqrt(eps_r), and exactly equal scores (the initialisation): small first
     # steps, for the reason given at _EN_STEP_EQUAL_SCORES.
     near_equal = dict(shape=(3, 3), scores_loc=1.0, scores_scale=3e-3)
-    yield Case("en_standardize", "K3-near-equal", "sample", near_equal, gradcheck={"step": 1e-3})
+    yield Case("en_standardize", "K3-near-equal", "sample", near_equal, gradcheck={"step": 1e-3}, conditioning=_EN_CLOSE_SCORES)
     yield Case("en_standardize", "K3-equal", "sample", dict(shape=(3, 3), scores_loc=1.0, scores_scale=0.0), gradcheck=_EN_STEP_EQUAL_SCORES)
 
 
@@ -378,12 +713,27 @@ def _softmax_samples() -> Iterator[Case]:
 # --------------------------------------------------------------------------------------------
 
 OPS: dict[str, OpInfo] = {
-    op.name: op for op in (SWITCH_NORM, EXEMPLAR_NORM, EN_EMBEDDING, EN_CHANNEL_CONV, EN_CHANNEL_MEAN, EN_STANDARDIZE, EN_SOFTMAX)
+    op.name: op
+    for op in (
+        SWITCH_NORM,
+        PLAIN_NORM,
+        EXEMPLAR_NORM,
+        EN_EMBEDDING,
+        EN_CHANNEL_CONV,
+        EN_CHANNEL_MEAN,
+        EN_STANDARDIZE,
+        EN_SOFTMAX,
+    )
 }
 """Every op refnorm implements, by name."""
 
 _CASE_SOURCES: tuple[Callable[[], Iterator[Case]], ...] = (
     _switch_norm_samples,
+    _switch_norm_references,
+    _switch_norm_errors,
+    _plain_norm_samples,
+    _plain_norm_references,
+    _plain_norm_errors,
     _exemplar_norm_samples,
     _embedding_samples,
     _channel_conv_samples,
@@ -402,5 +752,6 @@ def cases(kind: str | None = None, op: str | None = None) -> list[Case]:
     selected = [c for source in _CASE_SOURCES for c in source() if (kind is None or c.kind == kind) and (op is None or c.op == op)]
     ids = [c.id for c in selected]
     if len(set(ids)) != len(ids):
-        raise RuntimeError("the catalog has duplicate case ids")  # a bug in refnorm, not in the caller
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        raise RuntimeError(f"the catalog has duplicate case ids {duplicates}")  # a bug in refnorm, not in the caller
     return selected

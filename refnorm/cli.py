@@ -5,6 +5,13 @@
     table of errors; exit 1 if any check fails.
 ``refnorm info``
     Version, array backends and devices.
+``refnorm golden generate --out DIR [--kind K] [--op OP] [--backend B] [--force]``
+    Write a golden set (one ``.npz`` per case and a ``manifest.json``); refuses to replace an
+    existing set without ``--force``.
+``refnorm golden verify DIR`` / ``refnorm golden verify --shipped``
+    Check every hash and recompute every case; a table of errors; exit 1 on any problem.
+``refnorm golden list [--kind K] [--op OP]``
+    The case catalog.
 """
 
 from __future__ import annotations
@@ -14,12 +21,14 @@ import platform
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
 from . import __version__
 from ._xp import available_backends
-from .catalog import OPS, cases
+from .catalog import KINDS, OPS, cases
+from .evaluation import BACKENDS
 from .gradient_check import gradcheck
 
 
@@ -81,6 +90,84 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+class _ProgressLine:
+    """``[ 12/228] switch_norm/paper-train-4d`` on stderr: rewritten in place on a terminal, every
+    25 cases otherwise (CI logs), nothing with ``quiet``."""
+
+    def __init__(self, verb: str, quiet: bool) -> None:
+        self.verb, self.quiet = verb, quiet
+        self.tty = sys.stderr.isatty()
+
+    def __call__(self, done: int, total: int, case_id: str) -> None:
+        if self.quiet:
+            return
+        line = f"{self.verb} [{done:>{len(str(total))}}/{total}] {case_id or 'done'}"
+        if self.tty:
+            sys.stderr.write("\r" + line.ljust(100)[:100] + ("\n" if done == total else ""))
+            sys.stderr.flush()
+        elif done % 25 == 0 or done == total:
+            print(line, file=sys.stderr)
+
+
+def _golden_generate(args: argparse.Namespace) -> int:
+    from .golden import GoldenError, generate
+
+    started = time.perf_counter()
+    try:
+        manifest = generate(
+            args.out, kinds=args.kind, ops=args.op, backend=args.backend, force=args.force,
+            progress=_ProgressLine("generating", args.quiet),
+        )  # fmt: skip
+    except (GoldenError, RuntimeError) as error:
+        print(f"refnorm golden generate: {error}", file=sys.stderr)
+        return 2
+    elapsed = time.perf_counter() - started
+    size = sum(p.stat().st_size for p in Path(args.out).rglob("*") if p.is_file())
+    counts = ", ".join(f"{sum(c['kind'] == k for c in manifest['cases'])} {k}" for k in manifest["kinds"])
+    print(f"wrote {len(manifest['cases'])} cases ({counts}) to {args.out}: {size / 1e6:.2f} MB in {elapsed:.1f} s on {args.backend}")
+    return 0
+
+
+def _golden_verify(args: argparse.Namespace) -> int:
+    from .golden import SHIPPED, verify
+
+    if (args.directory is None) == (not args.shipped):
+        print("refnorm golden verify: give a directory or --shipped (one of them)", file=sys.stderr)
+        return 2
+    directory = SHIPPED if args.shipped else Path(args.directory)
+    started = time.perf_counter()
+    report = verify(directory, backend=args.backend, recompute=not args.no_recompute, progress=_ProgressLine("verifying", args.quiet))
+    elapsed = time.perf_counter() - started
+    header = f"{'case':<52}{'status':<8}{'max abs err':>13}{'max rel err':>13}"
+    print(f"golden set {directory}")
+    for problem in report.problems:
+        print(f"  FAIL {problem}")
+    print(header)
+    print("-" * len(header))
+    for case in report.cases:
+        if case.passed and args.failures_only:
+            continue
+        status = "ok" if case.passed else "FAIL"
+        print(f"{case.id:<52}{status:<8}{case.max_abs_error:>13.2e}{case.max_rel_error:>13.2e}")
+        for problem in case.problems:
+            print(f"    {case.file}: {problem}")
+    print("-" * len(header))
+    failed = sum(not c.passed for c in report.cases)
+    action = f"recomputed on {args.backend}" if not args.no_recompute else "hashes only"
+    print(f"{len(report.cases)} cases: {len(report.cases) - failed} ok, {failed} failed, {len(report.problems)} set problems ({action}, {elapsed:.1f} s)")
+    return 0 if report.passed else 1
+
+
+def _golden_list(args: argparse.Namespace) -> int:
+    selected = [c for kind in (args.kind or KINDS) for c in cases(kind=kind, op=args.op)]
+    for case in selected:
+        params = ", ".join(f"{k}={v}" for k, v in case.params.items())
+        expected = f"  raises {case.raises.__name__}: {case.match}" if case.raises else ""
+        print(f"{case.id:<52}{case.kind:<10}{params}{expected}")
+    print(f"{len(selected)} cases", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="refnorm", description=__doc__.split("\n\n")[0])
     parser.add_argument("--version", action="version", version=f"refnorm {__version__}")
@@ -93,6 +180,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = commands.add_parser("info", help="version, array backends and devices")
     info.set_defaults(run=_info)
+
+    golden = commands.add_parser("golden", help="golden files: generate, verify, list the catalog")
+    actions = golden.add_subparsers(dest="action", required=True)
+    generate = actions.add_parser("generate", help="write a golden set (one .npz per case + manifest.json)")
+    generate.add_argument("--out", required=True, help="target directory (must not hold files unless --force)")
+    generate.add_argument("--kind", action="append", choices=KINDS, help="only these kinds (repeatable; default all)")
+    generate.add_argument("--op", action="append", choices=sorted(OPS), help="only these ops (repeatable; default all)")
+    generate.add_argument("--backend", choices=BACKENDS, default="numpy", help="array library computing the values")
+    generate.add_argument("--force", action="store_true", help="replace an existing golden set at --out")
+    generate.add_argument("--quiet", action="store_true", help="no progress display")
+    generate.set_defaults(run=_golden_generate)
+    verify = actions.add_parser("verify", help="check hashes and recompute every case of a golden set")
+    verify.add_argument("directory", nargs="?", help="the golden set")
+    verify.add_argument("--shipped", action="store_true", help="verify the set shipped inside the package")
+    verify.add_argument("--backend", choices=BACKENDS, default="numpy", help="array library recomputing the values")
+    verify.add_argument("--no-recompute", action="store_true", help="check hashes and catalog consistency only")
+    verify.add_argument("--failures-only", action="store_true", help="print only the cases that fail (and the summary)")
+    verify.add_argument("--quiet", action="store_true", help="no progress display")
+    verify.set_defaults(run=_golden_verify)
+    listing = actions.add_parser("list", help="print the case catalog")
+    listing.add_argument("--kind", action="append", choices=KINDS, help="only these kinds (repeatable)")
+    listing.add_argument("--op", choices=sorted(OPS), help="only this op")
+    listing.set_defaults(run=_golden_list)
     return parser
 
 

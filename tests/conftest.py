@@ -27,6 +27,8 @@ import pytest
 
 from refnorm._xp import API_VERSION, to_numpy
 
+pytest_plugins = ["pytester"]  # the conformance kit is tested by running pytest on a generated test file
+
 hypothesis.settings.register_profile("refnorm", deadline=None, max_examples=60, derandomize=True, print_blob=True)
 hypothesis.settings.register_profile("thorough", deadline=None, max_examples=500)
 hypothesis.settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "refnorm"))

@@ -1,0 +1,81 @@
+"""The PyTorch example checked with refnorm's conformance kit (skipped without PyTorch).
+
+This is the file another project copies: an adapter for its implementation, one decorated test
+per dtype, and the list of what it does not implement (skipped, with the reason) or gets wrong
+on purpose (strict expected failures, with the reason).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch", reason="the PyTorch example needs torch (pip install torch)")
+
+from torch_switchnorm import SwitchNorm, adapter, planted_bug_adapter  # noqa: E402
+
+from refnorm.catalog import cases  # noqa: E402
+from refnorm.testing import ConformanceError, check_conformance, parametrize_conformance  # noqa: E402
+
+NOT_IMPLEMENTED = {"switch_norm/*gn*": "the example implements IN, LN and BN, not GN"}
+
+
+@parametrize_conformance(adapter(dtype=torch.float64), op="switch_norm", skip=NOT_IMPLEMENTED)
+def test_float64_switchnorm_matches_refnorm(check):
+    check()
+
+
+@parametrize_conformance(adapter(dtype=torch.float32), op="switch_norm", skip=NOT_IMPLEMENTED)
+def test_float32_switchnorm_matches_refnorm(check):
+    check()
+
+
+# The example keeps its code short and validates nothing. refnorm's error cases list what a careful
+# implementation rejects; these are the ones it does not, each with the reason. They are strict
+# expected failures: once the example starts rejecting one, the run says so.
+DOES_NOT_VALIDATE = {
+    **dict.fromkeys(
+        ["switch_norm/x-empty-axis", "switch_norm/*-shape", "switch_norm/*-logits-length"],
+        "shapes are not checked: torch broadcasts them or fails with a RuntimeError",
+    ),
+    **dict.fromkeys(["switch_norm/x-integer", "switch_norm/gamma-float32"], "dtypes are not checked: torch promotes them"),
+    **dict.fromkeys(["switch_norm/x-nan", "switch_norm/gamma-inf"], "values are not checked: NaN and infinity propagate"),
+    **dict.fromkeys(
+        ["switch_norm/*normalizer*", "switch_norm/groups-not-dividing", "switch_norm/unknown-convention", "switch_norm/eps-zero",
+         "switch_norm/momentum-above-1", "switch_norm/training-string", "switch_norm/eval-without-running"],
+        "options are not checked",
+    ),  # fmt: skip
+    "switch_norm/official-*": "like the official code, divides by zero (NaN) where the official variance is undefined",
+}
+
+
+@parametrize_conformance(adapter(), op="switch_norm", kinds=("error",), skip=NOT_IMPLEMENTED, expected_failures=DOES_NOT_VALIDATE)
+def test_switchnorm_rejects_bad_input_like_refnorm(check):
+    check()
+
+
+TRAINING_CASES = [c for c in cases(kind="sample", op="switch_norm") if "-train-" in c.name and "gn" not in c.name and len(c.params["shape"]) > 2]
+
+
+@pytest.mark.parametrize("case", [c for c in TRAINING_CASES if c.params.get("convention") == "official"], ids=lambda c: c.id)
+def test_the_planted_syncsn_backward_bug_is_caught(case):
+    with pytest.raises(ConformanceError) as raised:
+        check_conformance(planted_bug_adapter(), case)
+    message = str(raised.value)
+    assert "grad.x:" in message, "the input gradient is the one the mix-up breaks"
+    agreeing = message.split("(these agree: ")[1]
+    for array in ("output.y", "grad.gamma", "grad.beta", "grad.mean_logits", "grad.var_logits"):
+        assert array in agreeing, f"{array} is right in the buggy layer, and the kit says so"
+
+
+@pytest.mark.parametrize("case", [c for c in TRAINING_CASES if c.params.get("convention", "paper") == "paper"], ids=lambda c: c.id)
+def test_the_planted_bug_is_harmless_where_the_forward_is_biased(case):
+    check_conformance(planted_bug_adapter(), case)
+
+
+def test_the_module_updates_its_running_statistics_like_the_function():
+    layer = SwitchNorm(4)
+    x = torch.randn(2, 4, 3, 3, dtype=torch.float32)
+    layer(x)
+    assert not torch.equal(layer.running_mean, torch.zeros(4))
+    layer.eval()
+    assert layer(x).shape == x.shape

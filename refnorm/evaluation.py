@@ -1,0 +1,167 @@
+"""Evaluate an op of the catalog at given inputs on an array backend, into named host arrays.
+
+The one bridge between an :class:`~refnorm.catalog.OpInfo` and the arrays a golden file or a
+comparison holds: golden generation, golden verification and the conformance kit all call
+:func:`evaluate`. An evaluation has five groups of named arrays:
+
+``input``
+    the op's arguments and state (running statistics, ...), as given;
+``output``
+    the arrays of ``linearize(...).out``, named by :meth:`refnorm.catalog.OpInfo.output_names` (``y`` for SN);
+``intermediate``
+    the forward's intermediates and new state (``OpInfo.intermediates``);
+``upstream``
+    the cotangent of each output (the "upstream gradient" ``dL/dy``);
+``grad``
+    the pullback of ``upstream``, one gradient per differentiable argument, named after it.
+
+The upstream gradient of a case is drawn on the host, in float64, by :func:`draw_upstream`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from ._xp import API_VERSION, to_numpy
+from .catalog import OPS, Case, OpInfo
+
+GROUPS = ("input", "output", "intermediate", "upstream", "grad")
+"""The groups of an :class:`Evaluation`, in the order golden files list them."""
+
+BACKENDS = ("numpy", "array-api-strict", "cupy", "torch")
+"""Array libraries :func:`evaluate` can run an op on (inputs always start on the host)."""
+
+
+class Evaluation(NamedTuple):
+    """An op evaluated at a point: host NumPy arrays by group and name (module docstring)."""
+
+    inputs: dict[str, np.ndarray]
+    outputs: dict[str, np.ndarray]
+    intermediates: dict[str, np.ndarray]
+    upstream: dict[str, np.ndarray]
+    gradients: dict[str, np.ndarray]
+
+    def groups(self) -> dict[str, dict[str, np.ndarray]]:
+        """``{"input": ..., "output": ..., "intermediate": ..., "upstream": ..., "grad": ...}``."""
+        return dict(zip(GROUPS, self, strict=True))
+
+    def forward_arrays(self) -> dict[str, np.ndarray]:
+        """Outputs and intermediates, keyed ``"output.y"``, ``"intermediate.xhat"``, ..."""
+        return {**_keyed("output", self.outputs), **_keyed("intermediate", self.intermediates)}
+
+    def backward_arrays(self) -> dict[str, np.ndarray]:
+        """Gradients, keyed ``"grad.x"``, ``"grad.gamma"``, ..."""
+        return _keyed("grad", self.gradients)
+
+
+def _keyed(group: str, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {f"{group}.{name}": array for name, array in arrays.items()}
+
+
+def draw_upstream(seed: int, shapes: Mapping[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+    """The upstream gradient of a case: ``default_rng([seed, 1]).standard_normal(shape)`` per
+    output, in output order (a stream of its own, so adding an input draw never changes it)."""
+    rng = np.random.default_rng([seed, 1])
+    return {name: rng.standard_normal(shape) for name, shape in shapes.items()}
+
+
+def cast_floating(arrays: Mapping[str, np.ndarray], dtype: Any) -> dict[str, np.ndarray]:
+    """``arrays`` with every floating array cast to ``dtype`` (integer and boolean ones kept)."""
+    return {name: a.astype(dtype) if np.issubdtype(a.dtype, np.floating) else a for name, a in arrays.items()}
+
+
+@contextlib.contextmanager
+def array_backend(name: str) -> Iterator[tuple[Any, Any]]:
+    """``(xp, device)`` of a backend in :data:`BACKENDS`, for the duration of the ``with`` block.
+
+    ``array-api-strict`` runs at API version 2024.12 with boolean indexing and data-dependent
+    shapes switched off (restored afterwards); ``cupy`` needs a CUDA device.
+    """
+    if name == "numpy":
+        import array_api_compat.numpy as xp
+
+        yield xp, None
+    elif name == "array-api-strict":
+        import array_api_strict as xp
+
+        with xp.ArrayAPIStrictFlags(api_version=API_VERSION, boolean_indexing=False, data_dependent_shapes=False):
+            yield xp, None
+    elif name == "cupy":
+        try:
+            import array_api_compat.cupy as xp
+            import cupy
+        except ImportError as error:
+            raise RuntimeError(f"backend 'cupy' needs CuPy ({error}); install refnorm[gpu] on a machine with a CUDA GPU") from error
+        if cupy.cuda.runtime.getDeviceCount() == 0:
+            raise RuntimeError("backend 'cupy': CuPy is installed but no CUDA device is present")
+        yield xp, None
+    elif name == "torch":
+        try:
+            import array_api_compat.torch as xp
+        except ImportError as error:
+            raise RuntimeError(f"backend 'torch' needs PyTorch ({error})") from error
+        yield xp, "cpu"
+    else:
+        raise ValueError(f"unknown backend {name!r}; expected one of {', '.join(map(repr, BACKENDS))}")
+
+
+def _host(value: Any) -> np.ndarray:
+    return np.asarray(value) if isinstance(value, bool | int | float) else np.asarray(to_numpy(value))
+
+
+def evaluate(
+    op: OpInfo | str,
+    params: Mapping[str, Any],
+    inputs: Mapping[str, np.ndarray],
+    *,
+    upstream: Mapping[str, np.ndarray] | None = None,
+    seed: int = 0,
+    backend: str = "numpy",
+    dtype: Any = None,
+) -> Evaluation:
+    """Run ``op`` at host ``inputs`` on ``backend``: outputs, intermediates and the pullback.
+
+    Parameters
+    ----------
+    op
+        An :class:`OpInfo` or the name of one in :data:`refnorm.catalog.OPS`.
+    params
+        The case's parameters.
+    inputs
+        Host arrays by name, as ``OpInfo.make_inputs`` returns them.
+    upstream
+        Cotangent per output name; drawn by :func:`draw_upstream` from ``seed`` when ``None``.
+    backend
+        One of :data:`BACKENDS`; every array is copied there, and every result back.
+    dtype
+        If given (``"float32"``), floating inputs and the upstream gradient are cast to it first.
+    """
+    op = OPS[op] if isinstance(op, str) else op
+    inputs = {name: np.array(a, copy=True) for name, a in inputs.items()}
+    if dtype is not None:
+        inputs = cast_floating(inputs, dtype)
+    with array_backend(backend) as (xp, device):
+        moved = {name: xp.asarray(a, device=device) for name, a in inputs.items()}
+        linearized = op.linearize(moved, params)
+        out = linearized.out
+        out_arrays = tuple(out) if isinstance(out, tuple | list) else (out,)
+        outputs = {name: _host(a) for name, a in zip(op.output_names(out), out_arrays, strict=True)}
+        if upstream is None:
+            upstream = draw_upstream(seed, {name: a.shape for name, a in outputs.items()})
+        upstream = {name: np.asarray(upstream[name], dtype=outputs[name].dtype) for name in outputs}
+        cotangents = tuple(xp.asarray(upstream[name], device=device) for name in outputs)
+        pulled = linearized.pullback(cotangents if isinstance(out, tuple | list) else cotangents[0])
+        gradients = {name: _host(g) for name, g in zip(op.arguments, pulled, strict=True) if g is not None}
+        intermediates = {name: _host(a) for name, a in op.intermediates(moved, params).items() if a is not None}
+    return Evaluation(inputs, outputs, intermediates, upstream, gradients)
+
+
+def evaluate_case(case: Case, *, backend: str = "numpy") -> Evaluation:
+    """:func:`evaluate` at a catalog case's own inputs and upstream gradient, in float64."""
+    if case.kind == "error":
+        raise ValueError(f"{case.id} is an error case: it has no values to evaluate, only an exception to raise")
+    return evaluate(case.op, case.params, case.inputs(), seed=case.seed, backend=backend)

@@ -1,0 +1,93 @@
+r"""The plain normalizers (IN, LN, BN, GN) as Switchable Normalization with one fixed ratio.
+
+With a single normalizer :math:`k` and the ratio fixed to 1, SN's mixture is that normalizer's
+statistics alone:
+
+.. math::
+
+    y_{nci} = \gamma_c \frac{x_{nci} - \mu^k_{nc}}{\sqrt{\sigma^{2,k}_{nc} + \epsilon}} + \beta_c ,
+
+with the scope statistics of :mod:`refnorm.statistics` in either convention: ``"paper"`` uses
+biased variances (BN in training is then PyTorch's ``BatchNorm``), ``"official"`` what the
+official SN code computes for that scope. This module only fixes the ratios
+(:class:`refnorm.FixedRatios`, which pass no gradient to the dummy logits) and drops the logit
+gradients: forward, backward, running statistics and validation are SN's.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from ._xp import Array, device, namespace
+from .gradient_check import Linearized
+from .running import BatchAverage, RunningStats
+from .simplex import FixedRatios
+from .switchnorm import SwitchNormCache, switch_norm_backward, switch_norm_forward
+
+PLAIN_NORM_ARGUMENTS = ("x", "gamma", "beta")
+
+_ONE = FixedRatios((1.0,))
+
+
+class PlainNormOutput(NamedTuple):
+    """``y, cache, running = plain_norm_forward(...)``; ``cache`` is SN's."""
+
+    y: Array
+    cache: SwitchNormCache
+    running: RunningStats | BatchAverage | None
+
+
+class PlainNormGrads(NamedTuple):
+    dx: Array
+    dgamma: Array
+    dbeta: Array
+
+
+def _check_normalizer(normalizer: Any) -> str:
+    if not isinstance(normalizer, str):
+        raise TypeError(f"normalizer must be one name such as 'bn', got {normalizer!r}; for a mixture use switch_norm")
+    return normalizer  # the name itself is checked by SN's normalizer validation, with SN's message
+
+
+def plain_norm_forward(
+    x: Array,
+    gamma: Array,
+    beta: Array,
+    *,
+    normalizer: str,
+    groups: int | None = None,
+    running: RunningStats | BatchAverage | None = None,
+    training: bool = True,
+    convention: str = "paper",
+    eps: float = 1e-5,
+    momentum: float = 0.9,
+    check_finite: bool = True,
+) -> PlainNormOutput:
+    """IN, LN, BN or GN (``normalizer`` one of ``"in", "ln", "bn", "gn"``) with affine ``gamma, beta``.
+
+    Arguments as in :func:`refnorm.switch_norm_forward`; ``running`` matters only for ``"bn"``.
+    """
+    normalizer = _check_normalizer(normalizer)
+    xp = namespace(x)
+    # SN wants one logit per normalizer; the fixed ratio ignores its value and passes no gradient.
+    logit = xp.zeros((1,), dtype=x.dtype, device=device(x))
+    y, cache, new_running = switch_norm_forward(
+        x, gamma, beta, logit, logit,
+        running=running, training=training, normalizers=(normalizer,), groups=groups, convention=convention,
+        eps=eps, momentum=momentum, mean_ratio=_ONE, var_ratio=_ONE, check_finite=check_finite,
+    )  # fmt: skip
+    return PlainNormOutput(y, cache, new_running)
+
+
+def plain_norm_backward(dy: Array, cache: SwitchNormCache) -> PlainNormGrads:
+    """Gradients of :func:`plain_norm_forward`: SN's backward (:func:`refnorm.switch_norm_backward`)
+    with the ratio fixed to 1, so only ``dx``, ``dgamma`` and ``dbeta`` remain."""
+    grads = switch_norm_backward(dy, cache)
+    return PlainNormGrads(grads.dx, grads.dgamma, grads.dbeta)
+
+
+def plain_norm_linearize(x: Array, gamma: Array, beta: Array, **config: Any) -> Linearized:
+    """A plain normalizer at a point, as :func:`refnorm.gradcheck` consumes it."""
+    y, cache, _ = plain_norm_forward(x, gamma, beta, **config)
+    return Linearized(out=y, pullback=lambda dy: tuple(plain_norm_backward(dy, cache)))
+

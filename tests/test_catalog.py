@@ -1,0 +1,131 @@
+"""The case catalog: well-formed cases, error cases that raise what they promise, reference cases
+whose backward passes the gradient checker, and plain normalizers equal to a direct computation."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+import refnorm
+from refnorm.catalog import KINDS, OPS, Case, cases
+from refnorm.evaluation import evaluate
+
+ALL = cases()
+
+
+def test_every_op_has_sample_reference_and_error_cases():
+    for op in ("switch_norm", "plain_norm"):
+        for kind in KINDS:
+            assert cases(kind=kind, op=op), f"{op} has no {kind} cases"
+
+
+def test_case_ids_are_unique_and_usable_as_file_names():
+    ids = [c.id for c in ALL]
+    assert len(ids) == len(set(ids))
+    for case in ALL:
+        assert re.fullmatch(r"[a-z_]+/[A-Za-z0-9][A-Za-z0-9._+=-]*", case.id), case.id
+
+
+def test_case_params_survive_a_json_round_trip():
+    for case in ALL:
+        text = json.dumps(case.params, allow_nan=False)
+        assert json.loads(text) == json.loads(json.dumps(dict(case.params))), case.id
+
+
+def test_inputs_are_drawn_deterministically_from_the_seed():
+    for case in ALL:
+        first, second = case.inputs(), case.inputs()
+        assert first.keys() == second.keys()
+        for name in first:
+            assert np.array_equal(first[name], second[name], equal_nan=True), (case.id, name)
+
+
+def test_reference_catalog_covers_ranks_conventions_modes_and_subsets():
+    reference = cases(kind="reference", op="switch_norm")
+    assert {len(c.params["shape"]) for c in reference} == {2, 3, 4, 5}
+    assert {c.params.get("convention", "paper") for c in reference} == {"paper", "official"}
+    assert {c.params.get("training", True) for c in reference} == {True, False}
+    assert {tuple(c.params["normalizers"]) for c in reference} >= {("in",), ("ln",), ("bn",), ("gn",), ("in", "ln"), ("gn", "bn", "ln", "in")}
+    shapes = [tuple(c.params["shape"]) for c in reference]
+    assert any(len(s) > 2 and np.prod(s[2:]) == 1 for s in shapes), "H*W = 1"
+    assert any(s[0] == 1 for s in shapes) and any(s[1] == 1 for s in shapes), "N = 1 and C = 1"
+    assert any(c.params.get("offset", 0) >= 1e4 for c in reference), "large offsets"
+    assert any(c.params.get("logit_std", 1) >= 30 for c in reference), "large logits"
+    assert any(c.params.get("logits") == "equal" for c in reference), "tied logits"
+
+
+@pytest.mark.parametrize("case", cases(kind="error"), ids=lambda c: c.id)
+def test_error_case_raises_the_expected_exception_and_message(case, backend):
+    inputs = case.inputs()
+    with pytest.raises(case.raises, match=case.match):
+        moved = {name: backend.asarray(array) for name, array in inputs.items()}
+        OPS[case.op].linearize(moved, case.params)
+
+
+@pytest.mark.parametrize("case", cases(kind="reference"), ids=lambda c: c.id)
+def test_reference_case_backward_passes_the_gradient_checker(case):
+    op = OPS[case.op]
+    inputs = case.inputs()
+
+    def linearized(*point):
+        return op.linearize({**inputs, **dict(zip(op.arguments, point, strict=True))}, case.params)
+
+    result = refnorm.gradcheck(linearized, [inputs[n] for n in op.arguments], names=op.arguments, seed=case.seed, **case.gradcheck)
+    assert result.passed, f"{case.id}\n{result}"
+
+
+def test_a_case_must_be_well_formed():
+    with pytest.raises(ValueError, match="kind 'big'"):
+        Case("switch_norm", "x", "big", {})
+    with pytest.raises(ValueError, match="file names"):
+        Case("switch_norm", "a/b", "sample", {})
+    with pytest.raises(ValueError, match="raises= and match="):
+        Case("switch_norm", "bad", "error", {})
+    with pytest.raises(ValueError, match="tolerance_reason"):
+        Case("switch_norm", "loose", "sample", {}, tolerances={"float32": {"forward": (1e-3, 1e-3)}})
+
+
+def test_unknown_kind_or_op_is_refused_by_name():
+    with pytest.raises(ValueError, match="unknown kind 'samples'"):
+        cases(kind="samples")
+    with pytest.raises(ValueError, match="unknown op 'batch_norm'"):
+        cases(op="batch_norm")
+
+
+def _direct(x, gamma, beta, normalizer, groups, eps):
+    """IN / LN / BN / GN computed directly with NumPy over each scope's axes (biased variance)."""
+    N, C = x.shape[:2]
+    spatial = tuple(range(2, x.ndim))
+    if normalizer == "gn":
+        grouped = x.reshape(N, groups, -1)
+        mean = grouped.mean(axis=2, keepdims=True)
+        var = grouped.var(axis=2, keepdims=True)
+        xhat = ((grouped - mean) / np.sqrt(var + eps)).reshape(x.shape)
+    else:
+        axes = {"in": spatial, "ln": (1, *spatial), "bn": (0, *spatial)}[normalizer]
+        mean = x.mean(axis=axes, keepdims=True)
+        xhat = (x - mean) / np.sqrt(x.var(axis=axes, keepdims=True) + eps)
+    shape = (1, C) + (1,) * len(spatial)
+    return gamma.reshape(shape) * xhat + beta.reshape(shape)
+
+
+@pytest.mark.parametrize("normalizer, groups", [("in", None), ("ln", None), ("bn", None), ("gn", 2)])
+def test_plain_norm_in_training_is_the_textbook_normalizer(normalizer, groups, rng):
+    x = rng.standard_normal((3, 4, 2, 5)) * 2.0 + 0.5
+    gamma, beta = rng.standard_normal(4), rng.standard_normal(4)
+    y = refnorm.plain_norm_forward(x, gamma, beta, normalizer=normalizer, groups=groups).y
+    np.testing.assert_allclose(y, _direct(x, gamma, beta, normalizer, groups, 1e-5), rtol=1e-12, atol=1e-12)
+
+
+def test_plain_norm_is_switch_norm_with_one_normalizer(rng):
+    x = rng.standard_normal((3, 4, 2, 2))
+    gamma, beta, logit = rng.standard_normal(4), rng.standard_normal(4), rng.standard_normal(1)
+    plain = evaluate("plain_norm", {"shape": x.shape, "normalizer": "ln", "convention": "official"}, {"x": x, "gamma": gamma, "beta": beta})
+    sn = evaluate("switch_norm", {"shape": x.shape, "normalizers": ("ln",), "convention": "official"},
+                  {"x": x, "gamma": gamma, "beta": beta, "mean_logits": logit, "var_logits": logit})  # fmt: skip
+    np.testing.assert_array_equal(plain.outputs["y"], sn.outputs["y"])  # softmax of one logit is exactly 1
+    for name in ("x", "gamma", "beta"):
+        np.testing.assert_allclose(plain.gradients[name], sn.gradients[name], rtol=1e-13, atol=1e-13)
