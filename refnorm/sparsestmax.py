@@ -56,8 +56,9 @@ set: its outputs are feasible but not the minimiser (spec-notes §3.3).
   output is :math:`w`, the current sparsemax stage (no NaN), and ``degenerate`` is set. For exact
   ties every point of the sphere is a minimiser; :math:`w` is the symmetric, index-independent
   choice and keeps a non-zero gradient, so training can move the logits apart.
-* A sphere-step output within :data:`ROUNDING_TOLERANCE` ``* eps`` of a vertex
-  (:math:`\max p \ge 1 - \text{tol}`) snaps to that vertex, so one-hot outputs are exactly one-hot.
+* An output within :data:`ROUNDING_TOLERANCE` ``* eps`` of a vertex
+  (:math:`\max p \ge 1 - \text{tol}`) snaps to that vertex, so one-hot outputs are exactly
+  one-hot (and have Jacobian zero). At radius 0 this is the only difference from sparsemax.
 * Logits are shifted by their maximum first (sparsemax is translation invariant), so a vertex from
   sparsemax is exactly one-hot and huge logits lose no precision in the threshold.
 
@@ -378,7 +379,6 @@ def sparsestmax_forward(logits: Array, radius: float, *, variant: str = "paper")
     distance = _norm(offset, xp)
 
     out = w
-    vertex = _zero_rows(size == 1.0, w, xp)
     inside_ball = (size > 1.0) & (distance < rho)
     degenerate = inside_ball & (distance <= tolerance)
     running = inside_ball & (distance > tolerance)
@@ -398,11 +398,7 @@ def sparsestmax_forward(logits: Array, radius: float, *, variant: str = "paper")
             )
         )
         on_simplex = xp.min(p, axis=-1, keepdims=True) >= 0.0
-        finished = running & on_simplex
-        snapped = finished & (xp.max(p, axis=-1, keepdims=True) >= 1.0 - tolerance)
-        p = xp.where(snapped, _one_hot_at_max(p, xp), p)
-        out = xp.where(finished, p, out)
-        vertex = xp.where(snapped, p, vertex)
+        out = xp.where(running & on_simplex, p, out)
         running = running & ~on_simplex
 
         # Back onto the simplex. Exactly, sparsemax(p) has a threshold > 0 (p sums to 1 and has a
@@ -422,10 +418,13 @@ def sparsestmax_forward(logits: Array, radius: float, *, variant: str = "paper")
         distance = xp.where(running, _norm(offset, xp), distance)
 
         reached_vertex = running & (size == 1.0)
-        vertex = xp.where(reached_vertex, w, vertex)
         degenerate = degenerate | (running & ~reached_vertex & (distance <= tolerance))
         running = running & ~reached_vertex & (distance > tolerance)
 
+    # Outputs within rounding of a vertex are that vertex (exactly one-hot, Jacobian zero).
+    at_vertex = xp.max(out, axis=-1, keepdims=True) >= 1.0 - tolerance
+    vertex = _zero_rows(at_vertex, _one_hot_at_max(out, xp), xp)
+    out = xp.where(at_vertex, vertex, out)
     return out, SparsestMaxStages(tuple(stages), vertex, degenerate, radius, variant)
 
 
