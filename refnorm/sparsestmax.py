@@ -277,12 +277,13 @@ class SparsestMaxStages(NamedTuple):
     radius: float
     variant: str
 
-    def at_vertex(self, xp: Any) -> Array:
+    def at_vertex(self) -> Array:
         """``(..., 1)`` bool: the output is a vertex."""
-        return xp.sum(self.vertex, axis=-1, keepdims=True) > 0.0
+        return namespace(self.vertex).sum(self.vertex, axis=-1, keepdims=True) > 0.0
 
-    def sphere_steps(self, xp: Any) -> Array:
+    def sphere_steps(self) -> Array:
         """``(...,)`` int: how many sphere steps each row took (0 to ``K - 1``)."""
+        xp = namespace(self.vertex)
         steps = [xp.astype(stage.applied[..., 0], xp.int64) for stage in self.stages if isinstance(stage, SphereStage)]
         if not steps:
             return xp.zeros(self.vertex.shape[:-1], dtype=xp.int64, device=device(self.vertex))
@@ -298,13 +299,12 @@ class SparsestMaxStages(NamedTuple):
 
     def arrays(self) -> dict[str, Array]:
         """Every recorded array by name (``stage0_sparsemax_support``, ``stage1_sphere_radius``, ...)."""
-        xp = namespace(self.vertex)
         named: dict[str, Array] = {}
         for index, stage in enumerate(self.stages):
             kind = "sparsemax" if isinstance(stage, SparsemaxStage) else "sphere"
             for field, value in zip(stage._fields, stage, strict=True):
                 named[f"stage{index}_{kind}_{field}"] = value
-        named.update(vertex=self.vertex, degenerate=self.degenerate, sphere_steps=self.sphere_steps(xp))
+        named.update(vertex=self.vertex, degenerate=self.degenerate, sphere_steps=self.sphere_steps())
         return named
 
 
@@ -452,7 +452,7 @@ def sparsestmax_vjp(dratios: Array, stages: SparsestMaxStages) -> Array:
     zero where the output is a vertex.
     """
     xp = namespace(dratios, stages.vertex)
-    g = xp.where(stages.at_vertex(xp), xp.zeros_like(dratios), dratios)
+    g = xp.where(stages.at_vertex(), xp.zeros_like(dratios), dratios)
     for stage in reversed(stages.stages):
         g = xp.where(stage.applied, stage.vjp(g, xp), g)
     return g
@@ -464,7 +464,7 @@ def sparsestmax_jvp(dlogits: Array, stages: SparsestMaxStages) -> Array:
     t = dlogits
     for stage in stages.stages:
         t = xp.where(stage.applied, stage.jvp(t, xp), t)
-    return xp.where(stages.at_vertex(xp), xp.zeros_like(t), t)
+    return xp.where(stages.at_vertex(), xp.zeros_like(t), t)
 
 
 def sparsestmax_linearize(logits: Array, *, radius: float, variant: str = "paper") -> Linearized:
