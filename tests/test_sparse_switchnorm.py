@@ -250,3 +250,30 @@ def test_ssn_rejects_bad_arguments(rng, change, error, match):
     arguments.update(change)
     with pytest.raises(error, match=match):
         sparse_switch_norm_forward(**arguments)
+
+
+def test_training_over_the_official_schedule_fixes_both_sides_and_keeps_them_fixed(rng):
+    """The official recipe through the public names: logits start at ones (equal: the zero-distance
+    guard keeps the sparsemax gradient, no NaN), the radius grows linearly, and every side is
+    fixed once r passes sqrt(2/3) at the latest; a fixed side stays fixed."""
+    x, gamma, beta, _, _ = layer_inputs(rng)
+    mean_logits, var_logits = np.ones(3), np.ones(3)
+    target = rng.standard_normal(x.shape)
+    running = refnorm.initial_running_stats(4, x, var=0.0)
+    fixed, history = refnorm.FixedSides(), []
+    total = 60
+    for step in range(total):
+        radius = refnorm.radius_schedule(step, total)
+        y, cache, running, fixed = refnorm.sparse_switch_norm_forward(
+            x + 0.1 * rng.standard_normal(x.shape), gamma, beta, mean_logits, var_logits,
+            radius=radius, fixed=fixed, variant="official", convention="official", running=running,
+        )  # fmt: skip
+        grads = refnorm.sparse_switch_norm_backward(y - target, cache)
+        assert all(np.all(np.isfinite(g)) for g in grads)
+        mean_logits, var_logits = mean_logits - 0.5 * grads.dmean_logits, var_logits - 0.5 * grads.dvar_logits
+        history.append((radius, fixed))
+    assert fixed.mean is not None and fixed.var is not None
+    assert all(f == fixed for r, f in history if r >= math.sqrt(2.0 / 3.0))
+    first = {side: next(i for i, (_, f) in enumerate(history) if getattr(f, side) is not None) for side in ("mean", "var")}
+    for side, index in first.items():
+        assert all(getattr(f, side) == getattr(fixed, side) for _, f in history[index:])
