@@ -85,7 +85,7 @@ VARIANTS = ("paper", "official")
 ROUNDING_TOLERANCE = 32
 """Multiple of the dtype's machine epsilon under which a distance counts as zero and an output
 counts as a vertex. Ratio entries lie in [0, 1] after the max-shift, so each carries a rounding
-error of a few eps; 32 eps leaves a margin for ``K`` up to ~30 (1.4e-14 in float64, 3.8e-6 in
+error of a few eps; 32 eps leaves a margin for ``K`` up to ~30 (7.1e-15 in float64, 3.8e-6 in
 float32)."""
 
 
