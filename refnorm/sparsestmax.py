@@ -128,7 +128,7 @@ def _sparsemax_parts(z: Array, xp: Any) -> tuple[Array, Array, Array]:
     """Sparsemax of ``z`` over the last axis: ``(w, support, size)``.
 
     ``support`` is the 0/1 indicator of ``w > 0`` in ``z``'s dtype and ``size`` its count, shape
-    ``(..., 1)``. No validation; ``z`` may hold ``-inf`` (such entries get 0).
+    ``(..., 1)``. No validation.
     """
     K = z.shape[-1]
     ordered = xp.sort(z, axis=-1, descending=True)
