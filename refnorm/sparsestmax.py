@@ -290,11 +290,22 @@ class SparsestMaxStages(NamedTuple):
         return sum(steps[1:], steps[0])
 
     def active_set(self) -> tuple[Any, ...]:
-        """The smooth piece a point lies on: every stage's support and applied flag, and the vertex."""
+        """The smooth piece a point lies on (for the gradient checker's kink guard).
+
+        Every sparsemax stage's support, every sphere step's applied flag, the vertex and the
+        degenerate flag; and, for a sphere inside an edge, which of its two points the step takes
+        (the sign of the direction): along a line of logits, the offset from the edge midpoint
+        changes sign generically, and the output jumps between the two points while every support
+        stays the same.
+        """
         xp = namespace(self.vertex)
         pieces = []
         for stage in self.stages:
-            pieces.append(stage.support if isinstance(stage, SparsemaxStage) else xp.astype(stage.applied, self.vertex.dtype))
+            if isinstance(stage, SparsemaxStage):
+                pieces.append(stage.support)
+            else:
+                edge_side = xp.where(stage.face_size == 2.0, xp.sign(stage.direction), xp.zeros_like(stage.direction))
+                pieces.append((xp.astype(stage.applied, self.vertex.dtype), edge_side))
         return (tuple(pieces), self.vertex, xp.astype(self.degenerate, self.vertex.dtype))
 
     def arrays(self) -> dict[str, Array]:

@@ -399,6 +399,20 @@ def test_a_direction_that_changes_the_stage_count_is_reported_as_skipped(rng):
     assert not result.passed
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_a_direction_that_moves_the_output_to_the_other_end_of_an_edge_is_reported_as_skipped(variant):
+    """z1 and z3 differ by 1e-9: the output sits on the edge {1, 3} at distance rho from its
+    midpoint, on the side of the larger logit. Every direction swaps the order within the stencil
+    and the output jumps to the other point, with every support unchanged; the sign of the sphere
+    direction in the active set catches it."""
+    z = np.array([[0.5, -1.0, 0.5 + 1e-9]])
+    p, stages = sparsestmax_forward(z, 0.6, variant=variant)
+    assert p[0, 1] == 0.0 and p[0, 2] > 0.8
+    result = refnorm.gradcheck(lambda logits: sparsestmax_linearize(logits, radius=0.6, variant=variant), (z,), names=("logits",), directions=4)
+    assert result["logits"].skipped == 4
+    assert not result.passed
+
+
 # --------------------------------------------------------------------------------------------
 # Batches, backends, dtypes
 # --------------------------------------------------------------------------------------------
