@@ -300,6 +300,11 @@ def _sparse_switch_norm_samples() -> Iterator[Case]:
             mode = "train" if training else "eval"
             params = dict(base, variant=variant, convention=convention, training=training)
             yield Case("sparse_switch_norm", f"{variant}-{mode}-4d", "sample", params)
+    # The same input under both variants: the variance logits' sparsemax is on an edge, inside the
+    # official ball about the edge midpoint but outside the paper's ball about the centre.
+    for variant in ("paper", "official"):
+        params = dict(base, radius=0.45, logit_scale=0.5, variant=variant, convention="official")
+        yield Case("sparse_switch_norm", f"{variant}-train-4d-edge", "sample", params, seed=3)
     yield Case("sparse_switch_norm", "paper-train-mean-fixed", "sample", dict(base, fixed=(1, None)))
     yield Case("sparse_switch_norm", "official-eval-both-fixed", "sample", dict(base, fixed=(0, 2), training=False, variant="official", convention="official"))
     yield Case("sparse_switch_norm", "paper-train-2d", "sample", dict(shape=(6, 4), normalizers=("ln", "bn"), radius=0.1, logit_scale=0.5))

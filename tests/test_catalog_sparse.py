@@ -70,3 +70,12 @@ def test_refnorm_check_lists_and_passes_the_new_ops(capsys, op):
     for case in cases(kind="sample", op=op):
         assert case.id in printed
     assert "0 failed" in printed
+
+
+def test_the_edge_pair_of_ssn_samples_shows_the_variants_differ():
+    ratios = {}
+    for case in cases(kind="sample", op="sparse_switch_norm"):
+        if case.name.endswith("-train-4d-edge"):
+            ratios[case.params["variant"]] = OPS[case.op].intermediates(case.inputs(), case.params)["var_ratios"]
+    assert set(ratios) == {"paper", "official"}
+    assert np.max(np.abs(ratios["paper"] - ratios["official"])) > 0.1
