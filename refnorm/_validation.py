@@ -72,6 +72,15 @@ def check_positive_number(value: Any, name: str) -> float:
     return float(value)
 
 
+def check_nonnegative_number(value: Any, name: str) -> float:
+    """``value`` as a float; ``TypeError`` unless a real number, ``ValueError`` unless finite and >= 0."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a Python number, got {type(value).__name__}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
 def check_unit_interval(value: Any, name: str) -> float:
     """``value`` as a float; ``ValueError`` unless ``0 <= value <= 1``."""
     if isinstance(value, bool) or not isinstance(value, int | float):

@@ -35,6 +35,8 @@ from . import exemplarnorm as en
 from .gradient_check import Linearized
 from .plainnorm import PLAIN_NORM_ARGUMENTS, plain_norm_forward, plain_norm_linearize
 from .running import RunningStats
+from .sparse_switchnorm import FixedSides, sparse_switch_norm_forward, sparse_switch_norm_linearize
+from .sparsestmax import SparsestMaxStages, sparsemax, sparsemax_linearize, sparsestmax_forward, sparsestmax_linearize
 from .switchnorm import SWITCH_NORM_ARGUMENTS, switch_norm_forward, switch_norm_linearize
 
 KINDS = ("sample", "reference", "error")
@@ -709,6 +711,167 @@ def _softmax_samples() -> Iterator[Case]:
 
 
 # --------------------------------------------------------------------------------------------
+# Sparsemax and SparsestMax
+# --------------------------------------------------------------------------------------------
+
+
+def _sparsemax_inputs(rng: np.random.Generator, params: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    return {"logits": params.get("scale", 1.0) * rng.standard_normal(tuple(params["shape"]))}
+
+
+def _sparsemax_linearize(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> Linearized:
+    return sparsemax_linearize(inputs["logits"])
+
+
+def _sparsemax_intermediates(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+    return {"ratios": sparsemax(inputs["logits"])}
+
+
+SPARSEMAX = OpInfo(
+    name="sparsemax",
+    arguments=("logits",),
+    make_inputs=_sparsemax_inputs,
+    linearize=_sparsemax_linearize,
+    intermediates=_sparsemax_intermediates,
+    description="Euclidean projection onto the simplex (last axis)",
+)
+
+
+def _sparsestmax_inputs(rng: np.random.Generator, params: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Logits ``scale * N(0, 1)``; with ``sphere_steps``, each row is redrawn until it takes exactly that many."""
+    shape = tuple(params["shape"])
+    scale = params.get("scale", 1.0)
+    wanted = params.get("sphere_steps")
+    if wanted is None:
+        return {"logits": scale * rng.standard_normal(shape)}
+    rows = []
+    for _ in range(int(np.prod(shape[:-1]))):
+        for _attempt in range(10_000):
+            row = scale * rng.standard_normal((1, shape[-1]))
+            _, stages = sparsestmax_forward(row, params["radius"], variant=params["variant"])
+            if int(stages.sphere_steps()[0]) == wanted:
+                rows.append(row[0])
+                break
+        else:
+            raise RuntimeError(f"no logits with {wanted} sphere steps found for {dict(params)}")  # a catalog bug
+    return {"logits": np.reshape(np.stack(rows), shape)}
+
+
+def _sparsestmax_linearize(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> Linearized:
+    return sparsestmax_linearize(inputs["logits"], radius=params["radius"], variant=params["variant"])
+
+
+def _sparsestmax_intermediates(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+    ratios, stages = sparsestmax_forward(inputs["logits"], params["radius"], variant=params["variant"])
+    return {"ratios": ratios, **stages.arrays()}
+
+
+SPARSESTMAX = OpInfo(
+    name="sparsestmax",
+    arguments=("logits",),
+    make_inputs=_sparsestmax_inputs,
+    linearize=_sparsestmax_linearize,
+    intermediates=_sparsestmax_intermediates,
+    description="SparsestMax: projection onto the simplex outside a ball about its centre (paper / official)",
+)
+
+
+def _sparsemax_samples() -> Iterator[Case]:
+    yield Case("sparsemax", "K2", "sample", dict(shape=(4, 2)))
+    yield Case("sparsemax", "K3", "sample", dict(shape=(5, 3)))
+    yield Case("sparsemax", "K6-batch", "sample", dict(shape=(2, 3, 6)))
+    yield Case("sparsemax", "K5-sparse", "sample", dict(shape=(4, 5), scale=3.0))
+
+
+def _sparsestmax_samples() -> Iterator[Case]:
+    # (name, shape, radius, sphere steps every row takes); None: K=3 beyond the largest distance.
+    configurations = [
+        ("K2-0sph", (4, 2), 0.2, 0),
+        ("K2-1sph", (3, 2), 0.5, 1),
+        ("K3-0sph", (4, 3), 0.3, 0),
+        ("K3-1sph", (4, 3), 0.3, 1),
+        ("K3-2sph", (3, 3), 0.5, 2),
+        ("K4-2sph", (3, 4), 0.6, 2),
+        ("K5-3sph-batch", (2, 2, 5), 0.75, 3),
+        ("K3-one-hot", (4, 3), 0.9, None),
+    ]
+    for variant in ("paper", "official"):
+        for name, shape, radius, steps in configurations:
+            params = dict(shape=shape, radius=radius, variant=variant)
+            if steps is not None:
+                params["sphere_steps"] = steps
+            yield Case("sparsestmax", f"{variant}-{name}", "sample", params)
+
+
+# --------------------------------------------------------------------------------------------
+# Sparse Switchable Normalization
+# --------------------------------------------------------------------------------------------
+
+
+def _sparse_switch_norm_inputs(rng: np.random.Generator, params: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """SN's inputs, with logits scaled by ``logit_scale`` (small: ratios inside the simplex)."""
+    inputs = _switch_norm_inputs(rng, params)
+    for name in ("mean_logits", "var_logits"):
+        inputs[name] = params.get("logit_scale", 1.0) * inputs[name]
+    return inputs
+
+
+def _sparse_switch_norm_config(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+    return dict(
+        _switch_norm_config(inputs, params),
+        radius=params["radius"],
+        variant=params.get("variant", "paper"),
+        fixed=FixedSides(*params.get("fixed", (None, None))),
+    )
+
+
+def _sparse_switch_norm_linearize(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> Linearized:
+    args = [inputs[name] for name in SWITCH_NORM_ARGUMENTS]
+    return sparse_switch_norm_linearize(*args, **_sparse_switch_norm_config(inputs, params))
+
+
+def _sparse_switch_norm_intermediates(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+    args = [inputs[name] for name in SWITCH_NORM_ARGUMENTS]
+    _, cache, running, fixed = sparse_switch_norm_forward(*args, **_sparse_switch_norm_config(inputs, params))
+    named = cache.arrays()
+    for side, aux in (("mean", cache.mixture.mean_aux), ("var", cache.mixture.var_aux)):
+        if isinstance(aux, SparsestMaxStages):
+            named.update({f"{side}_ratio_{key}": value for key, value in aux.arrays().items()})
+        named[f"new_fixed_{side}"] = np.asarray(-1 if getattr(fixed, side) is None else getattr(fixed, side))
+    if running is not None:
+        named.update(new_running_mean=running.mean, new_running_var=running.var)
+    return named
+
+
+SPARSE_SWITCH_NORM = OpInfo(
+    name="sparse_switch_norm",
+    arguments=SWITCH_NORM_ARGUMENTS,
+    make_inputs=_sparse_switch_norm_inputs,
+    linearize=_sparse_switch_norm_linearize,
+    intermediates=_sparse_switch_norm_intermediates,
+    description="Sparse Switchable Normalization: SN with SparsestMax ratios and fixed sides",
+)
+
+
+def _sparse_switch_norm_samples() -> Iterator[Case]:
+    base = dict(shape=(2, 4, 3, 3), normalizers=("in", "ln", "bn"), radius=0.3, logit_scale=0.3)
+    for variant, convention in (("paper", "paper"), ("official", "official")):
+        for training in (True, False):
+            mode = "train" if training else "eval"
+            params = dict(base, variant=variant, convention=convention, training=training)
+            yield Case("sparse_switch_norm", f"{variant}-{mode}-4d", "sample", params)
+    # The same input under both variants: the variance logits' sparsemax is on an edge, inside the
+    # official ball about the edge midpoint but outside the paper's ball about the centre.
+    for variant in ("paper", "official"):
+        params = dict(base, radius=0.45, logit_scale=0.5, variant=variant, convention="official")
+        yield Case("sparse_switch_norm", f"{variant}-train-4d-edge", "sample", params, seed=3)
+    yield Case("sparse_switch_norm", "paper-train-mean-fixed", "sample", dict(base, fixed=(1, None)))
+    yield Case("sparse_switch_norm", "official-eval-both-fixed", "sample", dict(base, fixed=(0, 2), training=False, variant="official", convention="official"))
+    yield Case("sparse_switch_norm", "paper-train-2d", "sample", dict(shape=(6, 4), normalizers=("ln", "bn"), radius=0.1, logit_scale=0.5))
+    yield Case("sparse_switch_norm", "paper-train-gn", "sample", dict(shape=(2, 4, 2, 2), normalizers=("in", "ln", "bn", "gn"), groups=2, radius=0.4, logit_scale=0.3))
+
+
+# --------------------------------------------------------------------------------------------
 # Registry
 # --------------------------------------------------------------------------------------------
 
@@ -717,6 +880,9 @@ OPS: dict[str, OpInfo] = {
     for op in (
         SWITCH_NORM,
         PLAIN_NORM,
+        SPARSEMAX,
+        SPARSESTMAX,
+        SPARSE_SWITCH_NORM,
         EXEMPLAR_NORM,
         EN_EMBEDDING,
         EN_CHANNEL_CONV,
@@ -740,6 +906,9 @@ _CASE_SOURCES: tuple[Callable[[], Iterator[Case]], ...] = (
     _channel_mean_samples,
     _standardize_samples,
     _softmax_samples,
+    _sparsemax_samples,
+    _sparsestmax_samples,
+    _sparse_switch_norm_samples,
 )
 
 

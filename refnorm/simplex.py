@@ -5,7 +5,8 @@ A *ratio function* is any object with the four methods of :class:`RatioFunction`
 for the means and one for the variances, which is how Sparse SN reuses SN with SparsestMax
 instead of softmax, and how a side fixed to a vertex stops receiving gradient.
 
-All maps act on the last axis and accept any number of leading batch axes.
+All maps act on the last axis and accept any number of leading batch axes. Sparsemax and
+SparsestMax (the ratio function of Sparse SN) live in :mod:`refnorm.sparsestmax`.
 """
 
 from __future__ import annotations

@@ -71,6 +71,8 @@ def _autograd_adapter(op: str):
         tensors = {n: torch.from_numpy(a).requires_grad_(n in info.arguments) for n, a in inputs.items()}
         out = info.linearize(tensors, params).out
         leaves = [tensors[n] for n in info.arguments]
+        if not out.requires_grad:  # e.g. SparsestMax snapped to a vertex: a constant, gradient 0
+            return {n: torch.zeros_like(t) for n, t in zip(info.arguments, leaves)}
         grads = torch.autograd.grad(out, leaves, grad_outputs=torch.from_numpy(upstream["y"]), allow_unused=True)
         return {n: torch.zeros_like(t) if g is None else g for n, t, g in zip(info.arguments, leaves, grads)}
 

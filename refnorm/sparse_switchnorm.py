@@ -1,0 +1,234 @@
+r"""Sparse Switchable Normalization (SSN): SN whose ratios come from SparsestMax (SPEC §3).
+
+SSN (Shao et al., CVPR 2019) is :mod:`refnorm.switchnorm` with another ratio function: the mean
+and variance ratios are
+
+.. math::
+
+    p = \mathrm{SparsestMax}(\lambda^\mu; r), \qquad p' = \mathrm{SparsestMax}(\lambda^\sigma; r),
+
+(:mod:`refnorm.sparsestmax`), everything else (statistics, conventions, running statistics,
+backward) is SN's: this module passes the ratio functions to
+:func:`~refnorm.switchnorm.switch_norm_forward` and copies none of its code.
+
+**Fixing** (official ``SSN2d.forward``, spec-notes §3.5). As the radius grows, a side's ratios
+reach a vertex of the simplex (one-hot); that side is then *fixed*: from the next call on, its
+ratios are that vertex (:class:`~refnorm.simplex.FixedRatios`), its logits are ignored and get no
+gradient. The decision is returned as new state (:class:`FixedSides`), never stored in an
+argument. A vertex is detected with a tolerance (:func:`is_vertex`), not with the official exact
+test ``max - min >= 1``, which misses one-hot vectors computed as ``(1 - 1e-16, 0, 0)``
+(spec-notes §3.7). The official code also overwrites the logit parameter with the one-hot vector;
+refnorm leaves the logits alone (write ``one_hot(fixed.mean)`` into them to reproduce a
+checkpoint). The check runs in training and in evaluation, as in the official code. A side fixed
+during this call already had a vertex as its ratios, whose SparsestMax Jacobian is zero, so this
+call's gradient matches the official code's (which detaches it).
+
+**Radius schedule.** The official training loop sets :math:`r = (\text{epoch}\cdot T + i) /
+(\text{epochs}\cdot T)` at every iteration (:func:`radius_schedule`), so every side is fixed by
+about 82 % of training for ``K = 3`` (earlier with the official variant when the sparsemax sits
+on an edge).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+from ._validation import check_floating
+from ._xp import Array, namespace
+from .conventions import check_convention, preset
+from .gradient_check import Linearized
+from .running import BatchAverage, RunningStats
+from .simplex import FixedRatios, RatioFunction
+from .sparsestmax import SparsestMax, rounding_tolerance
+from .switchnorm import SwitchNormCache, SwitchNormGrads, switch_norm_backward, switch_norm_forward, switch_norm_linearize
+
+
+class FixedSides(NamedTuple):
+    """Which vertex each side of an SSN layer is fixed to: a normalizer index, or ``None`` (still learned).
+
+    ``FixedSides()`` is a fresh layer; ``FixedSides(mean=1)`` has its mean ratios fixed to the
+    second normalizer of the set (LN for ``("in", "ln", "bn")``).
+    """
+
+    mean: int | None = None
+    var: int | None = None
+
+
+class SparseSwitchNormOutput(NamedTuple):
+    """``y, cache, running, fixed = sparse_switch_norm_forward(...)``."""
+
+    y: Array
+    cache: SwitchNormCache
+    """SN's cache; its config holds the two ratio functions (:class:`~refnorm.sparsestmax.SparsestMax`
+    or :class:`~refnorm.simplex.FixedRatios`) and the mixture holds the ratios and their stages."""
+    running: RunningStats | BatchAverage | None
+    fixed: FixedSides
+    """The new fixed state: the given one plus any side whose ratios reached a vertex in this call."""
+
+
+def radius_schedule(step: int, total_steps: int) -> float:
+    r"""The official SSN radius schedule :math:`r = \text{step} / \text{total\_steps}` (linear from 0).
+
+    The official ``train_imagenet.py`` uses ``step = epoch * T + i`` and
+    ``total_steps = epochs * T`` (``T`` iterations per epoch), so :math:`r` runs from 0 to just
+    below 1.
+
+    Parameters
+    ----------
+    step
+        The current iteration, ``0 <= step <= total_steps``.
+    total_steps
+        The number of training iterations, ``>= 1``.
+    """
+    for name, value in (("step", step), ("total_steps", total_steps)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if total_steps < 1:
+        raise ValueError(f"total_steps must be >= 1, got {total_steps}")
+    if not 0 <= step <= total_steps:
+        raise ValueError(f"step must lie in [0, total_steps] = [0, {total_steps}], got {step}")
+    return step / total_steps
+
+
+def one_hot(index: int, K: int) -> tuple[float, ...]:
+    """The vertex ``index`` of the simplex with ``K`` entries, as a tuple of floats."""
+    return tuple(1.0 if k == index else 0.0 for k in range(K))
+
+
+def is_vertex(ratios: Array) -> bool:
+    """True when ``ratios`` (shape ``(K,)``) is a vertex: ``max >= 1 - tol``, tol = 32 eps of the dtype.
+
+    The tolerance is :func:`refnorm.sparsestmax.rounding_tolerance`, the one SparsestMax snaps its
+    outputs with, so a SparsestMax output is a vertex here exactly when it is exactly one-hot (the
+    official test ``max - min >= 1`` misses ``(1 - 2^-52, 2^-52, 0)``). One host synchronisation.
+    """
+    xp = namespace(ratios)
+    return bool(xp.max(ratios) >= 1.0 - rounding_tolerance(xp, ratios.dtype))
+
+
+def _check_fixed(fixed: Any, K: int) -> FixedSides:
+    if not isinstance(fixed, FixedSides):
+        raise TypeError(f"fixed must be a FixedSides, got {type(fixed).__name__}")
+    for side, index in zip(fixed._fields, fixed, strict=True):
+        if index is None:
+            continue
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < K:
+            raise ValueError(f"fixed.{side} = {index!r}, expected None or a normalizer index in [0, {K})")
+    return fixed
+
+
+class _SSNArguments(NamedTuple):
+    """What SSN adds to an SN call: the two ratio functions and the momentum; the validated fixed state."""
+
+    mean_ratio: RatioFunction
+    var_ratio: RatioFunction
+    momentum: float
+    fixed: FixedSides
+
+
+def _ssn_arguments(
+    mean_logits: Array, *, radius: float, variant: str, fixed: FixedSides, convention: str, momentum: float | None
+) -> _SSNArguments:
+    """SparsestMax for the free sides, the fixed vertex for the others, and the SSN momentum default."""
+    xp = namespace(mean_logits)
+    check_floating(xp, mean_logits, "mean_logits")
+    if mean_logits.ndim != 1:
+        raise ValueError(f"mean_logits has shape {tuple(mean_logits.shape)}, expected (K,), one logit per normalizer")
+    K = int(mean_logits.shape[0])
+    fixed = _check_fixed(fixed, K)
+    learned = SparsestMax(radius, variant)
+    mean_ratio = learned if fixed.mean is None else FixedRatios(one_hot(fixed.mean, K))
+    var_ratio = learned if fixed.var is None else FixedRatios(one_hot(fixed.var, K))
+    if momentum is None:
+        momentum = preset(check_convention(convention), sparse=True).momentum
+    return _SSNArguments(mean_ratio, var_ratio, momentum, fixed)
+
+
+def _newly_fixed(fixed: FixedSides, mean_ratios: Array, var_ratios: Array) -> FixedSides:
+    """``fixed`` plus every free side whose ratios are a vertex (the vertex's index)."""
+    xp = namespace(mean_ratios, var_ratios)
+    sides = {}
+    for side, index, ratios in (("mean", fixed.mean, mean_ratios), ("var", fixed.var, var_ratios)):
+        sides[side] = int(xp.argmax(ratios)) if index is None and is_vertex(ratios) else index
+    return FixedSides(**sides)
+
+
+def sparse_switch_norm_forward(
+    x: Array,
+    gamma: Array,
+    beta: Array,
+    mean_logits: Array,
+    var_logits: Array,
+    *,
+    radius: float,
+    fixed: FixedSides = FixedSides(),
+    variant: str = "paper",
+    running: RunningStats | BatchAverage | None = None,
+    training: bool = True,
+    normalizers: Sequence[str] | None = None,
+    groups: int | None = None,
+    convention: str = "paper",
+    eps: float = 1e-5,
+    momentum: float | None = None,
+    check_finite: bool = True,
+) -> SparseSwitchNormOutput:
+    r"""Sparse Switchable Normalization forward (module docstring; SN's equations with SparsestMax ratios).
+
+    Parameters
+    ----------
+    x, gamma, beta, mean_logits, var_logits, running, training, normalizers, groups, convention, eps, check_finite
+        As in :func:`refnorm.switchnorm.switch_norm_forward`. The official ``SSN2d`` is
+        ``normalizers=("in", "ln", "bn")``, ``convention="official"``, logits initialised to ones.
+    radius
+        SparsestMax radius :math:`r \ge 0` (:func:`radius_schedule`).
+    fixed
+        The fixed state from the previous call (``FixedSides()`` for a fresh layer).
+    variant
+        ``"paper"`` or ``"official"`` SparsestMax (:func:`refnorm.sparsestmax.sparsestmax_forward`).
+    momentum
+        EMA weight of the old running value; default: the SSN preset of the convention
+        (:func:`refnorm.conventions.preset` with ``sparse=True``: 0.997 official, 0.9 paper).
+
+    Returns
+    -------
+    SparseSwitchNormOutput
+        ``(y, cache, running, fixed)``; ``fixed`` is the new fixed state.
+    """
+    ssn = _ssn_arguments(mean_logits, radius=radius, variant=variant, fixed=fixed, convention=convention, momentum=momentum)
+    y, cache, new_running = switch_norm_forward(
+        x, gamma, beta, mean_logits, var_logits,
+        running=running, training=training, normalizers=normalizers, groups=groups, convention=convention,
+        eps=eps, momentum=ssn.momentum, mean_ratio=ssn.mean_ratio, var_ratio=ssn.var_ratio, check_finite=check_finite,
+    )  # fmt: skip
+    new_fixed = _newly_fixed(ssn.fixed, cache.mixture.mean_ratios, cache.mixture.var_ratios)
+    return SparseSwitchNormOutput(y, cache, new_running, new_fixed)
+
+
+def sparse_switch_norm_backward(dy: Array, cache: SwitchNormCache) -> SwitchNormGrads:
+    r"""Backward of :func:`sparse_switch_norm_forward`: SN's backward with the SparsestMax VJP.
+
+    :func:`refnorm.switchnorm.switch_norm_backward` computes
+    :math:`\partial L/\partial p_k = \sum_{n,c} A_{nc}\mu^k_{nc}` and
+    :math:`\partial L/\partial p'_k = \sum_{n,c} B_{nc}\sigma^{2,k}_{nc}` and hands them to the
+    ratio functions in the cache: the stage-composed SparsestMax VJP
+    (:func:`refnorm.sparsestmax.sparsestmax_vjp`) for a free side, zero for a fixed side.
+    """
+    return switch_norm_backward(dy, cache)
+
+
+def sparse_switch_norm_linearize(
+    x: Array, gamma: Array, beta: Array, mean_logits: Array, var_logits: Array, *,
+    radius: float, fixed: FixedSides = FixedSides(), variant: str = "paper", convention: str = "paper",
+    momentum: float | None = None, **config: Any,
+) -> Linearized:  # fmt: skip
+    """SSN at a point, as :func:`refnorm.gradcheck` consumes it (``config`` as in the forward).
+
+    The active set is the SparsestMax stages of the free sides, so a direction that changes a
+    support or a stage count is reported as skipped.
+    """
+    ssn = _ssn_arguments(mean_logits, radius=radius, variant=variant, fixed=fixed, convention=convention, momentum=momentum)
+    return switch_norm_linearize(
+        x, gamma, beta, mean_logits, var_logits,
+        mean_ratio=ssn.mean_ratio, var_ratio=ssn.var_ratio, momentum=ssn.momentum, convention=convention, **config,
+    )  # fmt: skip
