@@ -63,7 +63,8 @@ def preset(name: str, *, ndim: int = 4, sparse: bool = False) -> Preset:
         ``"paper"`` or ``"official"``.
     ndim
         Rank of the layer input; the official momentum is 0.9 for 4-D input (``SwitchNorm2d``)
-        and 0.997 for ``(N, C)`` (``SwitchNorm1d``) and 5-D (``SwitchNorm3d``) input.
+        and 0.997 for every other rank: ``(N, C)`` (``SwitchNorm1d``), 5-D (``SwitchNorm3d``), and
+        refnorm's choice for 3-D ``(N, C, L)`` input, which no official layer accepts.
     sparse
         True for Sparse Switchable Normalization (``SSN2d`` uses 0.997).
     """

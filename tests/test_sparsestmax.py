@@ -217,8 +217,10 @@ def test_ties_beyond_the_largest_distance_pick_the_first_maximal_entry():
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_distance_zero_returns_the_sparsemax_output_without_nan(rng, variant, dtype):
     """Equal logits (the official initialisation, ones(3)) put sparsemax at the centre: the direction
-    of the sphere step is undefined. The output is the sparsemax output, with its Jacobian; the
-    official code returns NaN in float64 and, in float32, a point off the simplex with sum 1 - sqrt(3) r."""
+    of the sphere step is undefined. The output is the sparsemax output, with its Jacobian. The
+    official code returns NaN for an exact tie (e.g. zeros(3)); for ones(3) its sparsemax rounds
+    one ulp away from the centre, and it returns a point off the simplex: sum 1 + sqrt(3) r in
+    float64, 1 - sqrt(3) r in float32 (notebook 02 shows both)."""
     z = np.ones((2, 3), dtype=dtype)
     p, stages = sparsestmax_forward(z, 0.1, variant=variant)
     assert p.dtype == dtype
