@@ -110,13 +110,21 @@ def npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
     return buffer.getvalue()
 
 
+NONFINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+"""How a non-finite float parameter (an error case's ``radius=nan``) is written in a manifest:
+``{"float": "nan"}``, ``{"float": "inf"}`` or ``{"float": "-inf"}`` (JSON has no NaN or infinity)."""
+
+
 def _json_params(case_id: str, value: Any, where: str = "params") -> Any:
-    """``value`` as JSON data (tuples become lists); ``GoldenError`` for anything JSON cannot hold exactly."""
+    """``value`` as JSON data (tuples become lists, non-finite floats ``{"float": "nan"}`` etc.);
+    ``GoldenError`` for anything JSON cannot hold exactly."""
     if value is None or isinstance(value, bool | str | int):
         return value
     if isinstance(value, float):
-        if not math.isfinite(value):
-            raise GoldenError(f"case {case_id}: {where} is {value!r}; golden manifests hold finite numbers only")
+        if math.isnan(value):
+            return {"float": "nan"}
+        if math.isinf(value):
+            return {"float": "inf" if value > 0 else "-inf"}
         return value
     if isinstance(value, tuple | list):
         return [_json_params(case_id, v, f"{where}[{i}]") for i, v in enumerate(value)]
@@ -126,12 +134,19 @@ def _json_params(case_id: str, value: Any, where: str = "params") -> Any:
 
 
 def params_from_json(value: Any) -> Any:
-    """Manifest parameters back to catalog form: JSON lists become tuples."""
+    """Manifest parameters back to catalog form: JSON lists become tuples, ``{"float": "nan"}`` a float."""
     if isinstance(value, list):
         return tuple(params_from_json(v) for v in value)
     if isinstance(value, dict):
+        if set(value) == {"float"} and value["float"] in NONFINITE:
+            return NONFINITE[value["float"]]
         return {k: params_from_json(v) for k, v in value.items()}
     return value
+
+
+def same_params(first: Mapping[str, Any], second: Mapping[str, Any]) -> bool:
+    """Whether two parameter sets are equal as a manifest writes them (so NaN equals NaN)."""
+    return _json_params("", dict(first)) == _json_params("", dict(second))
 
 
 def case_file(case_id: str) -> str:
@@ -444,7 +459,7 @@ def _check_against_catalog(
     if case is None:
         report.problems.append(f"this refnorm's catalog has no case {entry['id']}; the set was made by another version")
         return
-    if case.kind != entry["kind"] or dict(case.params) != dict(params) or case.seed != entry["seed"]:
+    if case.kind != entry["kind"] or not same_params(case.params, params) or case.seed != entry["seed"]:
         report.problems.append("kind, params or seed differ from this refnorm's catalog case of the same id: regenerate the set")
         return
     drawn = case.inputs()

@@ -46,7 +46,7 @@ import numpy as np
 from ._xp import to_numpy
 from .catalog import OPS, Case, cases
 from .evaluation import Evaluation, cast_floating, evaluate
-from .golden import SHIPPED, GoldenCase, load_manifest, read_case
+from .golden import SHIPPED, GoldenCase, load_manifest, read_case, same_params
 from .tolerances import (
     DEFAULT_TOLERANCES,
     Comparison,
@@ -232,7 +232,7 @@ def _golden_reference(case: Case, dtype: str, directory: Path) -> _Reference:
     if directory not in _MANIFEST_CACHE:
         _MANIFEST_CACHE[directory] = load_manifest(directory)
     golden: GoldenCase = read_case(directory, case.id, _MANIFEST_CACHE[directory])
-    if golden.params != dict(case.params):
+    if not same_params(golden.params, case.params):
         raise ConformanceError(f"{case.id}: the golden set {directory} holds other params than this refnorm's catalog; regenerate it")
     arrays = golden.arrays
     tolerances = {d: Tolerance(**golden.entry["tolerances"][dtype][d]) for d in ("forward", "backward")}

@@ -4,12 +4,14 @@ whose backward passes the gradient checker, and plain normalizers equal to a dir
 from __future__ import annotations
 
 import json
+import math
 import re
 
 import numpy as np
 import pytest
 
 import refnorm
+from refnorm import golden
 from refnorm.catalog import KINDS, OPS, Case, cases
 from refnorm.evaluation import evaluate
 
@@ -30,9 +32,23 @@ def test_case_ids_are_unique_and_usable_as_file_names():
 
 
 def test_case_params_survive_a_json_round_trip():
+    """As golden manifests write them: standard JSON (non-finite floats as {"float": "nan"}), read
+    back to the same values and types (tuples stay tuples, NaN stays NaN)."""
     for case in ALL:
-        text = json.dumps(case.params, allow_nan=False)
-        assert json.loads(text) == json.loads(json.dumps(dict(case.params))), case.id
+        text = json.dumps(golden._json_params(case.id, dict(case.params)), allow_nan=False)
+        back = golden.params_from_json(json.loads(text))
+        assert repr(back) == repr(dict(case.params)), case.id
+        assert golden.same_params(back, case.params), case.id
+
+
+def test_a_non_finite_parameter_is_written_as_a_tagged_string():
+    assert golden._json_params("x", {"radius": math.nan, "r": (math.inf, -math.inf, 0.5)}) == {
+        "radius": {"float": "nan"}, "r": [{"float": "inf"}, {"float": "-inf"}, 0.5]
+    }
+    assert math.isnan(golden.params_from_json({"float": "nan"}))
+    assert golden.params_from_json({"float": "1.5"}) == {"float": "1.5"}, "only the three names are tags"
+    assert golden.same_params({"radius": math.nan}, {"radius": float("nan")})
+    assert not golden.same_params({"radius": math.nan}, {"radius": math.inf})
 
 
 def test_inputs_are_drawn_deterministically_from_the_seed():
@@ -65,16 +81,30 @@ def test_error_case_raises_the_expected_exception_and_message(case, backend):
         OPS[case.op].linearize(moved, case.params)
 
 
-@pytest.mark.parametrize("case", cases(kind="reference"), ids=lambda c: c.id)
-def test_reference_case_backward_passes_the_gradient_checker(case):
+def _gradcheck(case):
     op = OPS[case.op]
     inputs = case.inputs()
 
     def linearized(*point):
         return op.linearize({**inputs, **dict(zip(op.arguments, point, strict=True))}, case.params)
 
-    result = refnorm.gradcheck(linearized, [inputs[n] for n in op.arguments], names=op.arguments, seed=case.seed, **case.gradcheck)
+    return refnorm.gradcheck(linearized, [inputs[n] for n in op.arguments], names=op.arguments, seed=case.seed, **case.gradcheck)
+
+
+@pytest.mark.parametrize("case", [c for c in cases(kind="reference") if not c.kink], ids=lambda c: c.id)
+def test_reference_case_backward_passes_the_gradient_checker(case):
+    result = _gradcheck(case)
     assert result.passed, f"{case.id}\n{result}"
+
+
+@pytest.mark.parametrize("case", [c for c in cases() if c.kink], ids=lambda c: c.id)
+def test_a_case_on_a_kink_is_on_one_and_agrees_with_finite_differences_elsewhere(case):
+    """A case that declares a kink (Case.kink) has directions the checker skips as crossing it, and
+    no direction that fails: arguments the kink does not involve still check."""
+    result = _gradcheck(case)
+    directions = [d for argument in result.arguments for d in argument.directions]
+    assert not [d for d in directions if d.status == "failed"], f"{case.id}\n{result}"
+    assert any(d.status == "skipped" for d in directions), f"{case.id} claims a kink, but no direction crosses one\n{result}"
 
 
 def test_a_case_must_be_well_formed():
