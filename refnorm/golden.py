@@ -49,7 +49,17 @@ SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 MANIFEST_HASH = "manifest.json.sha256"
 SHIPPED = Path(__file__).resolve().parent / "golden_data"
-"""The golden set shipped with the package (every catalog case, float64, NumPy)."""
+"""The golden set shipped with the package (the ``"shipped"`` selection, float64, NumPy)."""
+
+SELECTIONS = {
+    "all": "every case of the selected kinds and ops",
+    "shipped": (
+        "every sample and error case, and the reference cases marked for shipping in the catalog (Case.ship: one or two per "
+        "rank, convention and variant, and the edge cases of the bug reports); the set inside the package"
+    ),
+}
+"""Which cases of the selected kinds and ops a set holds (``generate(selection=...)``); the manifest
+records the name and its rule, so a regeneration selects the same cases."""
 
 ALLOWED_KINDS = "biuf"
 """Array dtype kinds a golden file may hold: bool, signed and unsigned integers, floats (values are
@@ -256,6 +266,7 @@ def generate(
     backend: str = "numpy",
     force: bool = False,
     progress: Progress | None = None,
+    selection: str = "all",
 ) -> dict[str, Any]:
     """Write the golden set of the selected cases to directory ``out``; return its manifest.
 
@@ -265,6 +276,8 @@ def generate(
         Target directory. Must not exist or be empty, unless ``force`` and it holds a golden set.
     kinds, ops
         Which cases (default: every kind, every op).
+    selection
+        ``"all"`` (default) or ``"shipped"``: the cases of the package's own set (:data:`SELECTIONS`).
     backend
         Array library that computes the values (:data:`refnorm.evaluation.BACKENDS`); inputs are
         drawn on the host either way.
@@ -276,9 +289,11 @@ def generate(
     out = Path(out)
     kinds = tuple(kinds) if kinds is not None else KINDS
     ops = tuple(ops) if ops is not None else tuple(OPS)
-    selected = [c for kind in kinds for op in ops for c in cases(kind=kind, op=op)]
+    if selection not in SELECTIONS:
+        raise GoldenError(f"unknown selection {selection!r}; expected one of {', '.join(map(repr, SELECTIONS))}")
+    selected = [c for kind in kinds for op in ops for c in cases(kind=kind, op=op) if selection == "all" or c.shipped]
     if not selected:
-        raise GoldenError(f"no cases of kinds {kinds} for ops {ops}")
+        raise GoldenError(f"no cases of kinds {kinds} for ops {ops} in selection {selection!r}")
     _check_target(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.new-", dir=out.parent))
@@ -302,6 +317,8 @@ def generate(
             "backend": backend,
             "kinds": list(kinds),
             "ops": list(ops),
+            "selection": selection,
+            "selection_rule": SELECTIONS[selection],
             "hash": "sha256 of each array's elements in C order, little-endian, without the .npy header; file_sha256 of the whole .npz",
             "comparison": "|actual - expected| <= atol + rtol * |expected| elementwise; forward = output.* and intermediate.*, backward = grad.*",
             "default_tolerances": {d: {k: t._asdict() for k, t in by.items()} for d, by in DEFAULT_TOLERANCES.items()},

@@ -429,16 +429,37 @@ def conformance_checks(
     ids = [c.id for c in selected]
     failing = _resolve_patterns("expected_failures", expected_failures, ids)
     skipped = _resolve_patterns("skip", skip, ids)
+    absent = _absent_from_golden_set(source, selected)
     params = []
     for case in selected:
         marks = []
         if case.id in skipped:  # a case that cannot run cannot fail: skip wins over an expected failure
             marks.append(pytest.mark.skip(reason=skipped[case.id]))
+        elif case.id in absent:
+            marks.append(pytest.mark.skip(reason=absent[case.id]))
         elif case.id in failing:
             marks.append(pytest.mark.xfail(reason=failing[case.id], strict=True, raises=ConformanceError))
         check = ConformanceCheck(adapter, case, source, check_error_messages)
         params.append(pytest.param(check, id=case.id, marks=marks))
     return params
+
+
+def _absent_from_golden_set(source: str | os.PathLike[str], selected: list[Case]) -> dict[str, str]:
+    """``{case id: reason}`` for the non-error cases a golden-set source does not hold (the shipped set
+    holds a selection of the reference cases); nothing for the live source."""
+    if str(source) == "live":
+        return {}
+    directory = SHIPPED if str(source) == "shipped" else Path(source).resolve()
+    if directory not in _MANIFEST_CACHE:
+        _MANIFEST_CACHE[directory] = load_manifest(directory)
+    manifest = _MANIFEST_CACHE[directory]
+    held = {entry["id"] for entry in manifest["cases"]}
+    rule = manifest.get("selection_rule", "")
+    reason = (
+        f"not in the golden set {directory} ({rule}); source='live', or a full set from "
+        "`refnorm golden generate --out DIR`, checks it"
+    )
+    return {c.id: reason for c in selected if c.kind != "error" and c.id not in held}
 
 
 def parametrize_conformance(adapter: Adapter, *, op: str, argname: str = "check", **options: Any) -> Callable[[Any], Any]:
