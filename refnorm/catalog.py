@@ -118,7 +118,7 @@ class Case:
     least one as skipped, so a case that is not on a kink cannot claim to be."""
     ship: bool = False
     """``"reference"`` cases: part of the golden set shipped inside the package
-    (:data:`SHIPPED_SELECTION`). Every ``"sample"`` and ``"error"`` case is shipped anyway."""
+    (:data:`refnorm.golden.SELECTIONS`). Every ``"sample"`` and ``"error"`` case is shipped anyway."""
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -136,7 +136,7 @@ class Case:
 
     @property
     def shipped(self) -> bool:
-        """Whether the golden set shipped inside the package holds this case (:data:`SHIPPED_SELECTION`)."""
+        """Whether the golden set shipped inside the package holds this case (:data:`refnorm.golden.SELECTIONS`)."""
         return self.kind != "reference" or self.ship
 
     @property

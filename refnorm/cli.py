@@ -168,7 +168,8 @@ def _golden_list(args: argparse.Namespace) -> int:
     for case in selected:
         params = ", ".join(f"{k}={v}" for k, v in case.params.items())
         expected = f"  raises {case.raises.__name__}: {case.match}" if case.raises else ""
-        print(f"{case.id:<52}{case.kind:<10}{params}{expected}")
+        marks = ("  [on a kink]" if case.kink else "") + ("  [shipped]" if case.kind == "reference" and case.ship else "")
+        print(f"{case.id:<52}{case.kind:<10}{params}{expected}{marks}")
     print(f"{len(selected)} cases", file=sys.stderr)
     return 0
 

@@ -191,6 +191,7 @@ def case_entry(case: Case, *, backend: str = "numpy") -> tuple[dict[str, Any], b
         "params": _json_params(case.id, dict(case.params)),
         "arguments": list(OPS[case.op].arguments),
         "note": case.note,
+        "kink": case.kink,
     }
     if case.kind == "error":
         arrays = {f"input.{name}": canonical(a) for name, a in case.inputs().items()}

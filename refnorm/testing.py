@@ -356,6 +356,8 @@ def check_conformance(
         if passed:
             lines.append(f"  (these agree: {', '.join(passed)})")
         lines.append(f"  params: {params}" + (f"; case note: {case.note}" if case.note else ""))
+        if case.kink:
+            lines.append(f"  this case sits on a kink of the op, where derivatives are one-sided: {case.kink}")
         lines += [f"  tolerance note: {n}" for n in reference.notes]
         raise ConformanceError("\n".join(lines))
     return ConformanceReport(case, adapter.name, dtype, reference.source, tuple(comparisons), reference.notes)

@@ -141,3 +141,11 @@ def test_sparse_switch_norm_reference_cases_cover_ranks_fixed_sides_schedule_and
             if case.params.get("fixed", (None, None))[side == "var"] is None and int(named[f"new_fixed_{side}"]) >= 0:
                 newly_fixed.add(side)
     assert steps >= {0, 1, 2, 3} and newly_fixed == {"mean", "var"}
+
+
+def test_golden_list_marks_the_cases_on_a_kink_and_the_shipped_ones(capsys):
+    assert main(["golden", "list", "--op", "sparsestmax", "--kind", "reference"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert lines["sparsestmax/paper-K3-centre"].endswith("[on a kink]  [shipped]")
+    assert lines["sparsestmax/paper-K2-centre"].endswith("[on a kink]")
+    assert not lines["sparsestmax/paper-K3-1sph-margin"].endswith("]")

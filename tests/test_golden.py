@@ -200,7 +200,7 @@ def test_regenerating_the_shipped_set_matches_the_shipped_files(tmp_path: Path):
     _assert_same_to_rounding(golden.SHIPPED, regenerated)
     fresh = golden.load_manifest(regenerated)
     for a, b in zip(shipped["cases"], fresh["cases"], strict=True):
-        assert (a["tolerances"], a["expected_error"], a["note"]) == (b["tolerances"], b["expected_error"], b["note"]), a["id"]
+        assert (a["tolerances"], a["expected_error"], a["note"], a["kink"]) == (b["tolerances"], b["expected_error"], b["note"], b["kink"]), a["id"]
     assert set(shipped["ops"]) == set(cases_ops := {c.op for c in cases()}), f"the shipped set lacks ops {cases_ops - set(shipped['ops'])}"
 
 
