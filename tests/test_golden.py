@@ -171,7 +171,8 @@ def _assert_same_to_rounding(first: Path, second: Path) -> None:
 
 
 @pytest.mark.parametrize("backend_name", ["array-api-strict", "cupy"])
-def test_generation_on_another_backend_equals_numpy_to_float64_rounding(backend_name: str, sample_set: Path, tmp_path: Path):
+def test_generation_on_another_backend_equals_numpy_to_float64_rounding(backend_name: str, tmp_path: Path):
+    """Over the shipped selection: every sample and error case and reference cases of every op."""
     if backend_name == "cupy":
         cupy = pytest.importorskip("cupy", reason="CuPy is not installed (pip install 'refnorm[gpu]' on a machine with a CUDA GPU)")
         try:
@@ -179,9 +180,10 @@ def test_generation_on_another_backend_equals_numpy_to_float64_rounding(backend_
                 pytest.skip("CuPy is installed but no CUDA device is present")
         except Exception as error:  # noqa: BLE001 - any CUDA failure means: no usable GPU
             pytest.skip(f"CuPy cannot reach a GPU ({type(error).__name__}: {error})")
-    other = tmp_path / backend_name
-    golden.generate(other, backend=backend_name, **SMALL)
-    _assert_same_to_rounding(sample_set, other)
+    on_numpy, other = tmp_path / "numpy", tmp_path / backend_name
+    golden.generate(on_numpy, selection="shipped")
+    golden.generate(other, backend=backend_name, selection="shipped")
+    _assert_same_to_rounding(on_numpy, other)
     assert golden.verify(other, backend=backend_name).passed
 
 
