@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from refnorm import __version__, golden
+from refnorm import __version__, catalog, golden
 from refnorm.catalog import cases
 from refnorm.evaluation import BACKENDS
 
@@ -27,6 +27,7 @@ BUDGET_S = 30.0
 def best_time(kinds: tuple[str, ...] | None, backend: str, repeat: int) -> float:
     times = []
     for _ in range(repeat):
+        catalog._DRAWN.clear()  # every run draws the inputs afresh, as a new process does
         with tempfile.TemporaryDirectory() as scratch:
             started = time.perf_counter()
             golden.generate(Path(scratch) / "set", kinds=kinds, backend=backend)

@@ -24,6 +24,7 @@ names an op. ``docs/golden-format.md`` lists what an op must provide.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -35,8 +36,8 @@ from . import exemplarnorm as en
 from .gradient_check import Linearized
 from .plainnorm import PLAIN_NORM_ARGUMENTS, plain_norm_forward, plain_norm_linearize
 from .running import RunningStats
-from .sparse_switchnorm import FixedSides, sparse_switch_norm_forward, sparse_switch_norm_linearize
-from .sparsestmax import SparsestMaxStages, sparsemax, sparsemax_linearize, sparsestmax_forward, sparsestmax_linearize
+from .sparse_switchnorm import FixedSides, radius_schedule, sparse_switch_norm_forward, sparse_switch_norm_linearize
+from .sparsestmax import SparsestMaxStages, max_radius, sparsemax, sparsemax_linearize, sparsestmax_forward, sparsestmax_linearize
 from .switchnorm import SWITCH_NORM_ARGUMENTS, switch_norm_forward, switch_norm_linearize
 
 KINDS = ("sample", "reference", "error")
@@ -107,6 +108,17 @@ class Case:
     """Explicit ``{dtype: {"forward"|"backward": (rtol, atol)}}`` overrides of the recommended
     tolerances; ``tolerance_reason`` must say why."""
     tolerance_reason: str = ""
+    kink: str = ""
+    """Why the case sits exactly on a kink of the op (equal logits at the SparsestMax centre, a
+    logit exactly on a sparsemax support boundary), where the derivative does not exist and
+    finite differences cannot check it. Such a point is in the catalog because real inputs hit it
+    (the official initialisation, one-hot logits written back by the official SSN); its golden
+    gradient is refnorm's documented choice there. The test suite requires the gradient checker
+    to report every direction of such a case as passed or skipped (as crossing a kink), and at
+    least one as skipped, so a case that is not on a kink cannot claim to be."""
+    ship: bool = False
+    """``"reference"`` cases: part of the golden set shipped inside the package
+    (:data:`refnorm.golden.SELECTIONS`). Every ``"sample"`` and ``"error"`` case is shipped anyway."""
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -117,18 +129,34 @@ class Case:
             raise ValueError(f"case {self.op}/{self.name}: error cases, and only they, need raises= and match=")
         if self.tolerances and not self.tolerance_reason:
             raise ValueError(f"case {self.op}/{self.name}: tolerances= needs a tolerance_reason")
+        if self.kink and self.kind == "error":
+            raise ValueError(f"case {self.op}/{self.name}: an error case has no gradient, so no kink")
+        if self.ship and self.kind != "reference":
+            raise ValueError(f"case {self.op}/{self.name}: ship= selects reference cases; sample and error cases are always shipped")
+
+    @property
+    def shipped(self) -> bool:
+        """Whether the golden set shipped inside the package holds this case (:data:`refnorm.golden.SELECTIONS`)."""
+        return self.kind != "reference" or self.ship
 
     @property
     def id(self) -> str:
         return f"{self.op}/{self.name}"
 
     def inputs(self) -> dict[str, np.ndarray]:
-        """The case's host inputs, drawn from its seed (and, for error cases, edited)."""
-        inputs = OPS[self.op].make_inputs(np.random.default_rng(self.seed), self.params)
-        return inputs if self.edit is None else self.edit(dict(inputs))
+        """The case's host inputs, drawn from its seed (and, for error cases, edited); fresh copies."""
+        key = (self.op, self.name, self.seed, repr(self.params))
+        if key not in _DRAWN:
+            # Drawing can take a while (SparsestMax rows are redrawn until they keep a margin), and
+            # the checks draw the same case many times.
+            _DRAWN[key] = OPS[self.op].make_inputs(np.random.default_rng(self.seed), self.params)
+        inputs = {name: np.array(array, copy=True) for name, array in _DRAWN[key].items()}
+        return inputs if self.edit is None else self.edit(inputs)
 
 
 _CASE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=-]*")
+_DRAWN: dict[tuple[str, str, int, str], dict[str, np.ndarray]] = {}
+"""Drawn inputs by case (op, name, seed, params), before any ``edit``."""
 
 
 def _replace(name: str, make: Callable[[np.ndarray], Any]) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
@@ -285,13 +313,23 @@ _SUBSETS = {
 """Normalizer subsets of the reference catalog (name -> (set, GN groups)); order is logit order."""
 
 
+_SHIPPED_SWITCH_NORM = frozenset({
+    "paper-train-rank4", "official-eval-rank5", "official-train-set-gn-bn-ln-in", "paper-train-HW1", "paper-eval-HW1",
+    "paper-train-2d-C1", "paper-train-2d-N1", "official-train-batch1", "paper-train-channels1", "paper-train-all1",
+    "paper-train-offset1e4", "official-eval-offset1e4", "official-train-logits30", "official-train-equal-logits",
+    "official-train-2d-ema0.997",
+})  # fmt: skip
+"""The switch_norm reference cases in the shipped golden set: one per rank and convention side, a GN
+order, and the edge cases of the bug reports."""
+
+
 def _switch_norm_references() -> Iterator[Case]:
     seed = iter(range(1000, 2000))
 
     def case(name: str, note: str = "", conditioning: str = "", **params: Any) -> Case:
         params.setdefault("normalizers", ("ln", "bn") if len(params["shape"]) == 2 else ("in", "ln", "bn"))
         return Case("switch_norm", name, "reference", params, seed=next(seed), note=note, conditioning=conditioning,
-                    gradcheck=_gradcheck_options(params))  # fmt: skip
+                    gradcheck=_gradcheck_options(params), ship=name in _SHIPPED_SWITCH_NORM)  # fmt: skip
 
     # Every rank, convention and mode with the default normalizer set.
     for convention in ("paper", "official"):
@@ -440,12 +478,19 @@ def _plain_norm_samples() -> Iterator[Case]:
     yield Case("plain_norm", "paper-train-2d-ln", "sample", dict(shape=(3, 4), normalizer="ln"))
 
 
+_SHIPPED_PLAIN_NORM = frozenset({
+    "gn-official-train-4d", "bn-paper-eval-5d", "bn-paper-train-N1", "ln-paper-train-C1", "in-paper-train-HW1",
+    "bn-paper-train-running", "bn-official-train-offset1e4",
+})  # fmt: skip
+"""The plain_norm reference cases in the shipped golden set."""
+
+
 def _plain_norm_references() -> Iterator[Case]:
     seed = iter(range(2000, 3000))
 
     def case(name: str, note: str = "", conditioning: str = "", **params: Any) -> Case:
         return Case("plain_norm", name, "reference", params, seed=next(seed), note=note, conditioning=conditioning,
-                    gradcheck=_gradcheck_options(params))  # fmt: skip
+                    gradcheck=_gradcheck_options(params), ship=name in _SHIPPED_PLAIN_NORM)  # fmt: skip
 
     for normalizer, groups in (("in", None), ("ln", None), ("bn", None), ("gn", 2)):
         for convention in ("paper", "official"):
@@ -495,7 +540,8 @@ _EN_STEP = {"step": 1e-3}
 
 
 def _running_inputs(rng: np.random.Generator, params: Mapping[str, Any], C: int) -> dict[str, np.ndarray]:
-    if params.get("training", True):
+    """Running statistics in evaluation, and in training with ``running=True`` (then updated by the op)."""
+    if params.get("training", True) and not params.get("running", False):
         return {}
     return {
         "running_mean": params.get("offset", 0.0) + 0.3 * rng.standard_normal(C),
@@ -508,7 +554,8 @@ def _running(inputs: Mapping[str, Any]) -> RunningStats | None:
 
 
 def _exemplar_norm_inputs(rng: np.random.Generator, params: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """``params["init"]``: ``"default"`` (SPEC §4: gamma 1, beta 0, w 0, b 1, tau 1) or ``"random"``."""
+    """``params["init"]``: ``"default"`` (SPEC §4: gamma 1, beta 0, w 0, b 1, tau 1) or ``"random"``;
+    a parameter named in ``params`` (``temperature=8.0``) takes that value."""
     shape = tuple(params["shape"])
     C = shape[1]
     q = params.get("kernel_size", 3)
@@ -524,6 +571,9 @@ def _exemplar_norm_inputs(rng: np.random.Generator, params: Mapping[str, Any]) -
     if params.get("init", "random") == "default":
         defaults = en.exemplar_norm_init(C, inputs["x"], kernel_size=q)
         inputs.update({name: np.asarray(value) for name, value in zip(defaults._fields, defaults, strict=True)})
+    for name in ("conv_weight", "conv_bias", "temperature"):
+        if name in params:
+            inputs[name] = _explicit(params[name], inputs[name].shape)
     return {**inputs, **_running_inputs(rng, params, C)}
 
 
@@ -537,6 +587,7 @@ def _exemplar_norm_config(inputs: Mapping[str, Any], params: Mapping[str, Any]) 
         mixing=params.get("mixing", "output"),
         convention=params.get("convention", "paper"),
         eps=params.get("eps", 1e-5),
+        momentum=params.get("momentum", 0.9),
     )
 
 
@@ -602,7 +653,7 @@ def _embedding_inputs(rng: np.random.Generator, params: Mapping[str, Any]) -> di
 
 def _embedding_config(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
     config = _exemplar_norm_config(inputs, params)
-    del config["mixing"]
+    del config["mixing"], config["momentum"]
     return config
 
 
@@ -710,13 +761,196 @@ def _softmax_samples() -> Iterator[Case]:
     yield Case("en_softmax", "K4-hot", "sample", dict(shape=(2, 4), temperature_loc=5.0, temperature_scale=0.3))
 
 
+def _exemplar_norm_references() -> Iterator[Case]:
+    seed = iter(range(3000, 4000))
+
+    def case(name: str, note: str = "", conditioning: str = "", ship: bool = False, **params: Any) -> Case:
+        params.setdefault("init", "random")
+        step = _EN_STEP_EQUAL_SCORES if params["init"] == "default" else _EN_STEP
+        return Case("exemplar_norm", name, "reference", params, seed=next(seed), gradcheck=step, note=note, conditioning=conditioning, ship=ship)
+
+    # Both initialisations, both mixings, both modes, every rank (paper convention, default normalizers).
+    for init in ("default", "random"):
+        for mixing in ("output", "statistics"):
+            for mode, training in _modes():
+                for rank, shape in _REFERENCE_SHAPES.items():
+                    yield case(f"{init}-{mixing}-{mode}-rank{len(shape)}", shape=shape, init=init, mixing=mixing, training=training,
+                               ship=init == "random" and rank == "4d")  # fmt: skip
+    # The official convention at every rank.
+    for mode, training in _modes():
+        for rank, shape in _REFERENCE_SHAPES.items():
+            # The rank-2 training case has samples whose scores lie within ~1e-2 of each other.
+            close = _EN_CLOSE_SCORES if (rank, training) == ("2d", True) else ""
+            yield case(f"official-output-{mode}-rank{len(shape)}", shape=shape, convention="official", training=training, conditioning=close)
+    yield case("official-statistics-train-rank4", shape=(3, 4, 3, 2), convention="official", mixing="statistics")
+    # Edge cases from bug reports: N = 1, C = 1, M = 1, size-1 axes.
+    for mixing in ("output", "statistics"):
+        for mode, training in _modes():
+            yield case(f"random-{mixing}-{mode}-batch1", shape=(1, 4, 3, 2), mixing=mixing, training=training,
+                       note="a batch of one: BN equals IN in training", conditioning=_EN_CLOSE_SCORES, ship=mixing == "output" and training)  # fmt: skip
+            yield case(f"random-{mixing}-{mode}-HW1", shape=(4, 3, 1, 1), mixing=mixing, training=training,
+                       note="H*W = 1: every IN variance is 0 (where the official SN code divides by zero, SN issue #5)",
+                       ship=mixing == "output" and training)  # fmt: skip
+    yield case("random-output-train-channels1", shape=(3, 1, 2, 2), kernel_size=1, note="one channel: LN equals IN, kernel size 1")
+    yield case("default-output-train-channels1", shape=(3, 1, 4), init="default", kernel_size=1, note="one channel at the initialisation")
+    yield case("random-output-train-H1", shape=(2, 3, 1, 5), note="size-1 height")
+    yield case("random-statistics-eval-5d-HW1", shape=(2, 3, 4, 1, 1), mixing="statistics", training=False, note="3-d input, D > 1, H = W = 1")
+    yield case("random-output-train-2d-N1", shape=(1, 4), note="(1, C): BN over a single sample")
+    yield case("random-output-train-2d-C1", shape=(5, 1), kernel_size=1, note="(N, 1): LN over a single feature", conditioning=_EN_CLOSE_SCORES)
+    yield case("random-output-train-all1", shape=(1, 1, 1, 1), kernel_size=1, note="every axis of size 1: every variance 0, y = beta")
+    # Normalizer sets and GN.
+    yield case("random-output-train-set-in-ln-bn-gn", shape=(3, 4, 3, 2), normalizers=("in", "ln", "bn", "gn"), groups=2)
+    yield case("random-statistics-eval-set-gn-bn", shape=(2, 6, 2, 2), normalizers=("gn", "bn"), groups=3, training=False, convention="official")
+    yield case("random-output-train-set-ln-bn", shape=(3, 4, 3, 2), normalizers=("ln", "bn"), note="K = 2: the standardised scores are +-1 (nearly)")
+    yield case("random-output-train-set-bn", shape=(3, 4, 3), normalizers=("bn",), note="K = 1: the ratio is 1, the generator gets no gradient")
+    yield case("random-output-train-gn-groupsC", shape=(2, 4, 2, 3), normalizers=("gn", "in", "ln"), groups=4,
+               note="GN with C groups equals IN: two tied scores", conditioning=_EN_CLOSE_SCORES)  # fmt: skip
+    # Kernel sizes (odd, <= C), including q = C.
+    yield case("random-output-train-q1-rank4", shape=(3, 4, 3, 2), kernel_size=1, conditioning=_EN_CLOSE_SCORES)
+    yield case("random-output-train-q5-C5", shape=(2, 5, 3, 2), kernel_size=5, note="kernel as wide as the channel axis")
+    yield case("random-statistics-train-q7-C8", shape=(2, 8, 3), kernel_size=7)
+    yield case("default-output-train-q7-C8", shape=(2, 8, 3), kernel_size=7, init="default")
+    # Temperatures: negative, zero, large (near one-hot ratios).
+    yield case("random-output-train-tau-negative", shape=(3, 4, 3, 2), temperature=-1.5, note="a negative temperature favours the lowest score",
+               conditioning=_EN_CLOSE_SCORES)  # fmt: skip
+    yield case("random-output-train-tau0", shape=(3, 4, 3, 2), temperature=0.0, note="temperature 0: uniform ratios, but a gradient for tau")
+    yield case("random-statistics-train-tau8", shape=(3, 4, 3, 2), temperature=8.0, mixing="statistics", note="temperature 8: nearly one-hot ratios")
+    # Large offsets, output mixing. Statistics mixing is left out: there the mixed mean weighs
+    # statistics of size 1e4 by the ratios, so the embedding's cancellation at mean 1e4 (~1e-12),
+    # amplified by the standardisation of close (or, at the initialisation, equal) scores, puts the
+    # float64 finite differences of the generator's parameters above the checker's rtol for some
+    # directions at every starting step tried (1e-4 to 1e-1). Its forward is SN's mixture.
+    for mode, training in _modes():
+        yield case(f"random-output-{mode}-offset1e4", shape=(3, 4, 3, 3), training=training, offset=1e4,
+                   note="mean 1e4, std 1", conditioning=_LARGE_OFFSET, ship=training)  # fmt: skip
+    yield case("default-output-train-offset1e4", shape=(3, 4, 3, 3), init="default", offset=1e4, conditioning=_LARGE_OFFSET)
+    # Small and large scales, eps, running statistics.
+    yield case("random-output-train-scale1e-3", shape=(3, 4, 3, 3), scale=1e-3, note="variance 1e-6 below eps = 1e-5: eps dominates",
+               conditioning=_EN_CLOSE_SCORES)  # fmt: skip
+    yield case("random-output-eval-scale1e3", shape=(3, 4, 3, 3), scale=1e3, training=False, note="variance 1e6",
+               conditioning="std 1e3: the statistics are ~1e2 to 1e6, and a float32 default atol of 1e-5 is below their rounding")  # fmt: skip
+    yield case("random-output-train-eps1e-3", shape=(3, 4, 3, 2), eps=1e-3)
+    yield case("random-output-train-ema0.9", shape=(3, 4, 3, 2), running=True, momentum=0.9, note="EMA update of the running statistics in training")
+    yield case("random-statistics-train-official-ema0.997", shape=(3, 4, 2, 2, 2), running=True, momentum=0.997, convention="official",
+               mixing="statistics")  # fmt: skip
+
+
+def _exemplar_norm_errors() -> Iterator[Case]:
+    base = dict(shape=(2, 4, 3, 3))
+
+    def case(name: str, raises: type[Exception], match: str, edit: Any = None, note: str = "", **params: Any) -> Case:
+        return Case("exemplar_norm", name, "error", {**base, **params}, raises=raises, match=match, edit=edit, note=note)
+
+    kernel = "the kernel size of conv_weight"
+    yield case("kernel-even", ValueError, kernel + r" = 2 is even; expected an odd kernel size q", edit=_replace("conv_weight", lambda w: w[:2]),
+               note="an even kernel has no centre: 'same' zero padding would shift the channels")  # fmt: skip
+    yield case("kernel-4-even", ValueError, kernel + r" = 4 is even", edit=_replace("conv_weight", lambda w: np.append(w, 0.0)))
+    yield case("kernel-larger-than-C", ValueError, kernel + r" = 5 is larger than the C = 4 channels", edit=_replace("conv_weight", lambda w: np.zeros(5)))
+    yield case("kernel-empty", ValueError, kernel + r" must be a positive odd int, got 0", edit=_replace("conv_weight", lambda w: w[:0]))
+    yield case("conv-weight-rank3", ValueError, r"conv_weight has shape \(1, 1, 3\), expected \(q,\)", edit=_replace("conv_weight", lambda w: w[None, None, :]),
+               note="a PyTorch Conv1d(1, 1, q) weight must be reshaped to (q,)")  # fmt: skip
+    yield case("conv-bias-shape", ValueError, r"conv_bias has shape \(1,\), expected a scalar, shape = \(\)", edit=_replace("conv_bias", lambda b: b[None]))
+    yield case("temperature-shape", ValueError, r"temperature has shape \(3,\), expected a scalar, shape = \(\)",
+               edit=_replace("temperature", lambda t: np.full(3, t)))  # fmt: skip
+    yield case("temperature-nan", ValueError, r"temperature contains NaN or infinity", edit=_replace("temperature", lambda t: np.asarray(np.nan)))
+    yield case("conv-weight-inf", ValueError, r"conv_weight contains NaN or infinity", edit=_replace("conv_weight", _with_element(np.inf, (1,))))
+    yield case("x-nan", ValueError, r"x contains NaN or infinity", edit=_replace("x", _with_element(np.nan, (1, 2))))
+    yield case("gamma-shape", ValueError, r"gamma has shape \(3,\), expected \(C,\) = \(4,\)", edit=_replace("gamma", lambda g: g[:3]))
+    yield case("beta-shape", ValueError, r"beta has shape \(4, 1\), expected \(C,\) = \(4,\)", edit=_replace("beta", lambda b: b[:, None]))
+    yield case("gamma-float32", TypeError, r"gamma has dtype (\w+\.)?float32, expected (\w+\.)?float64 \(the dtype of x\)",
+               edit=_replace("gamma", lambda g: g.astype(np.float32)))  # fmt: skip
+    yield case("x-integer", TypeError, r"x has dtype (\w+\.)?int64, expected a real floating dtype", edit=_replace("x", lambda x: np.round(x).astype(np.int64)))
+    yield case("x-rank1", ValueError, r"x has shape \(4,\), expected \(N, C, \*spatial\) with rank >= 2", edit=_replace("x", lambda x: x[0, :, 0, 0]))
+    yield case("unknown-mixing", ValueError, r"unknown mixing 'both'; expected one of 'output', 'statistics'", mixing="both")
+    yield case("unknown-normalizer", ValueError, r"unknown normalizer 'xn'", normalizers=("in", "xn"))
+    yield case("gn-without-groups", ValueError, r"'gn' but groups is None", normalizers=("in", "gn"))
+    yield case("groups-not-dividing", ValueError, r"groups = 3 does not divide the channel count C = 4", normalizers=("gn", "ln"), groups=3)
+    yield case("unknown-convention", ValueError, r"unknown convention 'pytorch'", convention="pytorch")
+    yield case("eps-zero", ValueError, r"eps must be a finite number > 0, got 0", eps=0)
+    yield case("momentum-negative", ValueError, r"momentum must lie in \[0, 1\], got -0\.1", momentum=-0.1)
+    yield case("training-string", TypeError, r"training must be a bool, got str", training="no")
+    yield case("official-HW1", ValueError, r"divides the instance variance by M - 1 = 0", shape=(4, 3, 1, 1), convention="official",
+               note="the official SN code returns NaN here (SN issue #5); refnorm says why")  # fmt: skip
+    yield case("eval-without-running", ValueError, r"evaluation mode with 'bn' in normalizers needs running statistics",
+               training=False, edit=_drop("running_mean", "running_var"))  # fmt: skip
+    yield case("running-var-shape", ValueError, r"running\.var has shape \(5,\), expected \(C,\) = \(4,\)",
+               training=False, edit=_replace("running_var", lambda v: np.append(v, 1.0)))  # fmt: skip
+
+
+# The stages of the ratio generator. Their sample cases exercise each stage's VJP; the reference
+# cases below add inputs the composed EN cannot produce or that localise an edge to one stage.
+# en_channel_mean has none: it is a linear mean, fully exercised by its samples. Only
+# en_embedding validates its input (normalizers, convention, shape); the other stages are
+# internal steps whose input exemplar_norm_forward has validated, so they have no error cases.
+
+
+def _embedding_references() -> Iterator[Case]:
+    seed = iter(range(4000, 4100))
+
+    def case(name: str, note: str = "", conditioning: str = "", gradcheck: Mapping[str, Any] | None = None, **params: Any) -> Case:
+        return Case("en_embedding", name, "reference", params, seed=next(seed), note=note, conditioning=conditioning,
+                    gradcheck=gradcheck or _gradcheck_options(params))  # fmt: skip
+
+    for rank, shape in _REFERENCE_SHAPES.items():
+        # (N, C) = (5, 3): one row's three features have variance 1e-3, so its LN-normalized values
+        # curve on the scale of their std, 0.03; a first step of 1e-3 keeps the finite
+        # differences in their asymptotic range (1e-2 fails some directions as too noisy to decide).
+        yield case(f"paper-train-rank{len(shape)}", shape=shape, gradcheck={"step": 1e-3} if rank == "2d" else None)
+    yield case("official-train-rank4", shape=(3, 4, 3, 2), convention="official")
+    yield case("paper-train-gn-groupsC", shape=(2, 4, 2, 3), normalizers=("in", "ln", "gn"), groups=4, note="GN with C groups: its embedding is IN's, 0")
+    yield case("paper-train-HW1", shape=(4, 3, 1, 1), note="H*W = 1")
+    yield case("paper-train-C1", shape=(3, 1, 2, 2), note="one channel")
+    yield case("paper-eval-offset1e4", shape=(3, 4, 3, 3), training=False, offset=1e4, conditioning=_LARGE_OFFSET)
+
+
+def _embedding_errors() -> Iterator[Case]:
+    def case(name: str, raises: type[Exception], match: str, edit: Any = None, **params: Any) -> Case:
+        return Case("en_embedding", name, "error", {"shape": (2, 4, 3, 3), **params}, raises=raises, match=match, edit=edit)
+
+    yield case("x-rank1", ValueError, r"x has shape \(4,\), expected \(N, C, \*spatial\) with rank >= 2", edit=_replace("x", lambda x: x[0, :, 0, 0]))
+    yield case("unknown-normalizer", ValueError, r"unknown normalizer 'xn'", normalizers=("in", "xn"))
+    yield case("gn-without-groups", ValueError, r"'gn' but groups is None", normalizers=("gn",))
+    yield case("unknown-convention", ValueError, r"unknown convention 'pytorch'", convention="pytorch")
+    yield case("official-HW1", ValueError, r"divides the instance variance by M - 1 = 0", shape=(4, 3, 1, 1), convention="official")
+
+
+def _channel_conv_references() -> Iterator[Case]:
+    yield Case("en_channel_conv", "q7-C8", "reference", dict(shape=(2, 3, 8), kernel=(7,)), seed=4100)
+    yield Case("en_channel_conv", "q1-C1", "reference", dict(shape=(3, 2, 1), kernel=(1,)), seed=4101, note="one channel")
+    yield Case("en_channel_conv", "q3-N1-K1", "reference", dict(shape=(1, 1, 4), kernel=(3,)), seed=4102, note="one sample, one normalizer")
+
+
+def _standardize_references() -> Iterator[Case]:
+    yield Case("en_standardize", "K5", "reference", dict(shape=(3, 5)), seed=4200)
+    yield Case("en_standardize", "K1", "reference", dict(shape=(3, 1)), seed=4201, note="one normalizer: standardised scores 0, gradient 0")
+    yield Case("en_standardize", "K3-spread1e3", "reference", dict(shape=(3, 3), scores_scale=1e3), seed=4202,
+               note="scores spread 1e3: eps_r negligible, the standardisation scale-free")  # fmt: skip
+
+
+def _softmax_references() -> Iterator[Case]:
+    yield Case("en_softmax", "K5-tau8", "reference", dict(shape=(3, 5), temperature_loc=8.0, temperature_scale=0.0), seed=4300,
+               note="temperature 8: nearly one-hot ratios")  # fmt: skip
+    yield Case("en_softmax", "K3-tau0", "reference", dict(shape=(3, 3), temperature_loc=0.0, temperature_scale=0.0), seed=4301,
+               note="temperature 0: uniform ratios, the temperature still gets a gradient")  # fmt: skip
+
+
 # --------------------------------------------------------------------------------------------
 # Sparsemax and SparsestMax
 # --------------------------------------------------------------------------------------------
 
 
+def _explicit(values: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """Explicit input values of a case (ties, one-hot logits, the SparsestMax centre) as float64 of ``shape``."""
+    return np.reshape(np.asarray(values, dtype=np.float64), shape)
+
+
 def _sparsemax_inputs(rng: np.random.Generator, params: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    return {"logits": params.get("scale", 1.0) * rng.standard_normal(tuple(params["shape"]))}
+    """Logits ``scale * N(0, 1)`` (plus ``offset`` if given), or the explicit values ``logits``."""
+    shape = tuple(params["shape"])
+    if "logits" in params:
+        return {"logits": _explicit(params["logits"], shape)}
+    logits = params.get("scale", 1.0) * rng.standard_normal(shape)
+    return {"logits": logits + params["offset"] if "offset" in params else logits}
 
 
 def _sparsemax_linearize(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> Linearized:
@@ -737,23 +971,58 @@ SPARSEMAX = OpInfo(
 )
 
 
+def _host_arrays(value: Any) -> list[np.ndarray]:
+    """The arrays of a nested tuple (an active set), as host arrays."""
+    if isinstance(value, tuple | list):
+        return [a for item in value for a in _host_arrays(item)]
+    return [np.asarray(value)]
+
+
+def _stages_survive(row: np.ndarray, radius: float, variant: str, margin: float) -> bool:
+    """Whether moving the logits ``row`` (shape ``(1, K)``) by ``margin`` along every axis, both
+    ways, and along every sign pattern keeps every SparsestMax stage the same (supports, sphere
+    steps, edge sides, vertex, distance-zero flag): then the point is at least ~``margin`` away from
+    any kink, and neither a finite-difference stencil nor float32 rounding crosses one."""
+    K = row.shape[-1]
+    signs = np.array(np.meshgrid(*[(-1.0, 1.0)] * K, indexing="ij")).reshape(K, -1).T
+    moves = np.concatenate([np.eye(K), -np.eye(K), signs]) * margin
+    points = np.concatenate([row, row + moves])
+    _, stages = sparsestmax_forward(points, radius, variant=variant)
+    return all(np.all(a == a[:1]) for a in _host_arrays(stages.active_set()))
+
+
+def _logit_row(rng: np.random.Generator, K: int, *, radius: float, variant: str, scale: float, steps: int | None, margin: float) -> np.ndarray:
+    """One logit vector ``scale * N(0, 1)``, redrawn until it takes ``steps`` sphere steps (if not
+    ``None``) and its stages survive moves of ``margin`` (if > 0)."""
+    for _attempt in range(10_000):
+        row = scale * rng.standard_normal((1, K))
+        if steps is not None:
+            _, stages = sparsestmax_forward(row, radius, variant=variant)
+            if int(stages.sphere_steps()[0]) != steps:
+                continue
+        if margin > 0 and not _stages_survive(row, radius, variant, margin):
+            continue
+        return row[0]
+    raise RuntimeError(f"no logits with {steps} sphere steps and margin {margin} found at radius {radius} ({variant})")  # a catalog bug
+
+
 def _sparsestmax_inputs(rng: np.random.Generator, params: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """Logits ``scale * N(0, 1)``; with ``sphere_steps``, each row is redrawn until it takes exactly that many."""
+    """Logits ``scale * N(0, 1)``, or the explicit values ``logits``.
+
+    With ``sphere_steps`` each row is redrawn until it takes exactly that many sphere steps; with
+    ``margin`` also until moving any logit by ``margin`` keeps every stage (:func:`_stages_survive`).
+    """
     shape = tuple(params["shape"])
+    if "logits" in params:
+        return {"logits": _explicit(params["logits"], shape)}
     scale = params.get("scale", 1.0)
-    wanted = params.get("sphere_steps")
-    if wanted is None:
+    wanted, margin = params.get("sphere_steps"), params.get("margin", 0.0)
+    if wanted is None and not margin:
         return {"logits": scale * rng.standard_normal(shape)}
-    rows = []
-    for _ in range(int(np.prod(shape[:-1]))):
-        for _attempt in range(10_000):
-            row = scale * rng.standard_normal((1, shape[-1]))
-            _, stages = sparsestmax_forward(row, params["radius"], variant=params["variant"])
-            if int(stages.sphere_steps()[0]) == wanted:
-                rows.append(row[0])
-                break
-        else:
-            raise RuntimeError(f"no logits with {wanted} sphere steps found for {dict(params)}")  # a catalog bug
+    rows = [
+        _logit_row(rng, shape[-1], radius=params["radius"], variant=params["variant"], scale=scale, steps=wanted, margin=margin)
+        for _ in range(int(np.prod(shape[:-1])))
+    ]
     return {"logits": np.reshape(np.stack(rows), shape)}
 
 
@@ -803,22 +1072,198 @@ def _sparsestmax_samples() -> Iterator[Case]:
             yield Case("sparsestmax", f"{variant}-{name}", "sample", params)
 
 
+_VECTOR_AXES = "size-1 and missing batch axes: sparsemax ports squeezed size-1 axes in the backward (deep-spin/entmax#13) or failed on 1-D input (aced125/sparsemax#2)"
+_ONE_HOT_LOGITS = (
+    "one-hot logits (what the official SSN writes into a side's logits once it is fixed): sparsemax is the vertex, and "
+    "every other entry sits exactly on the support threshold (z_j = tau), a kink"
+)
+_ONE_HOT_KINK = (
+    "the entries other than the 1 equal the sparsemax threshold: raising one of them enters it into the support, lowering "
+    "it does not, so the one-sided derivatives differ; refnorm counts entries at the threshold as outside the support "
+    "(docs/sparsestmax.md), which makes the output a vertex with gradient 0"
+)
+_CENTRE_KINK = (
+    "the sphere step's direction is undefined at distance zero from its centre: any perturbation sends the output to a "
+    "point of the sphere, a jump; refnorm returns the sparsemax stage there (SPEC §3) and its Jacobian"
+)
+_BIG_OFFSET = 2.0**23
+"""A common logit offset of about 8.4e6 (below)."""
+_BIG_OFFSET_TIES = tuple(
+    tuple(_BIG_OFFSET + v for v in row) for row in ((0.0, 0.0, 0.0, -8.0), (-8.0, 0.0, 0.0, -8.0), (0.0, -8.0, 0.0, 0.0))
+)
+_BIG_OFFSET_NOTE = (
+    "logits 2^23 + ties (and -8): exactly representable in float32, but the cumulative sum of a three-way tie, 3 * 2^23 - 1, "
+    "is not, so a float32 port that does not shift by the maximum gets the threshold wrong by ~1/3 (tfa's sparsemax returned "
+    "NaN for float32 logits around 1e8, tensorflow/addons#2314). 2^23, not 1e8: float64 finite differences still resolve "
+    "perturbations of the logits here (1.9e-9), so the gradient is checked too"
+)
+_BIG_OFFSET_STEP = {"step": 3e-2}
+"""At |z| = 2^23 a perturbation of the logits is resolved only to 1.9e-9, so the finite differences take the largest
+starting step the ties' smooth piece allows (1e-1 leaves it: entries of a three-way tie have a margin of 1/3)."""
+
+
+def _sparsemax_references() -> Iterator[Case]:
+    seed = iter(range(5000, 5500))
+
+    def case(name: str, note: str = "", kink: str = "", ship: bool = False, gradcheck: Mapping[str, Any] | None = None, **params: Any) -> Case:
+        return Case("sparsemax", name, "reference", params, seed=next(seed), note=note, kink=kink, ship=ship, gradcheck=gradcheck or {})
+
+    for K, shape in ((2, (6, 2)), (3, (6, 3)), (4, (5, 4)), (5, (4, 5)), (8, (3, 8))):
+        yield case(f"K{K}-rows{shape[0]}", shape=shape, ship=K == 3)
+    yield case("K4-dense", shape=(5, 4), scale=0.1, note="logits within ~0.3 of each other: every entry in the support")
+    yield case("K5-scale3", shape=(5, 5), scale=3.0, note="logits spread ~3: supports of one or two entries")
+    yield case("K3-vector", shape=(3,), note=_VECTOR_AXES, ship=True)
+    yield case("K4-batch1", shape=(1, 4), note=_VECTOR_AXES, ship=True)
+    yield case("K3-rank3-size1", shape=(3, 1, 3), note=_VECTOR_AXES)
+    yield case("K2-rank3-size1-axes", shape=(1, 1, 2), note=_VECTOR_AXES)
+    yield case("K4-rank4", shape=(2, 3, 2, 4), note="three leading batch axes")
+    yield case("K5-logits1e4", shape=(6, 5), scale=1e4, note="logits spread 1e4: exactly one-hot outputs", ship=True)
+    yield case("K4-offset8e6-ties", shape=(3, 4), logits=_BIG_OFFSET_TIES, note=_BIG_OFFSET_NOTE, gradcheck=_BIG_OFFSET_STEP, ship=True)
+    ties = ((2.0, 2.0, 0.5, -1.0), (0.5, 3.0, 3.0, 3.0), (1.0, 1.0, 1.0, 1.0), (0.25, -0.5, 0.25, 0.0))
+    yield case("K4-ties", shape=(4, 4), logits=ties, note="tied logits inside the support (sort order among ties must not matter)", ship=True)
+    one_hot = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
+    yield case("K3-one-hot-logits", shape=(3, 3), logits=one_hot, note=_ONE_HOT_LOGITS, kink=_ONE_HOT_KINK, ship=True)
+    yield case("K3-two-hot-logits", shape=(3, 3), logits=tuple(tuple(2.0 * v for v in row) for row in one_hot),
+               note="logits 2 * one-hot: the vertex with a margin of 1 to the support threshold (gradient 0, smooth)")  # fmt: skip
+
+
+def _sparsemax_errors() -> Iterator[Case]:
+    def case(name: str, raises: type[Exception], match: str, edit: Any = None, note: str = "", **params: Any) -> Case:
+        return Case("sparsemax", name, "error", {"shape": (2, 3), **params}, raises=raises, match=match, edit=edit, note=note)
+
+    yield case("K1", ValueError, r"logits has shape \(2, 1\), expected \(\.\.\., K\) with K >= 2", shape=(2, 1))
+    yield case("scalar", ValueError, r"logits has shape \(\), expected \(\.\.\., K\) with K >= 2", shape=())
+    yield case("integer", TypeError, r"logits has dtype (\w+\.)?int64, expected a real floating dtype",
+               edit=_replace("logits", lambda z: np.round(z).astype(np.int64)))  # fmt: skip
+    yield case("nan", ValueError, r"logits contains NaN or infinity", edit=_replace("logits", _with_element(np.nan)))
+    yield case("minus-inf", ValueError, r"logits contains NaN or infinity", edit=_replace("logits", _with_element(-np.inf, (1, 2))),
+               note="-inf logits (attention masks) gave NaN in ports (deep-spin/entmax#17); refnorm refuses them")  # fmt: skip
+
+
+_SPARSESTMAX_STAGES = (
+    # (name, K, radius, scale of the logits, sphere steps every row takes)
+    ("K2-0sph", 2, 0.2, 1.0, 0),
+    ("K2-1sph", 2, 0.5, 1.0, 1),
+    ("K3-0sph", 3, 0.3, 1.0, 0),
+    ("K3-1sph", 3, 0.35, 0.3, 1),
+    ("K3-2sph", 3, 0.6, 0.3, 2),
+    ("K4-0sph", 4, 0.3, 1.0, 0),
+    ("K4-1sph", 4, 0.2, 0.1, 1),
+    ("K4-2sph", 4, 0.5, 0.1, 2),
+    ("K4-3sph", 4, 0.7, 0.1, 3),
+    ("K5-0sph", 5, 0.3, 1.0, 0),
+    ("K5-1sph", 5, 0.2, 0.1, 1),
+    ("K5-2sph", 5, 0.35, 0.1, 2),
+    ("K5-3sph", 5, 0.6, 0.1, 3),
+    ("K5-4sph", 5, 0.6, 0.1, 4),
+)
+"""Reference SparsestMax configurations: every number of sphere stages K allows, K = 2..5."""
+
+_MARGIN = 0.05
+"""Rows of the reference cases keep their stages under moves of ``_MARGIN * scale`` (:func:`_stages_survive`)."""
+
+
+def _sparsestmax_references() -> Iterator[Case]:
+    seed = iter(range(5500, 6500))
+
+    def case(name: str, variant: str, note: str = "", kink: str = "", ship: bool = False, gradcheck: Mapping[str, Any] | None = None,
+             **params: Any) -> Case:
+        return Case("sparsestmax", f"{variant}-{name}", "reference", dict(params, variant=variant), seed=next(seed),
+                    note=note, kink=kink, ship=ship, gradcheck=gradcheck or {})  # fmt: skip
+
+    for variant in ("paper", "official"):
+        for name, K, radius, scale, steps in _SPARSESTMAX_STAGES:
+            yield case(f"{name}-margin", variant, shape=(4, K), radius=radius, scale=scale, sphere_steps=steps, margin=_MARGIN * scale,
+                       note=f"{steps} sphere steps in every row, each row at least {_MARGIN * scale:g} from any stage change",
+                       ship=name in ("K3-2sph", "K5-4sph"))  # fmt: skip
+        yield case("K4-mixed-rank3", variant, shape=(2, 3, 4), radius=0.5, scale=0.3, margin=_MARGIN * 0.3,
+                   note="rows with different numbers of sphere steps in one batch, two batch axes")  # fmt: skip
+        yield case("K3-vector", variant, shape=(3,), radius=0.6, scale=0.3, sphere_steps=2, margin=_MARGIN * 0.3, note=_VECTOR_AXES)
+        yield case("K4-batch1", variant, shape=(1, 1, 4), radius=0.5, scale=0.1, sphere_steps=2, margin=_MARGIN * 0.1, note=_VECTOR_AXES)
+        yield case("K3-r0", variant, shape=(6, 3), radius=0.0, margin=_MARGIN, note="radius 0: sparsemax (outputs within rounding of a vertex snap to it)")
+        yield case("K3-r-max", variant, shape=(4, 3), radius=max_radius(3),
+                   note="radius exactly sqrt((K-1)/K), the largest distance from the centre: the one-hot vertex at the argmax", ship=True)  # fmt: skip
+        yield case("K3-r0.95", variant, shape=(4, 3), radius=0.95, note="radius beyond sqrt(2/3): one-hot")
+        yield case("K5-r1", variant, shape=(3, 5), radius=1.0, note="radius 1 (the end of the official schedule), beyond sqrt(4/5): one-hot")
+        yield case("K4-logits1e4", variant, shape=(4, 4), radius=0.5, scale=1e4, note="logits spread 1e4: sparsemax is already a vertex", ship=variant == "paper")
+        # The official sphere is centred on the support's centre, which a tie puts at distance zero: radius 0 there.
+        radius = 0.25 if variant == "paper" else 0.0
+        yield case("K4-offset8e6-ties", variant, shape=(3, 4), radius=radius, logits=_BIG_OFFSET_TIES, note=_BIG_OFFSET_NOTE, gradcheck=_BIG_OFFSET_STEP)
+        yield case("K3-tie-below-top", variant, shape=(1, 3), radius=0.5, logits=((1.2, 1.0, 1.0),),
+                   note="tied logits that are not the largest: an ordinary sphere step (the output keeps the tie)")  # fmt: skip
+        yield case("K3-centre", variant, shape=(2, 3), radius=0.3, logits=((1.0, 1.0, 1.0), (-0.5, -0.5, -0.5)),
+                   note="equal logits (the official initialisation, ones(3)): sparsemax is the centre, distance zero; the official code returns NaN",
+                   kink=_CENTRE_KINK, ship=True)  # fmt: skip
+        yield case("K2-centre", variant, shape=(1, 2), radius=0.2, logits=((0.3, 0.3),), note="K = 2 tie: the centre", kink=_CENTRE_KINK)
+        yield case("K4-face-centre", variant, shape=(1, 4), radius=0.7, logits=((2.0, 2.0, 2.0, -5.0),),
+                   note="three-way tie on a face: the face centre after the first stage", kink=_CENTRE_KINK)  # fmt: skip
+        yield case("K3-edge-midpoint", variant, shape=(1, 3), radius=0.6, logits=((1.0, 1.0, 0.0),),
+                   note="tie on an edge: the second stage is at distance zero from the edge midpoint", kink=_CENTRE_KINK)  # fmt: skip
+        one_hot = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
+        yield case("K3-one-hot-logits", variant, shape=(3, 3), radius=0.3, logits=one_hot, note=_ONE_HOT_LOGITS, kink=_ONE_HOT_KINK, ship=True)
+        yield case("K3-one-hot-logits-r0.9", variant, shape=(3, 3), radius=0.9, logits=one_hot,
+                   note="one-hot logits beyond the largest distance: the vertex at the argmax, constant (smooth)")  # fmt: skip
+    # Where the variants differ on tied logits: the paper variant measures from the simplex centre
+    # (the edge midpoint is 0.41 away: outside the ball), the official one from the support centre,
+    # which is the edge midpoint itself (distance zero).
+    top_tie = dict(shape=(1, 3), radius=0.3, logits=((2.0, 2.0, 0.0),))
+    yield case("K3-tie-top-edge", "paper", **top_tie, note="a top tie on an edge, outside the paper's ball: the output is sparsemax's edge midpoint")
+    yield case("K3-tie-top-edge", "official", **top_tie, note="a top tie on an edge: the official ball is centred on the edge midpoint itself",
+               kink=_CENTRE_KINK)  # fmt: skip
+
+
+def _sparsestmax_errors() -> Iterator[Case]:
+    def case(name: str, raises: type[Exception], match: str, edit: Any = None, note: str = "", **params: Any) -> Case:
+        return Case("sparsestmax", name, "error", {"shape": (2, 3), "radius": 0.5, "variant": "paper", **params},
+                    raises=raises, match=match, edit=edit, note=note)  # fmt: skip
+
+    yield case("radius-negative", ValueError, r"radius must be a finite number >= 0, got -0\.1", radius=-0.1)
+    yield case("radius-nan", ValueError, r"radius must be a finite number >= 0, got nan", radius=math.nan)
+    yield case("radius-inf", ValueError, r"radius must be a finite number >= 0, got inf", radius=math.inf,
+               note="an infinite radius is refused, although any radius >= sqrt((K-1)/K) gives the one-hot vertex")  # fmt: skip
+    yield case("radius-string", TypeError, r"radius must be a Python number, got str", radius="0.5")
+    yield case("radius-bool", TypeError, r"radius must be a Python number, got bool", radius=True)
+    yield case("unknown-variant", ValueError, r"unknown variant 'definition'; expected one of 'paper', 'official'", variant="definition")
+    yield case("K1", ValueError, r"logits has shape \(2, 1\), expected \(\.\.\., K\) with K >= 2", shape=(2, 1))
+    yield case("scalar", ValueError, r"logits has shape \(\), expected \(\.\.\., K\) with K >= 2", shape=())
+    yield case("integer", TypeError, r"logits has dtype (\w+\.)?int64, expected a real floating dtype",
+               edit=_replace("logits", lambda z: np.round(z).astype(np.int64)))  # fmt: skip
+    yield case("nan", ValueError, r"logits contains NaN or infinity", edit=_replace("logits", _with_element(np.nan)))
+    yield case("inf", ValueError, r"logits contains NaN or infinity", edit=_replace("logits", _with_element(np.inf, (1, 1))))
+
+
 # --------------------------------------------------------------------------------------------
 # Sparse Switchable Normalization
 # --------------------------------------------------------------------------------------------
 
 
 def _sparse_switch_norm_inputs(rng: np.random.Generator, params: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """SN's inputs, with logits scaled by ``logit_scale`` (small: ratios inside the simplex)."""
+    """SN's inputs, with logits scaled by ``logit_scale`` (small: ratios inside the simplex).
+
+    ``margin``: each logit vector is then redrawn (``logit_scale * N(0, 1)``, the stream going on)
+    until its SparsestMax stages survive moves of ``margin`` (:func:`_stages_survive`), with
+    ``sphere_steps = (mean, var)`` sphere steps if given. ``mean_logits`` / ``var_logits``: explicit values.
+    """
     inputs = _switch_norm_inputs(rng, params)
+    scale = params.get("logit_scale", 1.0)
     for name in ("mean_logits", "var_logits"):
-        inputs[name] = params.get("logit_scale", 1.0) * inputs[name]
+        inputs[name] = scale * inputs[name]
+    if params.get("margin"):
+        steps = params.get("sphere_steps", (None, None))
+        for name, wanted in zip(("mean_logits", "var_logits"), steps, strict=True):
+            inputs[name] = _logit_row(rng, inputs[name].shape[0], radius=params["radius"], variant=params.get("variant", "paper"),
+                                      scale=scale, steps=wanted, margin=params["margin"])  # fmt: skip
+    for name in ("mean_logits", "var_logits"):
+        if name in params:
+            inputs[name] = _explicit(params[name], inputs[name].shape)
     return inputs
 
 
 def _sparse_switch_norm_config(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+    """SN's configuration, SSN's momentum default (the convention's SSN preset: 0.997 official), radius, variant, fixed sides."""
     return dict(
         _switch_norm_config(inputs, params),
+        momentum=params.get("momentum"),
         radius=params["radius"],
         variant=params.get("variant", "paper"),
         fixed=FixedSides(*params.get("fixed", (None, None))),
@@ -871,6 +1316,121 @@ def _sparse_switch_norm_samples() -> Iterator[Case]:
     yield Case("sparse_switch_norm", "paper-train-gn", "sample", dict(shape=(2, 4, 2, 2), normalizers=("in", "ln", "bn", "gn"), groups=2, radius=0.4, logit_scale=0.3))
 
 
+def _sparse_switch_norm_references() -> Iterator[Case]:
+    seed = iter(range(6500, 7500))
+
+    def case(name: str, note: str = "", conditioning: str = "", kink: str = "", ship: bool = False, **params: Any) -> Case:
+        params.setdefault("normalizers", ("ln", "bn") if len(params["shape"]) == 2 else ("in", "ln", "bn"))
+        params.setdefault("radius", 0.3)
+        params.setdefault("logit_scale", 0.5)
+        if not (kink or "mean_logits" in params or params.get("logits") == "equal"):
+            # The large-offset cases start the finite differences with a 10 times larger step
+            # (_gradcheck_options): their logits keep a margin 4 times larger.
+            widen = 4.0 if _gradcheck_options(params) else 1.0
+            params.setdefault("margin", widen * _MARGIN * params["logit_scale"])
+        return Case("sparse_switch_norm", name, "reference", params, seed=next(seed), note=note, conditioning=conditioning,
+                    kink=kink, ship=ship, gradcheck=_gradcheck_options(params))  # fmt: skip
+
+    # Every rank, mode and convention, with the variant of the same name (SSN2d is official + official).
+    for convention in ("paper", "official"):
+        for mode, training in _modes():
+            for rank, shape in _REFERENCE_SHAPES.items():
+                yield case(f"{convention}-{mode}-rank{len(shape)}", shape=shape, convention=convention, variant=convention, training=training,
+                           ship=rank == "4d" and convention == "official" and training)  # fmt: skip
+    yield case("paper-variant-official-convention-train-4d", shape=(3, 4, 3, 2), variant="paper", convention="official")
+    yield case("official-variant-paper-convention-eval-4d", shape=(3, 4, 3, 2), variant="official", convention="paper", training=False)
+    # The official radius schedule r = step / total_steps (train_imagenet.py), K = 3: from sparsemax
+    # (r = 0) through one and two sphere steps to one-hot (r >= sqrt(2/3)), where both sides become fixed.
+    for step in (0, 2, 6, 10, 14, 16, 17, 20):
+        radius = radius_schedule(step, 20)
+        beyond = radius >= max_radius(3)
+        yield case(f"official-schedule-{step}of20", shape=(3, 4, 3, 2), convention="official", variant="official", radius=radius,
+                   note=f"official radius schedule r = step / total_steps = {step}/20" + ("; beyond sqrt(2/3): one-hot ratios, both sides become fixed" if beyond else ""),
+                   ship=step == 17)  # fmt: skip
+    for convention, variant in (("paper", "paper"), ("official", "official")):
+        for mode, training in _modes():
+            yield case(f"{convention}-{mode}-steps1-2", shape=(3, 4, 3, 2), convention=convention, variant=variant, training=training,
+                       radius=0.5, logit_scale=0.3, sphere_steps=(1, 2), note="mean ratios after one sphere step, variance ratios after two")  # fmt: skip
+    # Fixed sides (the state the official SSN reaches): their logits are ignored and get no gradient.
+    for convention, variant in (("paper", "paper"), ("official", "official")):
+        for mode, training in _modes():
+            yield case(f"{convention}-{mode}-fixed-mean", shape=(3, 4, 3, 2), convention=convention, variant=variant, training=training, fixed=(1, None))
+            yield case(f"{convention}-{mode}-fixed-var", shape=(3, 4, 3, 2), convention=convention, variant=variant, training=training, fixed=(None, 2))
+            yield case(f"{convention}-{mode}-fixed-both", shape=(3, 4, 3, 2), convention=convention, variant=variant, training=training, fixed=(0, 2))
+    yield case("paper-train-2d-fixed-var", shape=(6, 3), fixed=(None, 1), note="(N, C) input: K = 2 (ln, bn), the variance fixed to BN")
+    yield case("official-train-fixed-mean-r0.9", shape=(3, 4, 3, 2), convention="official", variant="official", fixed=(2, None), radius=0.9,
+               note="one side fixed, the other reaches a vertex at this radius and becomes fixed too")  # fmt: skip
+    one_hot = (0.0, 1.0, 0.0)
+    yield case("official-train-one-hot-logits", shape=(3, 4, 3, 2), convention="official", variant="official", mean_logits=one_hot, var_logits=one_hot,
+               radius=0.5, note=_ONE_HOT_LOGITS + "; both sides become fixed to LN", kink=_ONE_HOT_KINK, ship=True)  # fmt: skip
+    yield case("official-train-one-hot-logits-fixed", shape=(3, 4, 3, 2), convention="official", variant="official", mean_logits=one_hot,
+               var_logits=one_hot, radius=0.5, fixed=(1, 1), note="the state after fixing: one-hot logits, both sides fixed to LN (no ratio gradient)")  # fmt: skip
+    # The official initialisation: equal logits. Smooth at r = 0; at r > 0 sparsemax is the centre.
+    yield case("official-train-equal-logits-r0", shape=(3, 4, 3, 2), convention="official", variant="official", logits="equal", radius=0.0,
+               note="logits ones(3), the official initialisation, at the first step of the schedule (r = 0): uniform ratios")  # fmt: skip
+    yield case("official-train-equal-logits-r0.1", shape=(3, 4, 3, 2), convention="official", variant="official", logits="equal", radius=0.1,
+               note="logits ones(3) at r > 0: sparsemax is the centre, where the official code divides by zero (NaN)", kink=_CENTRE_KINK, ship=True)  # fmt: skip
+    yield case("paper-train-logits30", shape=(3, 4, 3, 2), logit_scale=30.0, note="logits of size ~30: sparsemax already a vertex, both sides become fixed")
+    # Normalizer sets (K = 2, 4) and GN.
+    yield case("paper-train-set-in-ln", shape=(3, 4, 3, 2), normalizers=("in", "ln"), radius=0.5, note="K = 2: a sphere step inside the edge has Jacobian 0")
+    yield case("official-eval-set-in-ln-bn-gn", shape=(3, 4, 3, 2), normalizers=("in", "ln", "bn", "gn"), groups=2, convention="official",
+               variant="official", training=False, radius=0.6, logit_scale=0.2)  # fmt: skip
+    yield case("paper-train-set-gn-bn-ln-in", shape=(2, 4, 2, 3), normalizers=("gn", "bn", "ln", "in"), groups=4, radius=0.7, logit_scale=0.1,
+               sphere_steps=(3, 2), note="K = 4 in another logit order, three and two sphere steps")  # fmt: skip
+    # Edge cases from bug reports.
+    hw1 = "H*W = 1 (N x C x 1 x 1): the official SSN returns NaN here (its IN variance is unbiased); paper convention"
+    for mode, training in _modes():
+        yield case(f"paper-{mode}-HW1", shape=(4, 3, 1, 1), training=training, note=hw1, ship=not training)
+        yield case(f"paper-{mode}-batch1", shape=(1, 4, 3, 2), training=training, note="a batch of one: BN equals IN in training")
+        yield case(f"official-{mode}-channels1", shape=(3, 1, 4, 2), convention="official", variant="official", training=training, note="one channel")
+        yield case(f"paper-{mode}-2d-N1", shape=(1, 4), training=training, note="(1, C): BN over a single sample")
+    yield case("paper-train-2d-C1", shape=(5, 1), note="(N, 1): LN over a single feature")
+    yield case("official-train-H1", shape=(2, 3, 1, 5), convention="official", variant="official", note="size-1 height")
+    # Logits of scale 1 here: the finite differences of the logits then take steps twice as large,
+    # further above the rounding noise of a mean of 1e4 (some directional derivatives are ~1e-5).
+    for convention, variant in (("paper", "paper"), ("official", "official")):
+        for mode, training in _modes():
+            yield case(f"{convention}-{mode}-offset1e4", shape=(3, 4, 3, 3), convention=convention, variant=variant, training=training, offset=1e4,
+                       logit_scale=1.0, note="mean 1e4, std 1", conditioning=_LARGE_OFFSET, ship=convention == "official" and training)  # fmt: skip
+    yield case("paper-train-eps1e-3", shape=(3, 4, 3, 2), eps=1e-3)
+    yield case("official-train-ema0.997", shape=(3, 4, 2, 2, 2), running=True, momentum=0.997, convention="official", variant="official",
+               note="official SSN momentum: the running statistics are updated in training")  # fmt: skip
+    yield case("paper-train-ema-default", shape=(3, 4, 3, 2), running=True, note="no momentum given: the paper preset's 0.9")
+
+
+def _sparse_switch_norm_errors() -> Iterator[Case]:
+    base = dict(shape=(2, 4, 3, 3), normalizers=("in", "ln", "bn"), radius=0.3, logit_scale=0.5)
+
+    def case(name: str, raises: type[Exception], match: str, edit: Any = None, note: str = "", **params: Any) -> Case:
+        return Case("sparse_switch_norm", name, "error", {**base, **params}, raises=raises, match=match, edit=edit, note=note)
+
+    yield case("radius-negative", ValueError, r"radius must be a finite number >= 0, got -0\.5", radius=-0.5)
+    yield case("radius-nan", ValueError, r"radius must be a finite number >= 0, got nan", radius=math.nan)
+    yield case("radius-inf", ValueError, r"radius must be a finite number >= 0, got inf", radius=math.inf)
+    yield case("radius-string", TypeError, r"radius must be a Python number, got str", radius="0.3")
+    yield case("unknown-variant", ValueError, r"unknown variant 'sparse'; expected one of 'paper', 'official'", variant="sparse")
+    yield case("fixed-mean-3", ValueError, r"fixed\.mean = 3, expected None or a normalizer index in \[0, 3\)", fixed=(3, None))
+    yield case("fixed-var-negative", ValueError, r"fixed\.var = -1, expected None or a normalizer index in \[0, 3\)", fixed=(None, -1))
+    yield case("fixed-bool", ValueError, r"fixed\.mean = True, expected None or a normalizer index", fixed=(True, None),
+               note="True is not the index 1")  # fmt: skip
+    yield case("single-normalizer", ValueError, r"logits has shape \(1,\), expected \(\.\.\., K\) with K >= 2", normalizers=("bn",),
+               note="SparsestMax needs at least two normalizers to choose from")  # fmt: skip
+    yield case("mean-logits-rank2", ValueError, r"mean_logits has shape \(1, 3\), expected \(K,\), one logit per normalizer",
+               edit=_replace("mean_logits", lambda w: w[None, :]))  # fmt: skip
+    yield case("var-logits-length", ValueError, r"var_logits has shape \(4,\), expected one logit per normalizer",
+               edit=_replace("var_logits", lambda w: np.append(w, 0.0)))  # fmt: skip
+    yield case("mean-logits-integer", TypeError, r"mean_logits has dtype (\w+\.)?int64, expected a real floating dtype",
+               edit=_replace("mean_logits", lambda w: np.round(w).astype(np.int64)))  # fmt: skip
+    yield case("var-logits-nan", ValueError, r"var_logits contains NaN or infinity", edit=_replace("var_logits", _with_element(np.nan, (1,))))
+    yield case("x-integer", TypeError, r"x has dtype (\w+\.)?int64, expected a real floating dtype", edit=_replace("x", lambda x: np.round(x).astype(np.int64)))
+    yield case("gamma-shape", ValueError, r"gamma has shape \(5,\), expected \(C,\) = \(4,\)", edit=_replace("gamma", lambda g: np.append(g, 1.0)))
+    yield case("official-HW1", ValueError, r"divides the instance variance by M - 1 = 0", shape=(4, 3, 1, 1), convention="official",
+               note="the official SSN returns NaN here (SN issue #5); refnorm says why")  # fmt: skip
+    yield case("eval-without-running", ValueError, r"evaluation mode with 'bn' in normalizers needs running statistics",
+               training=False, edit=_drop("running_mean", "running_var"))  # fmt: skip
+    yield case("momentum-above-1", ValueError, r"momentum must lie in \[0, 1\], got 1\.5", momentum=1.5)
+
+
 # --------------------------------------------------------------------------------------------
 # Registry
 # --------------------------------------------------------------------------------------------
@@ -901,14 +1461,27 @@ _CASE_SOURCES: tuple[Callable[[], Iterator[Case]], ...] = (
     _plain_norm_references,
     _plain_norm_errors,
     _exemplar_norm_samples,
+    _exemplar_norm_references,
+    _exemplar_norm_errors,
     _embedding_samples,
+    _embedding_references,
+    _embedding_errors,
     _channel_conv_samples,
+    _channel_conv_references,
     _channel_mean_samples,
     _standardize_samples,
+    _standardize_references,
     _softmax_samples,
+    _softmax_references,
     _sparsemax_samples,
+    _sparsemax_references,
+    _sparsemax_errors,
     _sparsestmax_samples,
+    _sparsestmax_references,
+    _sparsestmax_errors,
     _sparse_switch_norm_samples,
+    _sparse_switch_norm_references,
+    _sparse_switch_norm_errors,
 )
 
 

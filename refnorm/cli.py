@@ -5,9 +5,10 @@
     table of errors; exit 1 if any check fails.
 ``refnorm info``
     Version, array backends and devices.
-``refnorm golden generate --out DIR [--kind K] [--op OP] [--backend B] [--force]``
+``refnorm golden generate --out DIR [--kind K] [--op OP] [--backend B] [--selection all|shipped] [--force]``
     Write a golden set (one ``.npz`` per case and a ``manifest.json``); refuses to replace an
-    existing set without ``--force``.
+    existing set without ``--force``. ``--selection shipped``: the cases of the set inside the
+    package (regenerate it with ``--out refnorm/golden_data --force --selection shipped``).
 ``refnorm golden verify DIR`` / ``refnorm golden verify --shipped``
     Check every hash and recompute every case; a table of errors; exit 1 on any problem.
 ``refnorm golden list [--kind K] [--op OP]``
@@ -110,12 +111,16 @@ class _ProgressLine:
 
 
 def _golden_generate(args: argparse.Namespace) -> int:
-    from .golden import GoldenError, generate
+    from .golden import SHIPPED, GoldenError, generate
 
+    if Path(args.out).resolve() == SHIPPED and (args.selection != "shipped" or args.kind or args.op):
+        print(f"refnorm golden generate: {SHIPPED} holds the package's own selection; regenerate it with "
+              "--out refnorm/golden_data --force --selection shipped (and no --kind or --op)", file=sys.stderr)  # fmt: skip
+        return 2
     started = time.perf_counter()
     try:
         manifest = generate(
-            args.out, kinds=args.kind, ops=args.op, backend=args.backend, force=args.force,
+            args.out, kinds=args.kind, ops=args.op, backend=args.backend, force=args.force, selection=args.selection,
             progress=_ProgressLine("generating", args.quiet),
         )  # fmt: skip
     except (GoldenError, RuntimeError) as error:
@@ -163,7 +168,8 @@ def _golden_list(args: argparse.Namespace) -> int:
     for case in selected:
         params = ", ".join(f"{k}={v}" for k, v in case.params.items())
         expected = f"  raises {case.raises.__name__}: {case.match}" if case.raises else ""
-        print(f"{case.id:<52}{case.kind:<10}{params}{expected}")
+        marks = ("  [on a kink]" if case.kink else "") + ("  [shipped]" if case.kind == "reference" and case.ship else "")
+        print(f"{case.id:<52}{case.kind:<10}{params}{expected}{marks}")
     print(f"{len(selected)} cases", file=sys.stderr)
     return 0
 
@@ -188,6 +194,10 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--kind", action="append", choices=KINDS, help="only these kinds (repeatable; default all)")
     generate.add_argument("--op", action="append", choices=sorted(OPS), help="only these ops (repeatable; default all)")
     generate.add_argument("--backend", choices=BACKENDS, default="numpy", help="array library computing the values")
+    generate.add_argument(
+        "--selection", choices=("all", "shipped"), default="all",
+        help="all cases (default), or the package's own selection: regenerate it with --out refnorm/golden_data --force --selection shipped",
+    )  # fmt: skip
     generate.add_argument("--force", action="store_true", help="replace an existing golden set at --out")
     generate.add_argument("--quiet", action="store_true", help="no progress display")
     generate.set_defaults(run=_golden_generate)

@@ -49,7 +49,17 @@ SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 MANIFEST_HASH = "manifest.json.sha256"
 SHIPPED = Path(__file__).resolve().parent / "golden_data"
-"""The golden set shipped with the package (every catalog case, float64, NumPy)."""
+"""The golden set shipped with the package (the ``"shipped"`` selection, float64, NumPy)."""
+
+SELECTIONS = {
+    "all": "every case of the selected kinds and ops",
+    "shipped": (
+        "every sample and error case, and the reference cases marked for shipping in the catalog (Case.ship: one or two per "
+        "rank, convention and variant, and the edge cases of the bug reports); the set inside the package"
+    ),
+}
+"""Which cases of the selected kinds and ops a set holds (``generate(selection=...)``); the manifest
+records the name and its rule, so a regeneration selects the same cases."""
 
 ALLOWED_KINDS = "biuf"
 """Array dtype kinds a golden file may hold: bool, signed and unsigned integers, floats (values are
@@ -110,13 +120,21 @@ def npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
     return buffer.getvalue()
 
 
+NONFINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+"""How a non-finite float parameter (an error case's ``radius=nan``) is written in a manifest:
+``{"float": "nan"}``, ``{"float": "inf"}`` or ``{"float": "-inf"}`` (JSON has no NaN or infinity)."""
+
+
 def _json_params(case_id: str, value: Any, where: str = "params") -> Any:
-    """``value`` as JSON data (tuples become lists); ``GoldenError`` for anything JSON cannot hold exactly."""
+    """``value`` as JSON data (tuples become lists, non-finite floats ``{"float": "nan"}`` etc.);
+    ``GoldenError`` for anything JSON cannot hold exactly."""
     if value is None or isinstance(value, bool | str | int):
         return value
     if isinstance(value, float):
-        if not math.isfinite(value):
-            raise GoldenError(f"case {case_id}: {where} is {value!r}; golden manifests hold finite numbers only")
+        if math.isnan(value):
+            return {"float": "nan"}
+        if math.isinf(value):
+            return {"float": "inf" if value > 0 else "-inf"}
         return value
     if isinstance(value, tuple | list):
         return [_json_params(case_id, v, f"{where}[{i}]") for i, v in enumerate(value)]
@@ -126,12 +144,19 @@ def _json_params(case_id: str, value: Any, where: str = "params") -> Any:
 
 
 def params_from_json(value: Any) -> Any:
-    """Manifest parameters back to catalog form: JSON lists become tuples."""
+    """Manifest parameters back to catalog form: JSON lists become tuples, ``{"float": "nan"}`` a float."""
     if isinstance(value, list):
         return tuple(params_from_json(v) for v in value)
     if isinstance(value, dict):
+        if set(value) == {"float"} and value["float"] in NONFINITE:
+            return NONFINITE[value["float"]]
         return {k: params_from_json(v) for k, v in value.items()}
     return value
+
+
+def same_params(first: Mapping[str, Any], second: Mapping[str, Any]) -> bool:
+    """Whether two parameter sets are equal as a manifest writes them (so NaN equals NaN)."""
+    return _json_params("", dict(first)) == _json_params("", dict(second))
 
 
 def case_file(case_id: str) -> str:
@@ -166,6 +191,7 @@ def case_entry(case: Case, *, backend: str = "numpy") -> tuple[dict[str, Any], b
         "params": _json_params(case.id, dict(case.params)),
         "arguments": list(OPS[case.op].arguments),
         "note": case.note,
+        "kink": case.kink,
     }
     if case.kind == "error":
         arrays = {f"input.{name}": canonical(a) for name, a in case.inputs().items()}
@@ -241,6 +267,7 @@ def generate(
     backend: str = "numpy",
     force: bool = False,
     progress: Progress | None = None,
+    selection: str = "all",
 ) -> dict[str, Any]:
     """Write the golden set of the selected cases to directory ``out``; return its manifest.
 
@@ -250,6 +277,8 @@ def generate(
         Target directory. Must not exist or be empty, unless ``force`` and it holds a golden set.
     kinds, ops
         Which cases (default: every kind, every op).
+    selection
+        ``"all"`` (default) or ``"shipped"``: the cases of the package's own set (:data:`SELECTIONS`).
     backend
         Array library that computes the values (:data:`refnorm.evaluation.BACKENDS`); inputs are
         drawn on the host either way.
@@ -261,9 +290,11 @@ def generate(
     out = Path(out)
     kinds = tuple(kinds) if kinds is not None else KINDS
     ops = tuple(ops) if ops is not None else tuple(OPS)
-    selected = [c for kind in kinds for op in ops for c in cases(kind=kind, op=op)]
+    if selection not in SELECTIONS:
+        raise GoldenError(f"unknown selection {selection!r}; expected one of {', '.join(map(repr, SELECTIONS))}")
+    selected = [c for kind in kinds for op in ops for c in cases(kind=kind, op=op) if selection == "all" or c.shipped]
     if not selected:
-        raise GoldenError(f"no cases of kinds {kinds} for ops {ops}")
+        raise GoldenError(f"no cases of kinds {kinds} for ops {ops} in selection {selection!r}")
     _check_target(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.new-", dir=out.parent))
@@ -287,6 +318,8 @@ def generate(
             "backend": backend,
             "kinds": list(kinds),
             "ops": list(ops),
+            "selection": selection,
+            "selection_rule": SELECTIONS[selection],
             "hash": "sha256 of each array's elements in C order, little-endian, without the .npy header; file_sha256 of the whole .npz",
             "comparison": "|actual - expected| <= atol + rtol * |expected| elementwise; forward = output.* and intermediate.*, backward = grad.*",
             "default_tolerances": {d: {k: t._asdict() for k, t in by.items()} for d, by in DEFAULT_TOLERANCES.items()},
@@ -444,7 +477,7 @@ def _check_against_catalog(
     if case is None:
         report.problems.append(f"this refnorm's catalog has no case {entry['id']}; the set was made by another version")
         return
-    if case.kind != entry["kind"] or dict(case.params) != dict(params) or case.seed != entry["seed"]:
+    if case.kind != entry["kind"] or not same_params(case.params, params) or case.seed != entry["seed"]:
         report.problems.append("kind, params or seed differ from this refnorm's catalog case of the same id: regenerate the set")
         return
     drawn = case.inputs()

@@ -46,7 +46,7 @@ import numpy as np
 from ._xp import to_numpy
 from .catalog import OPS, Case, cases
 from .evaluation import Evaluation, cast_floating, evaluate
-from .golden import SHIPPED, GoldenCase, load_manifest, read_case
+from .golden import SHIPPED, GoldenCase, load_manifest, read_case, same_params
 from .tolerances import (
     DEFAULT_TOLERANCES,
     Comparison,
@@ -232,7 +232,7 @@ def _golden_reference(case: Case, dtype: str, directory: Path) -> _Reference:
     if directory not in _MANIFEST_CACHE:
         _MANIFEST_CACHE[directory] = load_manifest(directory)
     golden: GoldenCase = read_case(directory, case.id, _MANIFEST_CACHE[directory])
-    if golden.params != dict(case.params):
+    if not same_params(golden.params, case.params):
         raise ConformanceError(f"{case.id}: the golden set {directory} holds other params than this refnorm's catalog; regenerate it")
     arrays = golden.arrays
     tolerances = {d: Tolerance(**golden.entry["tolerances"][dtype][d]) for d in ("forward", "backward")}
@@ -356,6 +356,8 @@ def check_conformance(
         if passed:
             lines.append(f"  (these agree: {', '.join(passed)})")
         lines.append(f"  params: {params}" + (f"; case note: {case.note}" if case.note else ""))
+        if case.kink:
+            lines.append(f"  this case sits on a kink of the op, where derivatives are one-sided: {case.kink}")
         lines += [f"  tolerance note: {n}" for n in reference.notes]
         raise ConformanceError("\n".join(lines))
     return ConformanceReport(case, adapter.name, dtype, reference.source, tuple(comparisons), reference.notes)
@@ -429,16 +431,37 @@ def conformance_checks(
     ids = [c.id for c in selected]
     failing = _resolve_patterns("expected_failures", expected_failures, ids)
     skipped = _resolve_patterns("skip", skip, ids)
+    absent = _absent_from_golden_set(source, selected)
     params = []
     for case in selected:
         marks = []
         if case.id in skipped:  # a case that cannot run cannot fail: skip wins over an expected failure
             marks.append(pytest.mark.skip(reason=skipped[case.id]))
+        elif case.id in absent:
+            marks.append(pytest.mark.skip(reason=absent[case.id]))
         elif case.id in failing:
             marks.append(pytest.mark.xfail(reason=failing[case.id], strict=True, raises=ConformanceError))
         check = ConformanceCheck(adapter, case, source, check_error_messages)
         params.append(pytest.param(check, id=case.id, marks=marks))
     return params
+
+
+def _absent_from_golden_set(source: str | os.PathLike[str], selected: list[Case]) -> dict[str, str]:
+    """``{case id: reason}`` for the non-error cases a golden-set source does not hold (the shipped set
+    holds a selection of the reference cases); nothing for the live source."""
+    if str(source) == "live":
+        return {}
+    directory = SHIPPED if str(source) == "shipped" else Path(source).resolve()
+    if directory not in _MANIFEST_CACHE:
+        _MANIFEST_CACHE[directory] = load_manifest(directory)
+    manifest = _MANIFEST_CACHE[directory]
+    held = {entry["id"] for entry in manifest["cases"]}
+    rule = manifest.get("selection_rule", "")
+    reason = (
+        f"not in the golden set {directory} ({rule}); source='live', or a full set from "
+        "`refnorm golden generate --out DIR`, checks it"
+    )
+    return {c.id: reason for c in selected if c.kind != "error" and c.id not in held}
 
 
 def parametrize_conformance(adapter: Adapter, *, op: str, argname: str = "check", **options: Any) -> Callable[[Any], Any]:

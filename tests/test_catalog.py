@@ -4,22 +4,54 @@ whose backward passes the gradient checker, and plain normalizers equal to a dir
 from __future__ import annotations
 
 import json
+import math
 import re
 
 import numpy as np
 import pytest
 
 import refnorm
+from refnorm import golden
 from refnorm.catalog import KINDS, OPS, Case, cases
 from refnorm.evaluation import evaluate
 
 ALL = cases()
 
 
+NO_REFERENCE_CASES = {"en_channel_mean": "a linear mean over channels: its sample cases exercise all of it"}
+NO_ERROR_CASES = dict.fromkeys(
+    ("en_channel_conv", "en_channel_mean", "en_standardize", "en_softmax"),
+    "an internal stage of EN's ratio generator: it validates nothing, exemplar_norm_forward validates its input first",
+)
+
+
 def test_every_op_has_sample_reference_and_error_cases():
-    for op in ("switch_norm", "plain_norm"):
-        for kind in KINDS:
-            assert cases(kind=kind, op=op), f"{op} has no {kind} cases"
+    """Every op has cases of every kind, except the EN stages listed (with the reason) above."""
+    for op in OPS:
+        assert cases(kind="sample", op=op), f"{op} has no sample cases"
+        assert bool(cases(kind="reference", op=op)) != (op in NO_REFERENCE_CASES), f"{op}: reference cases vs NO_REFERENCE_CASES"
+        assert bool(cases(kind="error", op=op)) != (op in NO_ERROR_CASES), f"{op}: error cases vs NO_ERROR_CASES"
+
+
+def test_exemplar_norm_reference_catalog_covers_modes_mixings_inits_ranks_and_edges():
+    reference = cases(kind="reference", op="exemplar_norm")
+    params = [c.params for c in reference]
+    assert {p["init"] for p in params} == {"default", "random"}
+    assert {p.get("mixing", "output") for p in params} == {"output", "statistics"}
+    assert {p.get("training", True) for p in params} == {True, False}
+    assert {p.get("convention", "paper") for p in params} == {"paper", "official"}
+    for init in ("default", "random"):
+        for mixing in ("output", "statistics"):
+            for training in (True, False):
+                ranks = {len(p["shape"]) for p in params if (p["init"], p.get("mixing", "output"), p.get("training", True)) == (init, mixing, training)}
+                assert ranks == {2, 3, 4, 5}, (init, mixing, training)
+    shapes = [tuple(p["shape"]) for p in params]
+    assert any(s[0] == 1 for s in shapes) and any(s[1] == 1 for s in shapes) and any(len(s) > 2 and np.prod(s[2:]) == 1 for s in shapes)
+    assert {p.get("kernel_size", 3) for p in params} >= {1, 3, 5, 7}
+    assert any("gn" in p.get("normalizers", ()) for p in params)
+    assert any(p.get("offset", 0) >= 1e4 for p in params), "large offsets"
+    assert {np.sign(p["temperature"]) for p in params if "temperature" in p} == {-1.0, 0.0, 1.0}
+    assert any(p.get("running") and p.get("training", True) for p in params), "running statistics updated in training"
 
 
 def test_case_ids_are_unique_and_usable_as_file_names():
@@ -30,17 +62,43 @@ def test_case_ids_are_unique_and_usable_as_file_names():
 
 
 def test_case_params_survive_a_json_round_trip():
+    """As golden manifests write them: standard JSON (non-finite floats as {"float": "nan"}), read
+    back to the same values and types (tuples stay tuples, NaN stays NaN)."""
     for case in ALL:
-        text = json.dumps(case.params, allow_nan=False)
-        assert json.loads(text) == json.loads(json.dumps(dict(case.params))), case.id
+        text = json.dumps(golden._json_params(case.id, dict(case.params)), allow_nan=False)
+        back = golden.params_from_json(json.loads(text))
+        assert repr(back) == repr(dict(case.params)), case.id
+        assert golden.same_params(back, case.params), case.id
+
+
+def test_a_non_finite_parameter_is_written_as_a_tagged_string():
+    assert golden._json_params("x", {"radius": math.nan, "r": (math.inf, -math.inf, 0.5)}) == {
+        "radius": {"float": "nan"}, "r": [{"float": "inf"}, {"float": "-inf"}, 0.5]
+    }
+    assert math.isnan(golden.params_from_json({"float": "nan"}))
+    assert golden.params_from_json({"float": "1.5"}) == {"float": "1.5"}, "only the three names are tags"
+    assert golden.same_params({"radius": math.nan}, {"radius": float("nan")})
+    assert not golden.same_params({"radius": math.nan}, {"radius": math.inf})
 
 
 def test_inputs_are_drawn_deterministically_from_the_seed():
     for case in ALL:
-        first, second = case.inputs(), case.inputs()
+        first, second = (OPS[case.op].make_inputs(np.random.default_rng(case.seed), case.params) for _ in range(2))
+        given = case.inputs()  # drawn once per case and remembered
         assert first.keys() == second.keys()
+        if case.edit is None:
+            assert given.keys() == first.keys(), case.id
         for name in first:
             assert np.array_equal(first[name], second[name], equal_nan=True), (case.id, name)
+            if case.edit is None:
+                assert np.array_equal(given[name], first[name], equal_nan=True), (case.id, name)
+
+
+def test_inputs_are_fresh_copies_every_time():
+    case = cases(kind="sample", op="switch_norm")[0]
+    first = case.inputs()
+    first["x"][...] = np.nan
+    assert np.all(np.isfinite(case.inputs()["x"]))
 
 
 def test_reference_catalog_covers_ranks_conventions_modes_and_subsets():
@@ -65,16 +123,30 @@ def test_error_case_raises_the_expected_exception_and_message(case, backend):
         OPS[case.op].linearize(moved, case.params)
 
 
-@pytest.mark.parametrize("case", cases(kind="reference"), ids=lambda c: c.id)
-def test_reference_case_backward_passes_the_gradient_checker(case):
+def _gradcheck(case):
     op = OPS[case.op]
     inputs = case.inputs()
 
     def linearized(*point):
         return op.linearize({**inputs, **dict(zip(op.arguments, point, strict=True))}, case.params)
 
-    result = refnorm.gradcheck(linearized, [inputs[n] for n in op.arguments], names=op.arguments, seed=case.seed, **case.gradcheck)
+    return refnorm.gradcheck(linearized, [inputs[n] for n in op.arguments], names=op.arguments, seed=case.seed, **case.gradcheck)
+
+
+@pytest.mark.parametrize("case", [c for c in cases(kind="reference") if not c.kink], ids=lambda c: c.id)
+def test_reference_case_backward_passes_the_gradient_checker(case):
+    result = _gradcheck(case)
     assert result.passed, f"{case.id}\n{result}"
+
+
+@pytest.mark.parametrize("case", [c for c in cases() if c.kink], ids=lambda c: c.id)
+def test_a_case_on_a_kink_is_on_one_and_agrees_with_finite_differences_elsewhere(case):
+    """A case that declares a kink (Case.kink) has directions the checker skips as crossing it, and
+    no direction that fails: arguments the kink does not involve still check."""
+    result = _gradcheck(case)
+    directions = [d for argument in result.arguments for d in argument.directions]
+    assert not [d for d in directions if d.status == "failed"], f"{case.id}\n{result}"
+    assert any(d.status == "skipped" for d in directions), f"{case.id} claims a kink, but no direction crosses one\n{result}"
 
 
 def test_a_case_must_be_well_formed():

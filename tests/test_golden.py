@@ -171,7 +171,8 @@ def _assert_same_to_rounding(first: Path, second: Path) -> None:
 
 
 @pytest.mark.parametrize("backend_name", ["array-api-strict", "cupy"])
-def test_generation_on_another_backend_equals_numpy_to_float64_rounding(backend_name: str, sample_set: Path, tmp_path: Path):
+def test_generation_on_another_backend_equals_numpy_to_float64_rounding(backend_name: str, tmp_path: Path):
+    """Over the shipped selection: every sample and error case and reference cases of every op."""
     if backend_name == "cupy":
         cupy = pytest.importorskip("cupy", reason="CuPy is not installed (pip install 'refnorm[gpu]' on a machine with a CUDA GPU)")
         try:
@@ -179,9 +180,10 @@ def test_generation_on_another_backend_equals_numpy_to_float64_rounding(backend_
                 pytest.skip("CuPy is installed but no CUDA device is present")
         except Exception as error:  # noqa: BLE001 - any CUDA failure means: no usable GPU
             pytest.skip(f"CuPy cannot reach a GPU ({type(error).__name__}: {error})")
-    other = tmp_path / backend_name
-    golden.generate(other, backend=backend_name, **SMALL)
-    _assert_same_to_rounding(sample_set, other)
+    on_numpy, other = tmp_path / "numpy", tmp_path / backend_name
+    golden.generate(on_numpy, selection="shipped")
+    golden.generate(other, backend=backend_name, selection="shipped")
+    _assert_same_to_rounding(on_numpy, other)
     assert golden.verify(other, backend=backend_name).passed
 
 
@@ -195,12 +197,35 @@ def test_regenerating_the_shipped_set_matches_the_shipped_files(tmp_path: Path):
     ``refnorm golden generate --out refnorm/golden_data --force`` and commit the files."""
     regenerated = tmp_path / "regenerated"
     shipped = golden.load_manifest(golden.SHIPPED)
-    golden.generate(regenerated, kinds=shipped["kinds"], ops=shipped["ops"])
+    assert (shipped["selection"], shipped["selection_rule"]) == ("shipped", golden.SELECTIONS["shipped"])
+    golden.generate(regenerated, kinds=shipped["kinds"], ops=shipped["ops"], selection=shipped["selection"])
     _assert_same_to_rounding(golden.SHIPPED, regenerated)
     fresh = golden.load_manifest(regenerated)
     for a, b in zip(shipped["cases"], fresh["cases"], strict=True):
-        assert (a["tolerances"], a["expected_error"], a["note"]) == (b["tolerances"], b["expected_error"], b["note"]), a["id"]
+        assert (a["tolerances"], a["expected_error"], a["note"], a["kink"]) == (b["tolerances"], b["expected_error"], b["note"], b["kink"]), a["id"]
     assert set(shipped["ops"]) == set(cases_ops := {c.op for c in cases()}), f"the shipped set lacks ops {cases_ops - set(shipped['ops'])}"
+
+
+def test_the_shipped_selection_is_every_sample_and_error_case_and_the_marked_reference_cases():
+    from refnorm.catalog import _SHIPPED_PLAIN_NORM, _SHIPPED_SWITCH_NORM
+
+    manifest = golden.load_manifest(golden.SHIPPED)
+    held = [entry["id"] for entry in manifest["cases"]]
+    assert set(manifest["kinds"]) == {"sample", "reference", "error"}
+    assert held == [c.id for kind in manifest["kinds"] for op in manifest["ops"] for c in cases(kind=kind, op=op) if c.shipped]
+    assert {c.id for c in cases() if c.kind != "reference"} <= set(held)
+    for op in ("switch_norm", "plain_norm", "sparsemax", "sparsestmax", "sparse_switch_norm", "exemplar_norm"):
+        assert any(c.ship for c in cases(kind="reference", op=op)), f"the shipped set has no {op} reference case"
+    names = {c.name for c in cases(kind="reference", op="switch_norm")}, {c.name for c in cases(kind="reference", op="plain_norm")}
+    assert _SHIPPED_SWITCH_NORM <= names[0] and _SHIPPED_PLAIN_NORM <= names[1], "a shipped name matches no case"
+
+
+def test_generating_into_the_package_needs_the_shipped_selection(capsys: pytest.CaptureFixture[str]):
+    before = (golden.SHIPPED / golden.MANIFEST).read_bytes()
+    assert main(["golden", "generate", "--out", str(golden.SHIPPED), "--force", "--quiet"]) == 2
+    assert "--selection shipped" in capsys.readouterr().err
+    assert main(["golden", "generate", "--out", str(golden.SHIPPED), "--force", "--selection", "shipped", "--kind", "sample"]) == 2
+    assert (golden.SHIPPED / golden.MANIFEST).read_bytes() == before
 
 
 def test_the_shipped_set_stays_small():

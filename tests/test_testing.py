@@ -57,6 +57,22 @@ def test_the_kit_reads_golden_files_as_its_reference(source: str, tmp_path):
             assert report.source.startswith("golden set")
 
 
+def test_a_golden_source_skips_the_cases_the_set_does_not_hold():
+    from refnorm import golden
+
+    adapter = refnorm_adapter("sparsestmax")
+    params = conformance_checks(adapter, op="sparsestmax", kinds=("sample", "reference", "error"), source="shipped")
+    held = {entry["id"] for entry in golden.load_manifest(golden.SHIPPED)["cases"]}
+    for param in params:
+        (check,) = param.values
+        if check.case.kind == "error" or check.case.id in held:
+            assert not param.marks, check.case.id
+        else:
+            (mark,) = param.marks
+            assert mark.name == "skip" and "not in the golden set" in mark.kwargs["reason"] and "source='live'" in mark.kwargs["reason"]
+    assert any(p.marks for p in params) and any(not p.marks for p in params if p.values[0].case.kind == "reference")
+
+
 def _always_paper(op: str = "switch_norm") -> Adapter:
     """A plausible port bug: the convention parameter is ignored (always biased variances)."""
     correct = refnorm_adapter(op)
