@@ -912,6 +912,8 @@ def _embedding_errors() -> Iterator[Case]:
     yield case("gn-without-groups", ValueError, r"'gn' but groups is None", normalizers=("gn",))
     yield case("unknown-convention", ValueError, r"unknown convention 'pytorch'", convention="pytorch")
     yield case("official-HW1", ValueError, r"divides the instance variance by M - 1 = 0", shape=(4, 3, 1, 1), convention="official")
+    yield case("eval-without-running", ValueError, r"needs running statistics", training=False, edit=_drop("running_mean", "running_var"))
+    yield case("nan-x", ValueError, r"x contains NaN or infinity", edit=_replace("x", _with_element(float("nan"))))
 
 
 def _channel_conv_references() -> Iterator[Case]:

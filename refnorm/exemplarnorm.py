@@ -927,9 +927,16 @@ def embedding_linearize(
 ) -> Linearized:
     """Stage 1 as a function of ``x`` alone: ``e(x)``, shape ``(N, K, C)``, through every branch's statistics."""
     xp = namespace(x)
+    check_floating(xp, x, "x")
+    check_finite(xp, x, "x")
     layout = Layout.of(x.shape)
     normalizers = check_normalizers(default_normalizers(layout) if normalizers is None else normalizers, groups, layout)
     check_convention_defined(convention, normalizers, layout, groups)
+    eps = check_positive_number(eps, "eps")
+    if "bn" in normalizers and not training:
+        if running is None:
+            raise ValueError("evaluation mode with 'bn' in normalizers needs running statistics; got running=None")
+        check_running(running, layout.C, x)
     config = ExemplarNormConfig(normalizers, groups, convention, eps, 0.9, training, "output")
     branches, centered, _ = branch_statistics(x, running, layout, config)
     e = embedding(branches)
