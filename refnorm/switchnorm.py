@@ -212,8 +212,8 @@ def _check_arguments(
         if isinstance(running, BatchAverage):
             raise ValueError("running is a BatchAverage accumulator; call refnorm.running.finalize() before evaluation")
 
-    if check_finite_input:
-        for name, array in [*zip(names, xs, strict=True), ("gamma", gamma), ("beta", beta), ("mean_logits", mean_logits), ("var_logits", var_logits)]:
+    if check_finite_input:  # the input itself is checked through its instance moments (instance_moments)
+        for name, array in (("gamma", gamma), ("beta", beta), ("mean_logits", mean_logits), ("var_logits", var_logits)):
             check_finite(xp, array, name)
     config = SwitchNormConfig(normalizers, groups, convention, eps, momentum, training, mean_ratio, var_ratio)
     return xp, layout, config
@@ -309,7 +309,9 @@ def switch_norm_forward(
     mean_ratio, var_ratio
         Ratio functions for the two logit vectors (softmax for SN; SparsestMax for SSN).
     check_finite
-        Reject NaN/inf in the inputs (one reduction each); switch off only for trusted data.
+        Reject NaN/inf in the inputs; switch off only for trusted data. ``x`` is checked through its
+        instance moments, which the forward computes anyway (no extra pass over ``x``; this also
+        rejects values so large that a moment overflows), the parameters elementwise.
 
     Returns
     -------
@@ -322,7 +324,7 @@ def switch_norm_forward(
         running=running, training=training, normalizers=normalizers, groups=groups, convention=convention,
         eps=eps, momentum=momentum, mean_ratio=mean_ratio, var_ratio=var_ratio, check_finite_input=check_finite,
     )  # fmt: skip
-    moments = instance_moments(x, convention=config.convention)
+    moments = instance_moments(x, convention=config.convention, check_finite=check_finite)
     mixture, new_running = _mix(moments, mean_logits, var_logits, running, layout, config, xp)
     y, xhat = _normalize(x, mixture.mean, mixture.inv_std, gamma, beta, layout, xp)
     return SwitchNormOutput(y, SwitchNormCache(xhat, gamma, mixture, layout, config), new_running)
@@ -516,7 +518,9 @@ def switch_norm_sharded_forward(
         running=running, training=training, normalizers=normalizers, groups=groups, convention=convention,
         eps=eps, momentum=momentum, mean_ratio=mean_ratio, var_ratio=var_ratio, check_finite_input=check_finite,
     )  # fmt: skip
-    shard_moments = [instance_moments(x, convention=config.convention) for x in xs]
+    shard_moments = [
+        instance_moments(x, convention=config.convention, check_finite=check_finite, name=f"xs[{i}]") for i, x in enumerate(xs)
+    ]
     pooled = InstanceMoments(
         mean=xp.concat([m.mean for m in shard_moments], axis=0),
         var=xp.concat([m.var for m in shard_moments], axis=0),
