@@ -253,10 +253,26 @@ def instance_moments_vjp(dmean: Array, dvar: Array, centered: Array, *, conventi
     centered
         ``x - mean``, shape ``(N, C, M)``.
     """
-    xp = namespace(dmean, dvar, centered)
+    offset, slope = instance_moments_vjp_coefficients(dmean, dvar, convention=convention, layout=layout)
+    return offset[:, :, None] + slope[:, :, None] * centered
+
+
+def instance_moments_vjp_coefficients(dmean: Array, dvar: Array, *, convention: str, layout: Layout) -> tuple[Array, Array]:
+    r""":func:`instance_moments_vjp` as two per-instance coefficients: ``(offset, slope)``, both ``(N, C)``.
+
+    The gradient is affine in the centred input,
+    :math:`\partial L / \partial x_{nci} = \text{offset}_{nc} + \text{slope}_{nc} (x_{nci} - \mu^{in}_{nc})`, with
+
+    .. math::
+
+        \text{offset} = \frac{1}{M} \frac{\partial L}{\partial \mu^{in}}, \qquad
+        \text{slope} = \frac{2}{M - d} \frac{\partial L}{\partial s} .
+
+    A layer that holds another affine function of ``x`` (SN holds ``xhat``) folds these into its
+    own single sweep over the full-size arrays instead of materialising ``x - mean``.
+    """
     d = instance_correction(convention, layout)
-    dx = dmean[:, :, None] / float(layout.M) + (2.0 / float(layout.M - d)) * dvar[:, :, None] * centered
-    return xp.reshape(dx, (layout.N, layout.C, layout.M))
+    return dmean / float(layout.M), (2.0 / float(layout.M - d)) * dvar
 
 
 def scope_moments(

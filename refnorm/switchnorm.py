@@ -56,7 +56,7 @@ from .statistics import (
     check_normalizers,
     default_normalizers,
     instance_moments,
-    instance_moments_vjp,
+    instance_moments_vjp_coefficients,
     reduce_to_scope,
     scope_moments,
     scope_moments_vjp,
@@ -336,10 +336,13 @@ def switch_norm_forward(
 
 
 def _reduce_upstream(dy: Array, xhat: Array, layout: Layout, xp: Any) -> tuple[Array, Array]:
-    r"""Per-instance sums :math:`\sum_i g_{nci}` and :math:`\sum_i g_{nci}\hat x_{nci}`, shape ``(N, C)``."""
+    r"""Per-instance sums :math:`\sum_i g_{nci}` and :math:`\sum_i g_{nci}\hat x_{nci}`, shape ``(N, C)``.
+
+    The second is a contraction (``vecdot``): one sweep over ``dy`` and ``xhat``, no product array.
+    """
     dy3 = xp.reshape(dy, (layout.N, layout.C, layout.M))
     xhat3 = xp.reshape(xhat, (layout.N, layout.C, layout.M))
-    return xp.sum(dy3, axis=2), xp.sum(dy3 * xhat3, axis=2)
+    return xp.sum(dy3, axis=2), xp.vecdot(dy3, xhat3, axis=-1)
 
 
 def _mixture_vjp(
@@ -384,18 +387,26 @@ def _input_gradient(
     dy: Array, xhat: Array, gamma: Array, mixture_rows: tuple[Array, Array, Array], dmean_in: Array, dvar_in: Array,
     layout: Layout, config: SwitchNormConfig, xp: Any,
 ) -> Array:  # fmt: skip
-    r"""``dx = r gamma dy`` (statistics held fixed) plus the path through the instance moments.
+    r"""``dx = a dy + b xhat + c``, with per-instance coefficients: one sweep over ``dy`` and ``xhat``.
 
-    The cache holds ``xhat``, not ``x``; the centred input the moment VJP needs is recovered as
-    :math:`x - \mu^{in} = \hat x / r + (\mu - \mu^{in})`, which involves no large cancellation.
+    With the statistics held fixed, ``dx = r gamma dy``. Through the instance moments ``dx`` gets
+    ``offset + slope (x - mu_in)`` (:func:`refnorm.statistics.instance_moments_vjp_coefficients`).
+    The cache holds ``xhat``, not ``x``: :math:`x - \mu^{in} = \hat x / r + (\mu - \mu^{in})`, which
+    involves no large cancellation. Collecting the terms,
+
+    .. math::
+
+        a = r \gamma, \qquad b = \text{slope} / r, \qquad c = \text{offset} + \text{slope}\,(\mu - \mu^{in}) .
     """
     mean, inv_std, instance_mean = mixture_rows
+    offset, slope = instance_moments_vjp_coefficients(dmean_in, dvar_in, convention=config.convention, layout=layout)
+    a = inv_std * gamma[None, :]
+    b = slope / inv_std
+    c = offset + slope * (mean - instance_mean)
     dy3 = xp.reshape(dy, (layout.N, layout.C, layout.M))
     xhat3 = xp.reshape(xhat, (layout.N, layout.C, layout.M))
-    centered = xhat3 / inv_std[:, :, None] + (mean - instance_mean)[:, :, None]
-    direct = (inv_std * gamma[None, :])[:, :, None] * dy3
-    through_moments = instance_moments_vjp(dmean_in, dvar_in, centered, convention=config.convention, layout=layout)
-    return xp.reshape(direct + through_moments, dy.shape)
+    dx = a[:, :, None] * dy3 + b[:, :, None] * xhat3 + c[:, :, None]
+    return xp.reshape(dx, dy.shape)
 
 
 def switch_norm_backward(dy: Array, cache: SwitchNormCache) -> SwitchNormGrads:
