@@ -5,7 +5,7 @@ Commands (default ``layers``; ``python -m benchmarks COMMAND --help`` for the op
 ``layers``       SN, SSN and EN forward + backward against PyTorch autograd: time, peak memory
                  (``--device gpu``: CuPy against PyTorch CUDA, with memory bandwidth)
 ``scaling``      SN forward + backward time and memory from 1e4 to 1e8 elements
-``passes``       how many full-size array operations SN's forward and backward make
+``passes``       how many full-size array operations SN's and EN's forward and backward make
 ``sparsestmax``  batched SparsestMax against the official per-vector algorithm
 ``en-vs-sn``     EN's time and memory relative to SN's on ResNet-50 shapes
 ``golden``       time to generate the golden set

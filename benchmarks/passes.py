@@ -1,6 +1,6 @@
-"""How many times SN's forward and backward sweep over full-size arrays (``x``, ``dy``, ``xhat``, ...).
+"""How many times SN's and EN's forward and backward sweep over full-size arrays (``x``, ``dy``, ``xhat``, ...).
 
-    python -m benchmarks passes [--shape 8x64x56x56] [--convention official]
+    python -m benchmarks passes [--shape 8x64x56x56] [--convention official] [--ops SN EN]
 
 Every NumPy operation goes through a *ufunc* (elementwise arithmetic, comparisons, and the
 reductions behind ``sum``, ``mean`` and ``vecdot``). The input is wrapped in an ``ndarray``
@@ -92,8 +92,11 @@ def count(function: Any, full_size: int) -> PassLog:
         Counted.log = None
 
 
-def sn_passes(shape: tuple[int, ...], convention: str, dtype: str = "float64") -> tuple[PassLog, PassLog]:
-    """The logs of one SN forward (training, running statistics, ``check_finite=True``) and its backward."""
+def layer_passes(op: str, shape: tuple[int, ...], convention: str, dtype: str = "float64") -> tuple[PassLog, PassLog]:
+    """The logs of one forward of ``op`` (``"SN"`` or ``"EN"``; training, running statistics,
+    ``check_finite=True``) and of its backward."""
+    from refnorm import exemplarnorm as en
+
     rng = np.random.default_rng(0)
     C = shape[1]
     x = rng.standard_normal(shape).astype(dtype).view(Counted)
@@ -101,12 +104,21 @@ def sn_passes(shape: tuple[int, ...], convention: str, dtype: str = "float64") -
     gamma, beta, logits = np.ones(C, dtype), np.zeros(C, dtype), np.ones(3, dtype)
     running = refnorm.initial_running_stats(C, gamma)
     outputs = {}
+    if op == "SN":
 
-    def forward() -> None:
-        outputs["cache"] = refnorm.switch_norm_forward(x, gamma, beta, logits, logits, running=running, convention=convention).cache
+        def forward() -> None:
+            outputs["cache"] = refnorm.switch_norm_forward(x, gamma, beta, logits, logits, running=running, convention=convention).cache
 
+        backward = refnorm.switch_norm_backward
+    else:
+        params = en.exemplar_norm_init(C, gamma)
+
+        def forward() -> None:
+            outputs["cache"] = en.exemplar_norm_forward(x, *params, running=running, convention=convention).cache
+
+        backward = en.exemplar_norm_backward
     forward_log = count(forward, x.size)
-    backward_log = count(lambda: refnorm.switch_norm_backward(dy, outputs["cache"]), x.size)
+    backward_log = count(lambda: backward(dy, outputs["cache"]), x.size)
     return forward_log, backward_log
 
 
@@ -114,12 +126,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks passes", description=__doc__.split("\n\n")[0])
     parser.add_argument("--shape", default="8x64x56x56", help="input shape (default 8x64x56x56)")
     parser.add_argument("--convention", choices=("paper", "official"), default="official")
+    parser.add_argument("--ops", nargs="+", choices=("SN", "EN"), default=["SN", "EN"])
     args = parser.parse_args(argv)
     shape = tuple(int(s) for s in args.shape.split("x"))
-    forward_log, backward_log = sn_passes(shape, args.convention)
-    print(f"SN on {shape}, convention {args.convention!r}, training: full-size array operations")
-    print(f"  forward   {forward_log.summary()}")
-    print(f"  backward  {backward_log.summary()}")
+    print(f"{shape}, convention {args.convention!r}, training: full-size array operations")
+    for op in args.ops:
+        forward_log, backward_log = layer_passes(op, shape, args.convention)
+        print(f"  {op} forward   {forward_log.summary()}")
+        print(f"  {op} backward  {backward_log.summary()}")
     return 0
 
 
