@@ -207,7 +207,7 @@ def instance_moments(x: Array, *, convention: str = "paper", check_finite: bool 
     check_finite, name
         Raise ``ValueError`` naming ``name`` when ``x`` holds NaN or infinity, found through the
         moments themselves (no extra pass over ``x``; see
-        :func:`refnorm._validation.check_finite_statistic`).
+        ``refnorm._validation.check_finite_statistic``).
     """
     return instance_moments_and_centered(x, convention=convention, check_finite=check_finite, name=name)[0]
 
