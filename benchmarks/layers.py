@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import platform
 import sys
@@ -196,19 +197,22 @@ def gpu_backend() -> tuple[Backend | None, str]:
     return Backend("cupy", cupy, "cuda"), ""
 
 
+CUDA_MEMORY_CLOCK_RATE = 36
+"""``cudaDevAttrMemoryClockRate`` (kHz) in CUDA's ``cudaDeviceAttr`` enum (``cudaDeviceProp.memoryClockRate``
+is gone in CUDA 13; the attribute is the supported way)."""
+CUDA_GLOBAL_MEMORY_BUS_WIDTH = 37
+"""``cudaDevAttrGlobalMemoryBusWidth`` (bits)."""
+
+
 def peak_bandwidth_bytes_per_s(cupy: Any) -> float | None:
     """The device's theoretical memory bandwidth, ``2 x memory clock x bus width`` (DDR), if CUDA reports it."""
     runtime = cupy.cuda.runtime
     device = cupy.cuda.Device().id
     try:
-        clock_khz = runtime.deviceGetAttribute(runtime.cudaDevAttrMemoryClockRate, device)
-        bus_bits = runtime.deviceGetAttribute(runtime.cudaDevAttrGlobalMemoryBusWidth, device)
-    except Exception:  # noqa: BLE001 - older CuPy without these attributes
-        try:
-            properties = runtime.getDeviceProperties(device)
-            clock_khz, bus_bits = properties["memoryClockRate"], properties["memoryBusWidth"]
-        except Exception:  # noqa: BLE001
-            return None
+        clock_khz = runtime.deviceGetAttribute(getattr(runtime, "cudaDevAttrMemoryClockRate", CUDA_MEMORY_CLOCK_RATE), device)
+        bus_bits = runtime.deviceGetAttribute(getattr(runtime, "cudaDevAttrGlobalMemoryBusWidth", CUDA_GLOBAL_MEMORY_BUS_WIDTH), device)
+    except Exception:  # noqa: BLE001 - a CuPy or CUDA that does not answer: no bandwidth figure
+        return None
     if not clock_khz or not bus_bits:
         return None
     return 2.0 * clock_khz * 1e3 * bus_bits / 8.0
@@ -265,11 +269,11 @@ def refnorm_step(case: Case, host: dict[str, np.ndarray], backend: Backend) -> C
     elif case.op == "SSN":
 
         def step() -> Any:
-            out = refnorm.sparse_switch_norm_forward(
+            cache = refnorm.sparse_switch_norm_forward(
                 x, a["gamma"], a["beta"], a["mean_logits"], a["var_logits"],
                 radius=SSN_RADIUS, variant="official", running=running, convention="official",
-            )  # fmt: skip
-            return refnorm.sparse_switch_norm_backward(dy, out.cache).dx
+            ).cache  # fmt: skip
+            return refnorm.sparse_switch_norm_backward(dy, cache).dx
 
     else:
         params = (a["gamma"], a["beta"], a["conv_weight"], a["conv_bias"], a["temperature"])
@@ -429,6 +433,10 @@ def _fmt(value: float | None, spec: str, width: int) -> str:
     return f"{'-':>{width}}" if value is None else f"{value:>{width}{spec}}"
 
 
+def _percent(fraction: float | None, width: int) -> str:
+    return f"{'-':>{width}}" if fraction is None else f"{f'{100 * fraction:.0f}%':>{width}}"
+
+
 def print_table(rows: list[Row], backend: Backend, bandwidth: float | None) -> None:
     header = f"{'op':<5}{'shape':<18}{'dtype':<9}{'refnorm ms':>11}{'torch ms':>10}{'ratio':>7}{'peak xX':>9}{'torch xX':>9}{'bwd xX':>8}{'dx agree':>10}"
     if backend.name == "cupy":
@@ -447,17 +455,16 @@ def print_table(rows: list[Row], backend: Backend, bandwidth: float | None) -> N
             + _fmt(row.agreement, ".0e", 10)
         )
         if backend.name == "cupy":
-            moved = BYTES_MOVED_PER_STEP * np.prod(case.shape) * np.dtype(case.dtype).itemsize
-            fractions = [None if s is None or bandwidth is None else moved / s / bandwidth for s in (row.refnorm_s, row.torch_s)]
-            line += _fmt(None if fractions[0] is None else 100 * fractions[0], ".0f", 10) + ("%" if fractions[0] else " ")
-            line += _fmt(None if fractions[1] is None else 100 * fractions[1], ".0f", 9) + ("%" if fractions[1] else " ")
+            moved = BYTES_MOVED_PER_STEP * math.prod(case.shape) * np.dtype(case.dtype).itemsize
+            for seconds, width in ((row.refnorm_s, 11), (row.torch_s, 10)):
+                line += _percent(None if seconds is None or bandwidth is None else moved / seconds / bandwidth, width)
         print(line)
     print("-" * len(header))
     print("ratio = refnorm time / PyTorch time (best of interleaved steps); peak, torch, bwd in units of x.nbytes")
     if backend.torch_device is None:
         print(f"no ratios: {backend.why_no_torch}")
     if backend.name == "cupy":
-        shown = "unknown (CUDA does not report it)" if bandwidth is None else f"{bandwidth / 1e9:.0f} GB/s"
+        shown = "unknown (CUDA does not report it; pass --peak-bandwidth)" if bandwidth is None else f"{bandwidth / 1e9:.0f} GB/s"
         print(f"bw = {BYTES_MOVED_PER_STEP} x.nbytes / time as a fraction of the peak memory bandwidth, {shown}")
 
 
@@ -469,6 +476,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shapes", nargs="+", default=None, help="shapes such as 8x64x56x56 (default: the ResNet-50 shapes)")
     parser.add_argument("--repeats", type=int, default=11, help="timed steps per side and case (default 11)")
     parser.add_argument("--torch-threads", type=int, default=None, help="torch.set_num_threads (default: PyTorch's choice)")
+    parser.add_argument("--peak-bandwidth", type=float, default=None, help="GPU memory bandwidth in GB/s (default: from CUDA)")
     args = parser.parse_args(argv)
 
     if args.device == "gpu":
@@ -483,7 +491,9 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(args.torch_threads)
     shapes = RESNET50_SHAPES if args.shapes is None else tuple(tuple(int(s) for s in text.split("x")) for text in args.shapes)
-    bandwidth = peak_bandwidth_bytes_per_s(backend.xp) if backend.name == "cupy" else None
+    bandwidth = None
+    if backend.name == "cupy":
+        bandwidth = args.peak_bandwidth * 1e9 if args.peak_bandwidth else peak_bandwidth_bytes_per_s(backend.xp)
 
     print(machine_description(backend))
     print(f"forward + backward, training mode; best of {args.repeats} interleaved steps after a warm-up")
