@@ -871,6 +871,10 @@ def exemplar_norm_backward(dy: Array, cache: ExemplarNormCache) -> ExemplarNormG
         \frac{\partial L}{\partial x} = \text{scale}\cdot \hat g
         + \text{(statistics path)} .
 
+    The statistics path is ``offset + slope (x - mu_in)`` per instance
+    (:func:`refnorm.statistics.instance_moments_vjp_coefficients`), so ``dx`` is computed in one
+    expression with the direct term.
+
     No gradient is stopped: ``dx`` includes the path through the ratio generator. In evaluation
     the BN statistics are constants (they still enter the ratio and mixing gradients).
     """

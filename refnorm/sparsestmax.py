@@ -74,8 +74,8 @@ vector at a time, are written over the ``K`` positions instead (``_sorted_descen
 the arithmetic ``_where_rows`` (NumPy's ``where`` costs as much as ten arithmetic
 operations). For ``K <= 7`` none of this changes a value: the sorted values, sums and cumulative
 sums are those of ``xp.sort``, ``xp.sum`` and ``xp.cumulative_sum`` (NumPy sums fewer than 8
-entries left to right), so every output, stage record and active set is the same bit for bit.
-Longer simplex axes keep the usual layout (:data:`SHORT_SIMPLEX_AXIS`).
+entries left to right), so every output, stage record and active set is the same bit for bit
+(the sign of a zero aside). Longer simplex axes keep the usual layout (:data:`SHORT_SIMPLEX_AXIS`).
 
 **Backward.** Each stage has a symmetric Jacobian: sparsemax
 :math:`\operatorname{diag}(s) - s s^\top / |S|`, sphere step :math:`(\rho/n)(I - d d^\top)`. The VJP
