@@ -35,11 +35,11 @@ def best_time(kinds: tuple[str, ...] | None, backend: str, repeat: int) -> float
     return min(times)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backend", choices=BACKENDS, default="numpy")
     parser.add_argument("--repeat", type=int, default=3)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     print(f"refnorm {__version__}, backend {args.backend}, {os.cpu_count()} CPUs, best of {args.repeat}")
     reference = best_time(("reference",), args.backend, args.repeat)
     count = len(cases(kind="reference"))
@@ -47,7 +47,8 @@ def main() -> None:
     print(f"reference catalog: {count} cases in {reference:.2f} s ({verdict} the {BUDGET_S:.0f} s budget)")
     everything = best_time(None, args.backend, args.repeat)
     print(f"whole catalog:     {len(cases())} cases in {everything:.2f} s")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

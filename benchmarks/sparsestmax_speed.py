@@ -42,6 +42,15 @@ def per_vector(logits: np.ndarray, dratios: np.ndarray, radius: float) -> tuple[
     return ratios, dlogits
 
 
+def page_faults() -> int | None:
+    """Minor page faults of this process so far (Unix), or None."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def best_time(function, *args, repeat: int) -> tuple[float, tuple]:
     times, result = [], None
     for _ in range(repeat):
@@ -64,7 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     logits = rng.standard_normal((args.vectors, args.K))
     dratios = rng.standard_normal((args.vectors, args.K))
 
+    faults_before = page_faults()
     batched_time, (ratios, dlogits) = best_time(batched, logits, dratios, args.radius, repeat=args.repeat)
+    faults = None if faults_before is None else (page_faults() - faults_before) / args.repeat
     loop_time, (loop_ratios, loop_dlogits) = best_time(per_vector, logits, dratios, args.radius, repeat=1)
 
     # The official code misses one-hot outputs that sparsemax computes as (1 - 1e-16, 0, ...) and
@@ -76,6 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  batched (refnorm)      {batched_time * 1e3:10.1f} ms   (best of {args.repeat})")
     print(f"  per vector (official)  {loop_time * 1e3:10.1f} ms")
     print(f"  ratio                  {loop_time / batched_time:10.1f} x   (target >= 100 x)")
+    if faults is not None:
+        print(
+            f"  page faults per batched call: {faults:.0f} (fresh memory for the stage records and temporaries; "
+            "glibc returns freed memory to the system between calls, see docs/benchmarks.md)"
+        )
     print(
         f"  largest difference on {int(well_defined.sum())} rows: forward {forward_error:.1e}, backward {backward_error:.1e} "
         "(rounding times rho/n, largest near tied logits)"

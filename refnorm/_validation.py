@@ -63,6 +63,25 @@ def check_finite(xp: Any, x: Array, name: str) -> None:
         raise ValueError(f"{name} contains NaN or infinity; refnorm needs finite inputs")
 
 
+def check_finite_statistic(xp: Any, statistic: Array, name: str) -> None:
+    """``ValueError`` unless a per-instance statistic (mean, variance) of the layer input ``name`` is finite.
+
+    This is how the layers check their input (:func:`refnorm.statistics.instance_moments` with
+    ``check_finite=True``): the forward computes the ``(N, C)`` moments anyway, so checking them
+    costs nothing next to a pass over ``x``. A NaN or infinity anywhere in an instance makes its
+    mean NaN or infinite, so no non-finite input gets through. The check also rejects finite input
+    so large that an instance's sum or sum of squared deviations overflows the dtype (beyond about
+    ``3e38 / M`` in float32): its normalized output would be NaN or zero. On NumPy, an instance
+    holding both ``+inf`` and ``-inf``, or a sum that overflows, first emits NumPy's own
+    ``RuntimeWarning`` from the reduction (an elementwise check would not).
+    """
+    if not all_finite(xp, statistic):
+        raise ValueError(
+            f"{name} contains NaN or infinity, or values so large that a per-instance mean or variance "
+            f"overflows {statistic.dtype}; refnorm needs finite inputs"
+        )
+
+
 def check_positive_number(value: Any, name: str) -> float:
     """``value`` as a float; ``TypeError`` unless a real number, ``ValueError`` unless finite and > 0."""
     if isinstance(value, bool) or not isinstance(value, int | float):

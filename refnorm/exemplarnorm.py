@@ -87,8 +87,9 @@ from .statistics import (
     check_convention_defined,
     check_normalizers,
     default_normalizers,
-    instance_moments,
+    instance_moments_and_centered,
     instance_moments_vjp,
+    instance_moments_vjp_coefficients,
     reduce_to_scope,
     scope_moments,
     scope_moments_vjp,
@@ -339,8 +340,7 @@ def _check_arguments(
         if isinstance(running, BatchAverage):
             raise ValueError("running is a BatchAverage accumulator; call refnorm.running.finalize() before evaluation")
 
-    if check_finite_input:
-        check_finite(xp, x, "x")
+    if check_finite_input:  # x itself is checked through its instance moments (branch_statistics)
         for name, array in zip(ExemplarNormParams._fields, params, strict=True):
             check_finite(xp, array, name)
     config = ExemplarNormConfig(normalizers, groups, convention, eps, momentum, training, mixing)
@@ -353,23 +353,25 @@ def _check_arguments(
 
 
 def branch_statistics(
-    x: Array, running: RunningStats | BatchAverage | None, layout: Layout, config: ExemplarNormConfig
+    x: Array, running: RunningStats | BatchAverage | None, layout: Layout, config: ExemplarNormConfig, *, check_finite: bool = False
 ) -> tuple[Branches, Array, RunningStats | BatchAverage | None]:
     r"""Scope statistics :math:`\mu_k, \sigma^2_k`, :math:`r_k = (\sigma^2_k + \epsilon)^{-1/2}`,
     the centred input :math:`x - \mu^{in}` ``(N, C, M)`` and the new running state.
 
     Exactly SN's statistics (:func:`refnorm.statistics.scope_moments`, two-pass, either
     convention); in evaluation the BN pair is the running statistics. ``eps`` is added to every
-    branch's own variance (each :math:`\hat x_k` is a plain normalizer).
+    branch's own variance (each :math:`\hat x_k` is a plain normalizer). The centred input is the
+    one the instance variance is computed from (one pass over ``x`` for both); ``check_finite``
+    rejects NaN or infinity in ``x`` through the instance moments
+    (:func:`refnorm.statistics.instance_moments`).
     """
     xp = namespace(x)
-    moments = instance_moments(x, convention=config.convention)
+    moments, centered = instance_moments_and_centered(x, convention=config.convention, check_finite=check_finite)
     scopes = scope_moments(moments, config.normalizers, convention=config.convention, layout=layout, groups=config.groups)
     scopes, new_running = use_running_statistics(
         scopes, running, training=config.training, momentum=config.momentum, channels=layout.C
     )
     inv_stds = tuple(1.0 / xp.sqrt(var + config.eps) for var in scopes.variances)
-    centered = xp.reshape(x, (layout.N, layout.C, layout.M)) - moments.mean[:, :, None]
     return Branches(moments, scopes, inv_stds), centered, new_running
 
 
@@ -396,7 +398,16 @@ def branch_statistics_vjp(
         \frac{\partial L}{\partial x_{nci}} = \frac1M \frac{\partial L}{\partial \mu^{in}_{nc}}
         + \frac{2 (x_{nci} - \mu^{in}_{nc})}{M - d} \frac{\partial L}{\partial s_{nc}} .
     """
-    xp = namespace(dmean_in, centered)
+    dmean_moments, dvar_moments = _instance_moment_gradients(dmean_in, dmeans, dvars, branches, layout, config)
+    return instance_moments_vjp(dmean_moments, dvar_moments, centered, convention=config.convention, layout=layout)
+
+
+def _instance_moment_gradients(
+    dmean_in: Array, dmeans: Sequence[Array], dvars: Sequence[Array], branches: Branches, layout: Layout, config: ExemplarNormConfig
+) -> tuple[Array, Array]:
+    """The first steps of :func:`branch_statistics_vjp`: the gradients with respect to the instance
+    moments :math:`\\mu^{in}, s`, both ``(N, C)``, before :func:`refnorm.statistics.instance_moments_vjp`."""
+    xp = namespace(dmean_in)
     scope_dmeans: list[Array | None] = []
     scope_dvars: list[Array | None] = []
     for scope, dmean, dvar in zip(branches.scopes.normalizers, dmeans, dvars, strict=True):
@@ -410,7 +421,7 @@ def branch_statistics_vjp(
         tuple(scope_dmeans), tuple(scope_dvars), branches.moments, branches.scopes,
         convention=config.convention, layout=layout, groups=config.groups,
     )  # fmt: skip
-    return instance_moments_vjp(dmean_moments + dmean_in, dvar_moments, centered, convention=config.convention, layout=layout)
+    return dmean_moments + dmean_in, dvar_moments
 
 
 # --------------------------------------------------------------------------------------------
@@ -812,7 +823,9 @@ def exemplar_norm_forward(
     momentum
         EMA weight of the OLD running value (official convention; PyTorch's ``p`` is ``1 - p``).
     check_finite
-        Reject NaN/inf in the inputs (one reduction each); switch off only for trusted data.
+        Reject NaN/inf in the inputs; switch off only for trusted data. ``x`` is checked through its
+        instance moments, which the forward computes anyway (no extra pass over ``x``), the
+        parameters elementwise.
 
     Returns
     -------
@@ -825,7 +838,7 @@ def exemplar_norm_forward(
         x, params, running=running, training=training, normalizers=normalizers, groups=groups, mixing=mixing,
         convention=convention, eps=eps, momentum=momentum, check_finite_input=check_finite,
     )  # fmt: skip
-    branches, centered, new_running = branch_statistics(x, running, layout, config)
+    branches, centered, new_running = branch_statistics(x, running, layout, config, check_finite=check_finite)
     generator = ratio_generator(branches, conv_weight, conv_bias, temperature)
     mixture = mix(branches, generator.ratios, generator.embedding, config.mixing, config.eps)
     # y = gamma * xhat + beta with xhat = scale * centered + shift, folded into one affine map.
@@ -858,6 +871,10 @@ def exemplar_norm_backward(dy: Array, cache: ExemplarNormCache) -> ExemplarNormG
         \frac{\partial L}{\partial x} = \text{scale}\cdot \hat g
         + \text{(statistics path)} .
 
+    The statistics path is ``offset + slope (x - mu_in)`` per instance
+    (:func:`refnorm.statistics.instance_moments_vjp_coefficients`), so ``dx`` is computed in one
+    expression with the direct term.
+
     No gradient is stopped: ``dx`` includes the path through the ratio generator. In evaluation
     the BN statistics are constants (they still enter the ratio and mixing gradients).
     """
@@ -870,7 +887,7 @@ def exemplar_norm_backward(dy: Array, cache: ExemplarNormCache) -> ExemplarNormG
 
     g = xp.reshape(dy, (layout.N, layout.C, layout.M))
     sum_g = xp.sum(g, axis=2)
-    sum_g_centered = xp.sum(g * cache.centered, axis=2)
+    sum_g_centered = xp.vecdot(g, cache.centered, axis=-1)
     dbeta = xp.sum(sum_g, axis=0)
     dgamma = xp.sum(mixture.scale * sum_g_centered + mixture.shift * sum_g, axis=0)
 
@@ -882,10 +899,13 @@ def exemplar_norm_backward(dy: Array, cache: ExemplarNormCache) -> ExemplarNormG
     dmean_in, dmeans_emb, dvars_emb = embedding_vjp(dembedding, generator.embedding, branches)
     dmeans = tuple(a + b for a, b in zip(dmeans_mix, dmeans_emb, strict=True))
     dvars = tuple(a + b for a, b in zip(dvars_mix, dvars_emb, strict=True))
-    through_statistics = branch_statistics_vjp(dmean_in, dmeans, dvars, branches, cache.centered, layout, config)
-    direct = (gamma[None, :] * mixture.scale)[:, :, None] * g
+    # dx = scale gamma g (statistics held fixed) + offset + slope (x - mu_in) (through them): one sweep.
+    dmean_moments, dvar_moments = _instance_moment_gradients(dmean_in, dmeans, dvars, branches, layout, config)
+    offset, slope = instance_moments_vjp_coefficients(dmean_moments, dvar_moments, convention=config.convention, layout=layout)
+    direct = gamma[None, :] * mixture.scale
+    dx = direct[:, :, None] * g + slope[:, :, None] * cache.centered + offset[:, :, None]
     return ExemplarNormGrads(
-        dx=xp.reshape(direct + through_statistics, dy.shape),
+        dx=xp.reshape(dx, dy.shape),
         dgamma=dgamma,
         dbeta=dbeta,
         dconv_weight=dconv_weight,

@@ -46,7 +46,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from ._validation import check_choice
+from ._validation import check_choice, check_finite_statistic
 from ._xp import Array, namespace
 from .conventions import check_convention
 
@@ -193,7 +193,7 @@ def _pool_adjoint(d: Array, scope: str, groups: int | None, layout: Layout, xp: 
     return xp.broadcast_to(d, (layout.N, layout.C)) / float(pooled_count(scope, layout, groups))
 
 
-def instance_moments(x: Array, *, convention: str = "paper") -> InstanceMoments:
+def instance_moments(x: Array, *, convention: str = "paper", check_finite: bool = False, name: str = "x") -> InstanceMoments:
     """Spatial mean and variance of every ``(n, c)`` instance, two-pass (no ``E[x^2] - mean^2``).
 
     Parameters
@@ -204,6 +204,21 @@ def instance_moments(x: Array, *, convention: str = "paper") -> InstanceMoments:
         ``"paper"`` divides the variance by ``M``; ``"official"`` by ``M - 1`` when ``x`` has
         spatial axes (for ``(N, C)`` input the instance variance is 0 in both). The official
         convention on input with a single spatial position raises ``ValueError``.
+    check_finite, name
+        Raise ``ValueError`` naming ``name`` when ``x`` holds NaN or infinity, found through the
+        moments themselves (no extra pass over ``x``; see
+        ``refnorm._validation.check_finite_statistic``).
+    """
+    return instance_moments_and_centered(x, convention=convention, check_finite=check_finite, name=name)[0]
+
+
+def instance_moments_and_centered(
+    x: Array, *, convention: str = "paper", check_finite: bool = False, name: str = "x"
+) -> tuple[InstanceMoments, Array]:
+    """:func:`instance_moments` and the centred input :math:`x - \\mu^{in}`, shape ``(N, C, M)``.
+
+    The variance is computed from the centred input, so a caller that needs it too (EN keeps it
+    for its backward) gets it without another pass over ``x``.
     """
     xp = namespace(x)
     layout = Layout.of(x.shape)
@@ -211,9 +226,16 @@ def instance_moments(x: Array, *, convention: str = "paper") -> InstanceMoments:
     d = instance_correction(convention, layout)
     x3 = xp.reshape(x, (layout.N, layout.C, layout.M))
     mean = xp.mean(x3, axis=2)
+    if check_finite:  # before x - mean, which would turn an infinity into NaN with a warning
+        check_finite_statistic(xp, mean, name)
     centered = x3 - mean[:, :, None]
-    var = xp.sum(centered * centered, axis=2) / float(layout.M - d)
-    return InstanceMoments(mean=mean, var=var)
+    # A pairwise sum (xp.sum), not a contraction (vecdot, one sweep fewer): NumPy sums pairwise,
+    # O(log M) roundings, where a BLAS dot product accumulates long runs one term at a time; the
+    # float32 variance sets the tolerances the golden set recommends (refnorm.tolerances).
+    var = xp.sum(centered * centered, axis=-1) / float(layout.M - d)
+    if check_finite:
+        check_finite_statistic(xp, var, name)
+    return InstanceMoments(mean=mean, var=var), centered
 
 
 def instance_moments_vjp(dmean: Array, dvar: Array, centered: Array, *, convention: str, layout: Layout) -> Array:
@@ -233,10 +255,26 @@ def instance_moments_vjp(dmean: Array, dvar: Array, centered: Array, *, conventi
     centered
         ``x - mean``, shape ``(N, C, M)``.
     """
-    xp = namespace(dmean, dvar, centered)
+    offset, slope = instance_moments_vjp_coefficients(dmean, dvar, convention=convention, layout=layout)
+    return offset[:, :, None] + slope[:, :, None] * centered
+
+
+def instance_moments_vjp_coefficients(dmean: Array, dvar: Array, *, convention: str, layout: Layout) -> tuple[Array, Array]:
+    r""":func:`instance_moments_vjp` as two per-instance coefficients: ``(offset, slope)``, both ``(N, C)``.
+
+    The gradient is affine in the centred input,
+    :math:`\partial L / \partial x_{nci} = \text{offset}_{nc} + \text{slope}_{nc} (x_{nci} - \mu^{in}_{nc})`, with
+
+    .. math::
+
+        \text{offset} = \frac{1}{M} \frac{\partial L}{\partial \mu^{in}}, \qquad
+        \text{slope} = \frac{2}{M - d} \frac{\partial L}{\partial s} .
+
+    A layer that holds another affine function of ``x`` (SN holds ``xhat``) folds these into its
+    own single sweep over the full-size arrays instead of materialising ``x - mean``.
+    """
     d = instance_correction(convention, layout)
-    dx = dmean[:, :, None] / float(layout.M) + (2.0 / float(layout.M - d)) * dvar[:, :, None] * centered
-    return xp.reshape(dx, (layout.N, layout.C, layout.M))
+    return dmean / float(layout.M), (2.0 / float(layout.M - d)) * dvar
 
 
 def scope_moments(

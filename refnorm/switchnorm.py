@@ -56,7 +56,7 @@ from .statistics import (
     check_normalizers,
     default_normalizers,
     instance_moments,
-    instance_moments_vjp,
+    instance_moments_vjp_coefficients,
     reduce_to_scope,
     scope_moments,
     scope_moments_vjp,
@@ -212,8 +212,8 @@ def _check_arguments(
         if isinstance(running, BatchAverage):
             raise ValueError("running is a BatchAverage accumulator; call refnorm.running.finalize() before evaluation")
 
-    if check_finite_input:
-        for name, array in [*zip(names, xs, strict=True), ("gamma", gamma), ("beta", beta), ("mean_logits", mean_logits), ("var_logits", var_logits)]:
+    if check_finite_input:  # the input itself is checked through its instance moments (instance_moments)
+        for name, array in (("gamma", gamma), ("beta", beta), ("mean_logits", mean_logits), ("var_logits", var_logits)):
             check_finite(xp, array, name)
     config = SwitchNormConfig(normalizers, groups, convention, eps, momentum, training, mean_ratio, var_ratio)
     return xp, layout, config
@@ -309,7 +309,9 @@ def switch_norm_forward(
     mean_ratio, var_ratio
         Ratio functions for the two logit vectors (softmax for SN; SparsestMax for SSN).
     check_finite
-        Reject NaN/inf in the inputs (one reduction each); switch off only for trusted data.
+        Reject NaN/inf in the inputs; switch off only for trusted data. ``x`` is checked through its
+        instance moments, which the forward computes anyway (no extra pass over ``x``; this also
+        rejects values so large that a moment overflows), the parameters elementwise.
 
     Returns
     -------
@@ -322,7 +324,7 @@ def switch_norm_forward(
         running=running, training=training, normalizers=normalizers, groups=groups, convention=convention,
         eps=eps, momentum=momentum, mean_ratio=mean_ratio, var_ratio=var_ratio, check_finite_input=check_finite,
     )  # fmt: skip
-    moments = instance_moments(x, convention=config.convention)
+    moments = instance_moments(x, convention=config.convention, check_finite=check_finite)
     mixture, new_running = _mix(moments, mean_logits, var_logits, running, layout, config, xp)
     y, xhat = _normalize(x, mixture.mean, mixture.inv_std, gamma, beta, layout, xp)
     return SwitchNormOutput(y, SwitchNormCache(xhat, gamma, mixture, layout, config), new_running)
@@ -334,10 +336,13 @@ def switch_norm_forward(
 
 
 def _reduce_upstream(dy: Array, xhat: Array, layout: Layout, xp: Any) -> tuple[Array, Array]:
-    r"""Per-instance sums :math:`\sum_i g_{nci}` and :math:`\sum_i g_{nci}\hat x_{nci}`, shape ``(N, C)``."""
+    r"""Per-instance sums :math:`\sum_i g_{nci}` and :math:`\sum_i g_{nci}\hat x_{nci}`, shape ``(N, C)``.
+
+    The second is a contraction (``vecdot``): one sweep over ``dy`` and ``xhat``, no product array.
+    """
     dy3 = xp.reshape(dy, (layout.N, layout.C, layout.M))
     xhat3 = xp.reshape(xhat, (layout.N, layout.C, layout.M))
-    return xp.sum(dy3, axis=2), xp.sum(dy3 * xhat3, axis=2)
+    return xp.sum(dy3, axis=2), xp.vecdot(dy3, xhat3, axis=-1)
 
 
 def _mixture_vjp(
@@ -382,18 +387,26 @@ def _input_gradient(
     dy: Array, xhat: Array, gamma: Array, mixture_rows: tuple[Array, Array, Array], dmean_in: Array, dvar_in: Array,
     layout: Layout, config: SwitchNormConfig, xp: Any,
 ) -> Array:  # fmt: skip
-    r"""``dx = r gamma dy`` (statistics held fixed) plus the path through the instance moments.
+    r"""``dx = a dy + b xhat + c``, with per-instance coefficients: one sweep over ``dy`` and ``xhat``.
 
-    The cache holds ``xhat``, not ``x``; the centred input the moment VJP needs is recovered as
-    :math:`x - \mu^{in} = \hat x / r + (\mu - \mu^{in})`, which involves no large cancellation.
+    With the statistics held fixed, ``dx = r gamma dy``. Through the instance moments ``dx`` gets
+    ``offset + slope (x - mu_in)`` (:func:`refnorm.statistics.instance_moments_vjp_coefficients`).
+    The cache holds ``xhat``, not ``x``: :math:`x - \mu^{in} = \hat x / r + (\mu - \mu^{in})`, which
+    involves no large cancellation. Collecting the terms,
+
+    .. math::
+
+        a = r \gamma, \qquad b = \text{slope} / r, \qquad c = \text{offset} + \text{slope}\,(\mu - \mu^{in}) .
     """
     mean, inv_std, instance_mean = mixture_rows
+    offset, slope = instance_moments_vjp_coefficients(dmean_in, dvar_in, convention=config.convention, layout=layout)
+    a = inv_std * gamma[None, :]
+    b = slope / inv_std
+    c = offset + slope * (mean - instance_mean)
     dy3 = xp.reshape(dy, (layout.N, layout.C, layout.M))
     xhat3 = xp.reshape(xhat, (layout.N, layout.C, layout.M))
-    centered = xhat3 / inv_std[:, :, None] + (mean - instance_mean)[:, :, None]
-    direct = (inv_std * gamma[None, :])[:, :, None] * dy3
-    through_moments = instance_moments_vjp(dmean_in, dvar_in, centered, convention=config.convention, layout=layout)
-    return xp.reshape(direct + through_moments, dy.shape)
+    dx = a[:, :, None] * dy3 + b[:, :, None] * xhat3 + c[:, :, None]
+    return xp.reshape(dx, dy.shape)
 
 
 def switch_norm_backward(dy: Array, cache: SwitchNormCache) -> SwitchNormGrads:
@@ -516,7 +529,9 @@ def switch_norm_sharded_forward(
         running=running, training=training, normalizers=normalizers, groups=groups, convention=convention,
         eps=eps, momentum=momentum, mean_ratio=mean_ratio, var_ratio=var_ratio, check_finite_input=check_finite,
     )  # fmt: skip
-    shard_moments = [instance_moments(x, convention=config.convention) for x in xs]
+    shard_moments = [
+        instance_moments(x, convention=config.convention, check_finite=check_finite, name=f"xs[{i}]") for i, x in enumerate(xs)
+    ]
     pooled = InstanceMoments(
         mean=xp.concat([m.mean for m in shard_moments], axis=0),
         var=xp.concat([m.var for m in shard_moments], axis=0),
