@@ -19,13 +19,14 @@ import argparse
 import statistics
 import sys
 import time
-import tracemalloc
 from collections.abc import Callable
 
 import numpy as np
 
 import refnorm
 from refnorm import exemplarnorm as en
+
+from .layers import tracemalloc_peak
 
 RESNET50_SHAPES = {
     "stem 64x112x112": (64, 112, 112),
@@ -72,17 +73,6 @@ def _time(step: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
-def _peak_bytes(step: Callable[[], object]) -> int:
-    tracemalloc.start()
-    try:
-        baseline = tracemalloc.get_traced_memory()[0]
-        tracemalloc.reset_peak()
-        step()
-        return tracemalloc.get_traced_memory()[1] - baseline
-    finally:
-        tracemalloc.stop()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=int, default=8, help="batch size N (default 8)")
@@ -105,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         steps = {"SN": _sn_step(x, dy), "EN output": _en_step(x, dy, "output"), "EN statistics": _en_step(x, dy, "statistics")}
         sn_time = sn_peak = None
         for op, step in steps.items():
-            seconds, peak = _time(step, args.repeats), _peak_bytes(step)
+            seconds, peak = _time(step, args.repeats), tracemalloc_peak(step)
             if op == "SN":
                 sn_time, sn_peak = seconds, peak
             else:

@@ -98,11 +98,12 @@ class Backend:
     def peak_bytes(self, step: Callable[[], object]) -> int:
         """Bytes ``step`` allocates at its peak with this backend's array library."""
         if self.name == "numpy":
-            return _tracemalloc_peak(step)
+            return tracemalloc_peak(step)
         return _cupy_peak(self.xp, step)
 
 
-def _tracemalloc_peak(step: Callable[[], object]) -> int:
+def tracemalloc_peak(step: Callable[[], object]) -> int:
+    """Bytes NumPy allocates at the peak of ``step()``, above what was allocated before it."""
     tracemalloc.start()
     try:
         baseline = tracemalloc.get_traced_memory()[0]

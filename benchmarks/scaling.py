@@ -25,7 +25,7 @@ import numpy as np
 
 import refnorm
 
-from .layers import _tracemalloc_peak
+from .layers import tracemalloc_peak
 
 
 def sn_step(x: np.ndarray, dy: np.ndarray):
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
                 started = time.perf_counter()
                 step()
                 best = min(best, time.perf_counter() - started)
-            peak = _tracemalloc_peak(step) / x.nbytes
+            peak = tracemalloc_peak(step) / x.nbytes
             print(f"{series:<11}{str(shape):<22}{x.size:>12.2e}{best * 1e3:>11.2f}{best / x.size * 1e9:>14.2f}{peak:>9.2f}")
             del x, dy, step
     return 0

@@ -164,6 +164,11 @@ def _replace(name: str, make: Callable[[np.ndarray], Any]) -> Callable[[dict[str
     return lambda inputs: {**inputs, name: np.asarray(make(inputs[name]))}
 
 
+def _new_running_arrays(running: RunningStats | None) -> dict[str, Any]:
+    """The running statistics an op returned, as named arrays (none when it returned none)."""
+    return {} if running is None else {"new_running_mean": running.mean, "new_running_var": running.var}
+
+
 def _drop(*names: str) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
     """An ``edit`` that removes inputs (e.g. the running statistics)."""
     return lambda inputs: {key: value for key, value in inputs.items() if key not in names}
@@ -244,10 +249,7 @@ def _switch_norm_linearize(inputs: Mapping[str, Any], params: Mapping[str, Any])
 def _switch_norm_intermediates(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
     args = [inputs[name] for name in SWITCH_NORM_ARGUMENTS]
     _, cache, running = switch_norm_forward(*args, **_switch_norm_config(inputs, params))
-    named = cache.arrays()
-    if running is not None:
-        named.update(new_running_mean=running.mean, new_running_var=running.var)
-    return named
+    return {**cache.arrays(), **_new_running_arrays(running)}
 
 
 SWITCH_NORM = OpInfo(
@@ -454,10 +456,7 @@ def _plain_norm_linearize(inputs: Mapping[str, Any], params: Mapping[str, Any]) 
 def _plain_norm_intermediates(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
     args = [inputs[name] for name in PLAIN_NORM_ARGUMENTS]
     _, cache, running = plain_norm_forward(*args, **_plain_norm_config(inputs, params))
-    named = cache.arrays()
-    if running is not None:
-        named.update(new_running_mean=running.mean, new_running_var=running.var)
-    return named
+    return {**cache.arrays(), **_new_running_arrays(running)}
 
 
 PLAIN_NORM = OpInfo(
@@ -599,10 +598,7 @@ def _exemplar_norm_linearize(inputs: Mapping[str, Any], params: Mapping[str, Any
 def _exemplar_norm_intermediates(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
     args = [inputs[name] for name in en.EXEMPLAR_NORM_ARGUMENTS]
     _, cache, running = en.exemplar_norm_forward(*args, **_exemplar_norm_config(inputs, params))
-    named = cache.arrays()
-    if running is not None:
-        named.update(new_running_mean=running.mean, new_running_var=running.var)
-    return named
+    return {**cache.arrays(), **_new_running_arrays(running)}
 
 
 EXEMPLAR_NORM = OpInfo(
@@ -1285,9 +1281,7 @@ def _sparse_switch_norm_intermediates(inputs: Mapping[str, Any], params: Mapping
         if isinstance(aux, SparsestMaxStages):
             named.update({f"{side}_ratio_{key}": value for key, value in aux.arrays().items()})
         named[f"new_fixed_{side}"] = np.asarray(-1 if getattr(fixed, side) is None else getattr(fixed, side))
-    if running is not None:
-        named.update(new_running_mean=running.mean, new_running_var=running.var)
-    return named
+    return {**named, **_new_running_arrays(running)}
 
 
 SPARSE_SWITCH_NORM = OpInfo(
