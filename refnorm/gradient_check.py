@@ -86,6 +86,8 @@ class DirectionResult:
     numeric: float
     abs_error: float
     rel_error: float
+    """``abs_error / scale``; NaN where ``atol`` dominates the tolerance (a gradient that is zero,
+    or zero up to rounding, has no scale to be relative to)."""
     fd_error: float
     """scipy's estimate of the error of ``numeric``."""
     step: float
@@ -132,7 +134,7 @@ class ArgumentResult:
     def max_rel_error(self) -> float:
         if self.jacobian_rel_error is not None:
             return self.jacobian_rel_error
-        return max((d.rel_error for d in self.directions if d.status != "skipped"), default=0.0)
+        return max((d.rel_error for d in self.directions if d.status != "skipped" and not math.isnan(d.rel_error)), default=0.0)
 
 
 @dataclass(frozen=True)
@@ -382,8 +384,12 @@ def _check_directional(
             numeric, fd_error, crossed = _directional_derivative(fun, args, index, u, v, used_step, base.active_set)
         scale = max(float(np.linalg.norm(grad)), abs(numeric))
         abs_error = abs(analytic - numeric)
-        rel_error = abs_error / scale if scale > 0 else abs_error
         tolerance = rtol * scale + atol * _norm(v)
+        # A gradient that is zero, or zero up to rounding (a zero-gradient region, a parameter at
+        # its initialisation), has no scale to be relative to: where the absolute term dominates
+        # the tolerance the direction is judged in absolute terms, and its relative error is NaN
+        # (left out of max_rel_error) instead of a meaningless ~1.
+        rel_error = abs_error / scale if rtol * scale > atol * _norm(v) else math.nan
         if crossed:
             status, note = "skipped", "direction crosses a kink (active set changes within the stencil)"
         elif abs_error <= tolerance:

@@ -127,6 +127,22 @@ def test_constant_arguments_that_are_not_representable_get_a_sensible_step(rng):
     assert all(d.step > 1e-4 for d in result["gamma"].directions)
 
 
+def test_a_zero_gradient_is_judged_in_absolute_terms(rng):
+    """A gradient that is zero has no scale: its relative error is NaN (left out of the maximum),
+    and a backward that wrongly returns zero still fails on the absolute error."""
+
+    def f(x, k, zero_k_gradient):
+        out = x * (1.0 + 0.0 * k) + (0.0 if zero_k_gradient else 1e-3) * k
+        return Linearized(out=out, pullback=lambda v: (v, np.zeros_like(k)))
+
+    x, k = rng.standard_normal(4), rng.standard_normal(4)
+    right = refnorm.gradcheck(lambda x, k: f(x, k, True), [x, k], names=["x", "k"])
+    assert right.passed and all(np.isnan(d.rel_error) for d in right["k"].directions)
+    assert right["k"].max_rel_error == 0.0 and right["x"].max_rel_error < 1e-9
+    wrong = refnorm.gradcheck(lambda x, k: f(x, k, False), [x, k], names=["x", "k"])
+    assert not wrong["k"].passed and wrong["x"].passed
+
+
 def test_checker_refuses_float32_points(rng):
     x = rng.standard_normal(3).astype(np.float32)
     with pytest.raises(TypeError, match="gradcheck needs float64 arguments"):
