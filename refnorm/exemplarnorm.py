@@ -78,7 +78,7 @@ from ._validation import (
 from ._xp import Array, device, full_like_on, namespace
 from .conventions import check_convention
 from .gradient_check import Linearized
-from .running import BatchAverage, RunningStats, check_running, use_running_statistics
+from .running import BatchAverage, RunningStats, check_running_for_layer, use_running_statistics
 from .simplex import softmax, softmax_vjp
 from .statistics import (
     InstanceMoments,
@@ -331,14 +331,7 @@ def _check_arguments(
     check_shape(params.conv_bias, "conv_bias", (), "a scalar, shape")
     check_shape(params.temperature, "temperature", (), "a scalar, shape")
 
-    uses_running = "bn" in normalizers
-    if running is not None and uses_running:
-        check_running(running, layout.C, x)
-    if not training and uses_running:
-        if running is None:
-            raise ValueError("evaluation mode with 'bn' in normalizers needs running statistics; got running=None")
-        if isinstance(running, BatchAverage):
-            raise ValueError("running is a BatchAverage accumulator; call refnorm.running.finalize() before evaluation")
+    check_running_for_layer(running, normalizers, training=training, channels=layout.C, like=x)
 
     if check_finite_input:  # x itself is checked through its instance moments (branch_statistics)
         for name, array in zip(ExemplarNormParams._fields, params, strict=True):
@@ -953,10 +946,7 @@ def embedding_linearize(
     normalizers = check_normalizers(default_normalizers(layout) if normalizers is None else normalizers, groups, layout)
     check_convention_defined(convention, normalizers, layout, groups)
     eps = check_positive_number(eps, "eps")
-    if "bn" in normalizers and not training:
-        if running is None:
-            raise ValueError("evaluation mode with 'bn' in normalizers needs running statistics; got running=None")
-        check_running(running, layout.C, x)
+    check_running_for_layer(running, normalizers, training=training, channels=layout.C, like=x)
     config = ExemplarNormConfig(normalizers, groups, convention, eps, 0.9, training, "output")
     branches, centered, _ = branch_statistics(x, running, layout, config)
     e = embedding(branches)

@@ -116,6 +116,21 @@ def check_running(running: Any, channels: int, like: Array, name: str = "running
             raise TypeError(f"{name}.{field} has dtype {array.dtype}, expected {like.dtype} (the dtype of x)")
 
 
+def check_running_for_layer(running: Any, normalizers: tuple[str, ...], *, training: bool, channels: int, like: Array) -> None:
+    """Validate a layer's running state: ``(C,)`` arrays of ``like``'s dtype when BN is in the set,
+    and, in evaluation, finalised statistics (a :class:`BatchAverage` must go through
+    :func:`finalize` first). Shared by SN and EN."""
+    if "bn" not in normalizers:
+        return
+    if running is not None:
+        check_running(running, channels, like)
+    if not training:
+        if running is None:
+            raise ValueError("evaluation mode with 'bn' in normalizers needs running statistics; got running=None")
+        if isinstance(running, BatchAverage):
+            raise ValueError("running is a BatchAverage accumulator; call refnorm.running.finalize() before evaluation")
+
+
 def use_running_statistics(
     scopes: ScopeMoments,
     running: RunningStats | BatchAverage | None,

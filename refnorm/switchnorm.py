@@ -46,7 +46,7 @@ from ._validation import (
 from ._xp import Array, namespace
 from .conventions import check_convention
 from .gradient_check import Linearized
-from .running import BatchAverage, RunningStats, check_running, use_running_statistics
+from .running import BatchAverage, RunningStats, check_running_for_layer, use_running_statistics
 from .simplex import SOFTMAX, RatioFunction
 from .statistics import (
     InstanceMoments,
@@ -203,14 +203,7 @@ def _check_arguments(
     check_shape(mean_logits, "mean_logits", (K,), f"one logit per normalizer {normalizers}")
     check_shape(var_logits, "var_logits", (K,), f"one logit per normalizer {normalizers}")
 
-    uses_running = "bn" in normalizers
-    if running is not None and uses_running:
-        check_running(running, layout.C, xs[0])
-    if not training and uses_running:
-        if running is None:
-            raise ValueError("evaluation mode with 'bn' in normalizers needs running statistics; got running=None")
-        if isinstance(running, BatchAverage):
-            raise ValueError("running is a BatchAverage accumulator; call refnorm.running.finalize() before evaluation")
+    check_running_for_layer(running, normalizers, training=training, channels=layout.C, like=xs[0])
 
     if check_finite_input:  # the input itself is checked through its instance moments (instance_moments)
         for name, array in (("gamma", gamma), ("beta", beta), ("mean_logits", mean_logits), ("var_logits", var_logits)):
