@@ -24,7 +24,7 @@ from collections.abc import Callable
 import numpy as np
 
 import refnorm
-from refnorm import exemplarnorm as en
+from refnorm.ops import exemplarnorm as en
 
 from .layers import tracemalloc_peak
 

@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 from refnorm import __version__, catalog, golden
-from refnorm.catalog import cases
-from refnorm.evaluation import BACKENDS
+from refnorm.oracle.catalog import cases
+from refnorm.oracle.evaluation import BACKENDS
 
 BUDGET_S = 30.0
 

@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 
 import refnorm
-from refnorm import exemplarnorm as en
+from refnorm.ops import exemplarnorm as en
 
 RESNET50_SHAPES = ((8, 64, 56, 56), (8, 256, 14, 14), (32, 512, 7, 7))
 """Layer shapes of ResNet-50 (conv2, conv4 and conv5 stages) at small batch sizes."""

@@ -95,7 +95,7 @@ def count(function: Any, full_size: int) -> PassLog:
 def layer_passes(op: str, shape: tuple[int, ...], convention: str, dtype: str = "float64") -> tuple[PassLog, PassLog]:
     """The logs of one forward of ``op`` (``"SN"`` or ``"EN"``; training, running statistics,
     ``check_finite=True``) and of its backward."""
-    from refnorm import exemplarnorm as en
+    from refnorm.ops import exemplarnorm as en
 
     rng = np.random.default_rng(0)
     C = shape[1]

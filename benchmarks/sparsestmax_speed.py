@@ -4,7 +4,7 @@
 
 refnorm's ``sparsestmax_forward`` + ``sparsestmax_vjp`` (``variant="official"``) run once over the
 whole ``(vectors, K)`` batch; the baseline is the official algorithm transcribed plainly in NumPy
-(``tests/official_ssn.py``: the recursive forward, then the stage VJPs autograd would apply), called
+(``tests/oracles/official_ssn.py``: the recursive forward, then the stage VJPs autograd would apply), called
 once per vector. Both get the same float64 logits and upstream gradients; the script checks that
 they agree before it reports the times and their ratio (target: batched >= 100x faster).
 Not a timed test: nothing here runs in CI.
@@ -23,9 +23,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from official_ssn import official_sparsestmax, official_vjp  # noqa: E402
+from oracles.official_ssn import official_sparsestmax, official_vjp  # noqa: E402
 
-from refnorm.sparsestmax import sparsestmax_forward, sparsestmax_vjp  # noqa: E402
+from refnorm.ops.sparsestmax import sparsestmax_forward, sparsestmax_vjp  # noqa: E402
 
 
 def batched(logits: np.ndarray, dratios: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:

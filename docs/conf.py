@@ -102,9 +102,9 @@ html_static_path: list[str] = []
 def _resolve_reexport(app, env, node, contnode):
     """Resolve a reference to a name where the API reference documents it.
 
-    ``refnorm.gradcheck`` is documented as ``refnorm.gradient_check.gradcheck``; a docstring of
-    ``refnorm.switchnorm`` that writes ``RunningStats`` means the class it imported from
-    ``refnorm.running``. Sphinx only knows the documented name, so look the object up there.
+    ``refnorm.gradcheck`` is documented as ``refnorm.oracle.gradient_check.gradcheck``; a docstring of
+    ``refnorm.ops.switchnorm`` that writes ``RunningStats`` means the class it imported from
+    ``refnorm.ops.running``. Sphinx only knows the documented name, so look the object up there.
     """
     if node.get("refdomain") != "py":
         return None

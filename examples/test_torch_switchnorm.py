@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch", reason="the PyTorch example needs torch (pi
 
 from torch_switchnorm import SwitchNorm, adapter, planted_bug_adapter  # noqa: E402
 
-from refnorm.catalog import cases  # noqa: E402
+from refnorm.oracle.catalog import cases  # noqa: E402
 from refnorm.testing import ConformanceError, check_conformance, parametrize_conformance  # noqa: E402
 
 NOT_IMPLEMENTED = {"switch_norm/*gn*": "the example implements IN, LN and BN, not GN"}

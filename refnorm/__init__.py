@@ -6,8 +6,8 @@ CuPy, array-api-strict, PyTorch tensors), each checked with finite differences.
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .conventions import CONVENTIONS, Preset, preset
-from .exemplarnorm import (
+from .ops.conventions import CONVENTIONS, Preset, preset
+from .ops.exemplarnorm import (
     ExemplarNormCache,
     ExemplarNormGrads,
     ExemplarNormOutput,
@@ -17,9 +17,10 @@ from .exemplarnorm import (
     exemplar_norm_init,
     exemplar_norm_linearize,
 )
-from .gradient_check import GradcheckResult, Linearized, assert_gradcheck, gradcheck
-from .plainnorm import PlainNormGrads, PlainNormOutput, plain_norm_backward, plain_norm_forward, plain_norm_linearize
-from .running import (
+from .ops.linearized import Linearized
+from .oracle.gradient_check import GradcheckResult, assert_gradcheck, gradcheck
+from .ops.plainnorm import PlainNormGrads, PlainNormOutput, plain_norm_backward, plain_norm_forward, plain_norm_linearize
+from .ops.running import (
     BatchAverage,
     RunningStats,
     accumulate,
@@ -28,8 +29,8 @@ from .running import (
     finalize,
     initial_running_stats,
 )
-from .simplex import SOFTMAX, FixedRatios, RatioFunction, Softmax, softmax, softmax_jvp, softmax_vjp
-from .sparse_switchnorm import (
+from .ops.simplex import SOFTMAX, FixedRatios, RatioFunction, Softmax, softmax, softmax_jvp, softmax_vjp
+from .ops.sparse_switchnorm import (
     FixedSides,
     SparseSwitchNormOutput,
     radius_schedule,
@@ -37,7 +38,7 @@ from .sparse_switchnorm import (
     sparse_switch_norm_forward,
     sparse_switch_norm_linearize,
 )
-from .sparsestmax import (
+from .ops.sparsestmax import (
     SparsestMax,
     SparsestMaxStages,
     sparsemax,
@@ -50,8 +51,8 @@ from .sparsestmax import (
     sparsestmax_linearize,
     sparsestmax_vjp,
 )
-from .statistics import NORMALIZERS, InstanceMoments, Layout, ScopeMoments, instance_moments, scope_moments
-from .switchnorm import (
+from .ops.statistics import NORMALIZERS, InstanceMoments, Layout, ScopeMoments, instance_moments, scope_moments
+from .ops.switchnorm import (
     SwitchNormCache,
     SwitchNormGrads,
     SwitchNormOutput,

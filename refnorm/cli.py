@@ -28,9 +28,9 @@ import numpy as np
 
 from . import __version__
 from ._xp import available_backends
-from .catalog import KINDS, OPS, cases
-from .evaluation import BACKENDS
-from .gradient_check import gradcheck
+from .oracle.catalog import KINDS, OPS, cases
+from .oracle.evaluation import BACKENDS
+from .oracle.gradient_check import gradcheck
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -111,7 +111,7 @@ class _ProgressLine:
 
 
 def _golden_generate(args: argparse.Namespace) -> int:
-    from .golden import SHIPPED, GoldenError, generate
+    from .oracle.golden import SHIPPED, GoldenError, generate
 
     if Path(args.out).resolve() == SHIPPED and (args.selection != "shipped" or args.kind or args.op):
         print(f"refnorm golden generate: {SHIPPED} holds the package's own selection; regenerate it with "
@@ -134,7 +134,7 @@ def _golden_generate(args: argparse.Namespace) -> int:
 
 
 def _golden_verify(args: argparse.Namespace) -> int:
-    from .golden import SHIPPED, verify
+    from .oracle.golden import SHIPPED, verify
 
     if (args.directory is None) == (not args.shipped):
         print("refnorm golden verify: give a directory or --shipped (one of them)", file=sys.stderr)

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 import refnorm
-from refnorm import golden
-from refnorm.catalog import KINDS, OPS, Case, cases
-from refnorm.evaluation import evaluate
+from refnorm.oracle import golden
+from refnorm.oracle.catalog import KINDS, OPS, Case, cases
+from refnorm.oracle.evaluation import evaluate
 
 ALL = cases()
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import refnorm
-from refnorm.catalog import OPS, cases
-from refnorm.sparsestmax import max_radius
+from refnorm.oracle.catalog import OPS, cases
+from refnorm.ops.sparsestmax import max_radius
 from refnorm.cli import main
 
 NEW_OPS = ("sparsemax", "sparsestmax", "sparse_switch_norm")

@@ -9,7 +9,8 @@ import sys
 import pytest
 
 import refnorm
-from refnorm import Linearized, catalog
+from refnorm import Linearized
+from refnorm.oracle import catalog
 from refnorm.cli import main
 
 

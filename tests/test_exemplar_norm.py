@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-import en_oracle
+from oracles import en_oracle
 import hypothesis.extra.numpy as hnp
 import numpy as np
 import pytest
@@ -18,10 +18,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import refnorm
-from refnorm import exemplarnorm as en
-from refnorm.catalog import OPS, cases
-from refnorm.gradient_check import gradcheck
-from refnorm.statistics import Layout
+from refnorm.ops import exemplarnorm as en
+from refnorm.oracle.catalog import OPS, cases
+from refnorm.oracle.gradient_check import gradcheck
+from refnorm.ops.statistics import Layout
 
 STAGE_OPS = ("en_embedding", "en_channel_conv", "en_channel_mean", "en_standardize", "en_softmax")
 SHAPES = {"2d": (3, 4), "3d": (2, 3, 5), "4d": (2, 4, 3, 3), "5d": (2, 3, 2, 3, 2)}

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from refnorm import golden
-from refnorm.catalog import cases
+from refnorm.oracle import golden
+from refnorm.oracle.catalog import cases
 from refnorm.cli import main
-from refnorm.evaluation import evaluate_case
+from refnorm.oracle.evaluation import evaluate_case
 
 SMALL = dict(kinds=("sample", "error"))
 """A quick selection for the round-trip tests: every sample case and every error case."""
@@ -88,7 +88,7 @@ def test_an_edited_input_with_recomputed_outputs_is_caught_by_the_catalog_draw(s
     case = next(c for c in cases("sample") if c.id == "switch_norm/paper-train-5d")
     evaluation = evaluate_case(case)
     inputs = dict(evaluation.inputs, x=evaluation.inputs["x"] * 1.5)
-    from refnorm.evaluation import evaluate
+    from refnorm.oracle.evaluation import evaluate
 
     forged = evaluate(case.op, case.params, inputs, upstream=evaluation.upstream)
     arrays = {f"{g}.{n}": a for g, named in forged.groups().items() for n, a in named.items()}
@@ -208,7 +208,7 @@ def test_regenerating_the_shipped_set_matches_the_shipped_files(tmp_path: Path):
 
 
 def test_the_shipped_selection_is_every_sample_and_error_case_and_the_marked_reference_cases():
-    from refnorm.catalog import _SHIPPED_PLAIN_NORM, _SHIPPED_SWITCH_NORM
+    from refnorm.oracle.catalog.switchnorm import _SHIPPED_PLAIN_NORM, _SHIPPED_SWITCH_NORM
 
     manifest = golden.load_manifest(golden.SHIPPED)
     held = [entry["id"] for entry in manifest["cases"]]

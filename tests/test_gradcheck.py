@@ -10,7 +10,7 @@ import pytest
 
 import refnorm
 from refnorm import Linearized, Softmax, switch_norm_backward, switch_norm_forward
-from refnorm.switchnorm import SWITCH_NORM_ARGUMENTS, switch_norm_linearize
+from refnorm.ops.switchnorm import SWITCH_NORM_ARGUMENTS, switch_norm_linearize
 
 
 def _sn_point(rng, shape=(3, 4, 3, 3)):
@@ -172,7 +172,7 @@ def test_checker_works_on_strict_arrays(rng):
 
 
 def test_assert_gradcheck_raises_with_the_report(rng):
-    with pytest.raises(refnorm.gradient_check.GradcheckError, match="gradient check failed"):
+    with pytest.raises(refnorm.oracle.gradient_check.GradcheckError, match="gradient check failed"):
         refnorm.assert_gradcheck(_biased_backward_of_the_unbiased_forward, _sn_point(rng), names=SWITCH_NORM_ARGUMENTS)
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import refnorm
-from refnorm.catalog import OPS, cases
+from refnorm.oracle.catalog import OPS, cases
 from refnorm.testing import check_conformance, refnorm_adapter
 
 torch = pytest.importorskip("torch", reason="PyTorch is not installed; the interop tests pass torch tensors to refnorm")
@@ -58,7 +58,7 @@ def test_mixing_torch_and_numpy_is_refused():
 def _autograd_adapter(op: str):
     """refnorm's own forward run on torch tensors, differentiated by torch autograd: an independent
     check of the hand-derived backward (autodiff of the same array-API forward)."""
-    from refnorm.evaluation import evaluate
+    from refnorm.oracle.evaluation import evaluate
     from refnorm.testing import Adapter
 
     info = OPS[op]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from refnorm.catalog import cases
+from refnorm.oracle.catalog import cases
 
 pytest.importorskip("torch", reason="the README's oracle example uses PyTorch")
 

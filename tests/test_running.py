@@ -6,7 +6,7 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from direct_sn import direct_scope_moments
+from oracles.direct_sn import direct_scope_moments
 
 import refnorm
 from refnorm import RunningStats, accumulate, ema_update, empty_batch_average, finalize, switch_norm_forward

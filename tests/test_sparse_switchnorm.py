@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 import refnorm
-from refnorm.running import RunningStats
-from refnorm.simplex import FixedRatios
-from refnorm.sparse_switchnorm import (
+from refnorm.ops.running import RunningStats
+from refnorm.ops.simplex import FixedRatios
+from refnorm.ops.sparse_switchnorm import (
     FixedSides,
     is_vertex,
     radius_schedule,
@@ -18,8 +18,8 @@ from refnorm.sparse_switchnorm import (
     sparse_switch_norm_forward,
     sparse_switch_norm_linearize,
 )
-from refnorm.sparsestmax import SparsestMax, sparsemax, sparsestmax
-from refnorm.switchnorm import switch_norm_forward
+from refnorm.ops.sparsestmax import SparsestMax, sparsemax, sparsestmax
+from refnorm.ops.switchnorm import switch_norm_forward
 
 ARGUMENTS = ("x", "gamma", "beta", "mean_logits", "var_logits")
 EPS = 1e-5

@@ -1,4 +1,4 @@
-"""Sparsemax: the projection onto the simplex, its VJP and JVP (refnorm.sparsestmax)."""
+"""Sparsemax: the projection onto the simplex, its VJP and JVP (refnorm.ops.sparsestmax)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from official_ssn import official_sparsemax
-from oracles import bisection_sparsemax
+from oracles.official_ssn import official_sparsemax
+from oracles.simplex_oracles import bisection_sparsemax
 
 import refnorm
-from refnorm.sparsestmax import sparsemax, sparsemax_jvp, sparsemax_linearize, sparsemax_vjp
+from refnorm.ops.sparsestmax import sparsemax, sparsemax_jvp, sparsemax_linearize, sparsemax_vjp
 
 logit_vectors = st.integers(2, 8).flatmap(
     lambda K: hnp.arrays(np.float64, (K,), elements=st.floats(-5.0, 5.0, allow_nan=False, allow_infinity=False))

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from official_ssn import official_jacobian, official_sparsemax, official_sparsestmax
-from oracles import bisection_sparsemax, brute_force_sparsestmax, objective, slsqp_sparsestmax
+from oracles.official_ssn import official_jacobian, official_sparsemax, official_sparsestmax
+from oracles.simplex_oracles import bisection_sparsemax, brute_force_sparsestmax, objective, slsqp_sparsestmax
 
 import refnorm
-from refnorm.catalog import OPS
-from refnorm.sparsestmax import (
+from refnorm.oracle.catalog import OPS
+from refnorm.ops.sparsestmax import (
     SparsestMax,
     max_radius,
     sparsemax,
@@ -124,7 +124,7 @@ def test_paper_variant_is_sparsemax_at_the_smallest_scale_that_reaches_the_radiu
 
 @pytest.mark.parametrize("K", [2, 3, 4, 5])
 def test_official_variant_reproduces_the_official_algorithm(rng, K):
-    """Forward and gradient against the plain per-vector transcription (tests/official_ssn.py).
+    """Forward and gradient against the plain per-vector transcription (tests/oracles/official_ssn.py).
 
     Where the official code misses a one-hot sparsemax computed as ``(1 - 2^-52, 0, ...)`` it
     leaves the simplex (spec-notes §3.7); refnorm returns the exact vertex there instead.

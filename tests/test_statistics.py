@@ -5,10 +5,10 @@ from __future__ import annotations
 import mpmath
 import numpy as np
 import pytest
-from direct_sn import direct_scope_moments
+from oracles.direct_sn import direct_scope_moments
 
 import refnorm
-from refnorm.statistics import (
+from refnorm.ops.statistics import (
     InstanceMoments,
     Layout,
     check_convention_defined,

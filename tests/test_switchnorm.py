@@ -6,13 +6,13 @@ from __future__ import annotations
 import mpmath
 import numpy as np
 import pytest
-from direct_sn import direct_scope_moments, direct_switch_norm
+from oracles.direct_sn import direct_scope_moments, direct_switch_norm
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import refnorm
 from refnorm import FixedRatios, RunningStats, switch_norm_backward, switch_norm_forward
-from refnorm.switchnorm import SWITCH_NORM_ARGUMENTS, switch_norm_linearize
+from refnorm.ops.switchnorm import SWITCH_NORM_ARGUMENTS, switch_norm_linearize
 
 SHAPES = {2: (5, 4), 3: (3, 4, 5), 4: (3, 4, 3, 2), 5: (2, 4, 2, 2, 3)}
 EPS64 = np.finfo(np.float64).eps

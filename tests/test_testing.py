@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from refnorm.catalog import OPS, cases
+from refnorm.oracle.catalog import OPS, cases
 from refnorm.testing import (
     Adapter,
     ConformanceError,
@@ -20,7 +20,7 @@ from refnorm.testing import (
     recommended_tolerances,
     refnorm_adapter,
 )
-from refnorm.tolerances import DEFAULT_TOLERANCES
+from refnorm.oracle.tolerances import DEFAULT_TOLERANCES
 
 
 def _case(case_id: str):
@@ -45,7 +45,7 @@ def test_refnorm_on_array_api_strict_conforms_to_refnorm_on_numpy():
 
 @pytest.mark.parametrize("source", ["shipped", "directory"])
 def test_the_kit_reads_golden_files_as_its_reference(source: str, tmp_path):
-    from refnorm import golden
+    from refnorm.oracle import golden
 
     if source == "directory":
         golden.generate(tmp_path / "set", kinds=("sample",), ops=("switch_norm",))
@@ -58,7 +58,7 @@ def test_the_kit_reads_golden_files_as_its_reference(source: str, tmp_path):
 
 
 def test_a_golden_source_skips_the_cases_the_set_does_not_hold():
-    from refnorm import golden
+    from refnorm.oracle import golden
 
     adapter = refnorm_adapter("sparsestmax")
     params = conformance_checks(adapter, op="sparsestmax", kinds=("sample", "reference", "error"), source="shipped")
@@ -230,7 +230,7 @@ def test_widened_tolerances_only_for_cases_that_say_why():
 
 def test_large_offset_cases_really_need_their_wider_float32_tolerance():
     """The widening is measured, not guessed: refnorm's own float32 run fails the defaults here."""
-    from refnorm.evaluation import evaluate, evaluate_case
+    from refnorm.oracle.evaluation import evaluate, evaluate_case
 
     for case in cases(kind="reference"):
         if case.params.get("offset", 0) < 1e4:

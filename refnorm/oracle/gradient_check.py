@@ -52,28 +52,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import scipy.differentiate
 
-from ._xp import to_numpy
-
-
-class Linearized(NamedTuple):
-    """An op evaluated at a point, with what the checker needs to differentiate it.
-
-    ``out`` is an array or a tuple of arrays. ``pullback(cotangent)`` takes a cotangent shaped
-    like ``out`` and returns one gradient per argument (``None`` where the op does not
-    differentiate that argument). ``pushforward(*tangents)`` takes one tangent per argument and
-    returns a tangent shaped like ``out``. ``active_set`` is any value made of arrays, tuples and
-    plain numbers: two points with equal active sets lie on the same smooth piece.
-    """
-
-    out: Any
-    pullback: Callable[[Any], tuple[Any, ...]]
-    pushforward: Callable[..., Any] | None = None
-    active_set: Any = None
+from .._xp import to_numpy
+from ..ops.linearized import Linearized
 
 
 @dataclass(frozen=True)
@@ -217,7 +202,7 @@ def _like_output(out: Any, make: Callable[[np.ndarray], np.ndarray], to_backend:
 
 
 def _to_backend(host: np.ndarray, like: Any) -> Any:
-    from ._xp import asarray_on, namespace
+    from .._xp import asarray_on, namespace
 
     return asarray_on(host, like, namespace(like))
 

@@ -1,13 +1,13 @@
 """Evaluate an op of the catalog at given inputs on an array backend, into named host arrays.
 
-The one bridge between an :class:`~refnorm.catalog.OpInfo` and the arrays a golden file or a
+The one bridge between an :class:`~refnorm.oracle.catalog.OpInfo` and the arrays a golden file or a
 comparison holds: golden generation, golden verification and the conformance kit all call
 :func:`evaluate`. An evaluation has five groups of named arrays:
 
 ``input``
     the op's arguments and state (running statistics, ...), as given;
 ``output``
-    the arrays of ``linearize(...).out``, named by :meth:`refnorm.catalog.OpInfo.output_names` (``y`` for SN);
+    the arrays of ``linearize(...).out``, named by :meth:`refnorm.oracle.catalog.base.OpInfo.output_names` (``y`` for SN);
 ``intermediate``
     the forward's intermediates and new state (``OpInfo.intermediates``);
 ``upstream``
@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ._xp import API_VERSION, to_numpy
+from .._xp import API_VERSION, to_numpy
 from .catalog import OPS, Case, OpInfo
 
 GROUPS = ("input", "output", "intermediate", "upstream", "grad")
@@ -128,7 +128,7 @@ def evaluate(
     Parameters
     ----------
     op
-        An :class:`OpInfo` or the name of one in :data:`refnorm.catalog.OPS`.
+        An :class:`OpInfo` or the name of one in :data:`refnorm.oracle.catalog.base.OPS`.
     params
         The case's parameters.
     inputs

@@ -2,7 +2,7 @@ r"""Switchable Normalization (SN): forward, hand-derived backward, and the shard
 
 Forward (SPEC §2; Luo et al., ICLR 2019, eqs. 1–3). With the normalizer set
 :math:`\Omega` (default IN, LN, BN), scope statistics :math:`\mu^k, \sigma^{2,k}` from
-:mod:`refnorm.statistics`, and ratios from two ratio functions (softmax for SN):
+:mod:`refnorm.ops.statistics`, and ratios from two ratio functions (softmax for SN):
 
 .. math::
 
@@ -43,9 +43,9 @@ from ._validation import (
     check_unit_interval,
     namespace_of,
 )
-from ._xp import Array, namespace
+from .._xp import Array, namespace
 from .conventions import check_convention
-from .gradient_check import Linearized
+from .linearized import Linearized
 from .running import BatchAverage, RunningStats, check_running_for_layer, use_running_statistics
 from .simplex import SOFTMAX, RatioFunction
 from .statistics import (
@@ -294,7 +294,7 @@ def switch_norm_forward(
         GN group count (required with ``"gn"``); must divide ``C``.
     convention
         ``"paper"`` (biased variances) or ``"official"`` (the official code's; see
-        :mod:`refnorm.conventions`).
+        :mod:`refnorm.ops.conventions`).
     eps
         Added once to the mixed variance; must be > 0.
     momentum
@@ -383,7 +383,7 @@ def _input_gradient(
     r"""``dx = a dy + b xhat + c``, with per-instance coefficients: one sweep over ``dy`` and ``xhat``.
 
     With the statistics held fixed, ``dx = r gamma dy``. Through the instance moments ``dx`` gets
-    ``offset + slope (x - mu_in)`` (:func:`refnorm.statistics.instance_moments_vjp_coefficients`).
+    ``offset + slope (x - mu_in)`` (:func:`refnorm.ops.statistics.instance_moments_vjp_coefficients`).
     The cache holds ``xhat``, not ``x``: :math:`x - \mu^{in} = \hat x / r + (\mu - \mu^{in})`, which
     involves no large cancellation. Collecting the terms,
 
@@ -423,8 +423,8 @@ def switch_norm_backward(dy: Array, cache: SwitchNormCache) -> SwitchNormGrads:
     then the ratio functions' VJPs give ``dmean_logits`` and ``dvar_logits``. Each scope receives
     :math:`\bar\mu_k = w_k \sum A`, :math:`\bar\sigma_k = w'_k \sum B` (summed over the axes the
     scope broadcasts along; none for BN in evaluation), which
-    :func:`refnorm.statistics.scope_moments_vjp` maps to the instance moments and
-    :func:`refnorm.statistics.instance_moments_vjp` to ``x``:
+    :func:`refnorm.ops.statistics.scope_moments_vjp` maps to the instance moments and
+    :func:`refnorm.ops.statistics.instance_moments_vjp` to ``x``:
 
     .. math::
 

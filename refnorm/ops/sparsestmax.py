@@ -91,8 +91,8 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from ._validation import check_choice, check_finite, check_floating, check_nonnegative_number
-from ._xp import Array, device, full_like_on, namespace
-from .gradient_check import Linearized
+from .._xp import Array, device, full_like_on, namespace
+from .linearized import Linearized
 
 VARIANTS = ("paper", "official")
 """Names accepted by every ``variant=`` argument (default ``"paper"``)."""
@@ -638,12 +638,12 @@ def sparsestmax_linearize(logits: Array, *, radius: float, variant: str = "paper
 
 @dataclass(frozen=True)
 class SparsestMax:
-    """The ratio function of Sparse Switchable Normalization (see :class:`refnorm.simplex.RatioFunction`).
+    """The ratio function of Sparse Switchable Normalization (see :class:`refnorm.ops.simplex.RatioFunction`).
 
     Parameters
     ----------
     radius
-        :math:`r \\ge 0` (a Python number; :func:`refnorm.sparse_switchnorm.radius_schedule` gives
+        :math:`r \\ge 0` (a Python number; :func:`refnorm.ops.sparse_switchnorm.radius_schedule` gives
         the official schedule).
     variant
         ``"paper"`` or ``"official"`` (:func:`sparsestmax_forward`).

@@ -1,19 +1,19 @@
 r"""Sparse Switchable Normalization (SSN): SN whose ratios come from SparsestMax (SPEC §3).
 
-SSN (Shao et al., CVPR 2019) is :mod:`refnorm.switchnorm` with another ratio function: the mean
+SSN (Shao et al., CVPR 2019) is :mod:`refnorm.ops.switchnorm` with another ratio function: the mean
 and variance ratios are
 
 .. math::
 
     p = \mathrm{SparsestMax}(\lambda^\mu; r), \qquad p' = \mathrm{SparsestMax}(\lambda^\sigma; r),
 
-(:mod:`refnorm.sparsestmax`), everything else (statistics, conventions, running statistics,
+(:mod:`refnorm.ops.sparsestmax`), everything else (statistics, conventions, running statistics,
 backward) is SN's: this module passes the ratio functions to
-:func:`~refnorm.switchnorm.switch_norm_forward` and copies none of its code.
+:func:`~refnorm.ops.switchnorm.switch_norm_forward` and copies none of its code.
 
 **Fixing** (official ``SSN2d.forward``, spec-notes §3.5). As the radius grows, a side's ratios
 reach a vertex of the simplex (one-hot); that side is then *fixed*: from the next call on, its
-ratios are that vertex (:class:`~refnorm.simplex.FixedRatios`), its logits are ignored and get no
+ratios are that vertex (:class:`~refnorm.ops.simplex.FixedRatios`), its logits are ignored and get no
 gradient. The decision is returned as new state (:class:`FixedSides`), never stored in an
 argument. A vertex is detected with a tolerance (:func:`is_vertex`), not with the official exact
 test ``max - min >= 1``, which misses one-hot vectors computed as ``(1 - 1e-16, 0, 0)``
@@ -35,9 +35,9 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from ._validation import check_floating
-from ._xp import Array, namespace
+from .._xp import Array, namespace
 from .conventions import check_convention, preset
-from .gradient_check import Linearized
+from .linearized import Linearized
 from .running import BatchAverage, RunningStats
 from .simplex import FixedRatios, RatioFunction
 from .sparsestmax import SparsestMax, rounding_tolerance
@@ -60,8 +60,8 @@ class SparseSwitchNormOutput(NamedTuple):
 
     y: Array
     cache: SwitchNormCache
-    """SN's cache; its config holds the two ratio functions (:class:`~refnorm.sparsestmax.SparsestMax`
-    or :class:`~refnorm.simplex.FixedRatios`) and the mixture holds the ratios and their stages."""
+    """SN's cache; its config holds the two ratio functions (:class:`~refnorm.ops.sparsestmax.SparsestMax`
+    or :class:`~refnorm.ops.simplex.FixedRatios`) and the mixture holds the ratios and their stages."""
     running: RunningStats | BatchAverage | None
     fixed: FixedSides
     """The new fixed state: the given one plus any side whose ratios reached a vertex in this call."""
@@ -99,7 +99,7 @@ def one_hot(index: int, K: int) -> tuple[float, ...]:
 def is_vertex(ratios: Array) -> bool:
     """True when ``ratios`` (shape ``(K,)``) is a vertex: ``max >= 1 - tol``, tol = 32 eps of the dtype.
 
-    The tolerance is :func:`refnorm.sparsestmax.rounding_tolerance`, the one SparsestMax snaps its
+    The tolerance is :func:`refnorm.ops.sparsestmax.rounding_tolerance`, the one SparsestMax snaps its
     outputs with, so a SparsestMax output is a vertex here exactly when it is exactly one-hot (the
     official test ``max - min >= 1`` misses ``(1 - 2^-52, 2^-52, 0)``). One host synchronisation.
     """
@@ -178,17 +178,17 @@ def sparse_switch_norm_forward(
     Parameters
     ----------
     x, gamma, beta, mean_logits, var_logits, running, training, normalizers, groups, convention, eps, check_finite
-        As in :func:`refnorm.switchnorm.switch_norm_forward`. The official ``SSN2d`` is
+        As in :func:`refnorm.ops.switchnorm.switch_norm_forward`. The official ``SSN2d`` is
         ``normalizers=("in", "ln", "bn")``, ``convention="official"``, logits initialised to ones.
     radius
         SparsestMax radius :math:`r \ge 0` (:func:`radius_schedule`).
     fixed
         The fixed state from the previous call (``FixedSides()`` for a fresh layer).
     variant
-        ``"paper"`` or ``"official"`` SparsestMax (:func:`refnorm.sparsestmax.sparsestmax_forward`).
+        ``"paper"`` or ``"official"`` SparsestMax (:func:`refnorm.ops.sparsestmax.sparsestmax_forward`).
     momentum
         EMA weight of the old running value; default: the SSN preset of the convention
-        (:func:`refnorm.conventions.preset` with ``sparse=True``: 0.997 official, 0.9 paper).
+        (:func:`refnorm.ops.conventions.preset` with ``sparse=True``: 0.997 official, 0.9 paper).
 
     Returns
     -------
@@ -208,11 +208,11 @@ def sparse_switch_norm_forward(
 def sparse_switch_norm_backward(dy: Array, cache: SwitchNormCache) -> SwitchNormGrads:
     r"""Backward of :func:`sparse_switch_norm_forward`: SN's backward with the SparsestMax VJP.
 
-    :func:`refnorm.switchnorm.switch_norm_backward` computes
+    :func:`refnorm.ops.switchnorm.switch_norm_backward` computes
     :math:`\partial L/\partial p_k = \sum_{n,c} A_{nc}\mu^k_{nc}` and
     :math:`\partial L/\partial p'_k = \sum_{n,c} B_{nc}\sigma^{2,k}_{nc}` and hands them to the
     ratio functions in the cache: the stage-composed SparsestMax VJP
-    (:func:`refnorm.sparsestmax.sparsestmax_vjp`) for a free side, zero for a fixed side.
+    (:func:`refnorm.ops.sparsestmax.sparsestmax_vjp`) for a free side, zero for a fixed side.
     """
     return switch_norm_backward(dy, cache)
 

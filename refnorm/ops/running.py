@@ -31,7 +31,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from ._validation import check_floating, check_shape, check_unit_interval
-from ._xp import Array, full_like_on, namespace
+from .._xp import Array, full_like_on, namespace
 from .statistics import ScopeMoments
 
 
@@ -59,7 +59,7 @@ def initial_running_stats(channels: int, like: Array, *, mean: float = 0.0, var:
     """Fresh running statistics of shape ``(channels,)`` with the dtype and device of ``like``.
 
     The official code starts both at zero (``var=0.0``); PyTorch's BatchNorm starts the variance at
-    one. See :func:`refnorm.conventions.preset`.
+    one. See :func:`refnorm.ops.conventions.preset`.
     """
     xp = namespace(like)
     return RunningStats(full_like_on(like, (channels,), mean, xp), full_like_on(like, (channels,), var, xp))
@@ -128,7 +128,7 @@ def check_running_for_layer(running: Any, normalizers: tuple[str, ...], *, train
         if running is None:
             raise ValueError("evaluation mode with 'bn' in normalizers needs running statistics; got running=None")
         if isinstance(running, BatchAverage):
-            raise ValueError("running is a BatchAverage accumulator; call refnorm.running.finalize() before evaluation")
+            raise ValueError("running is a BatchAverage accumulator; call refnorm.ops.running.finalize() before evaluation")
 
 
 def use_running_statistics(

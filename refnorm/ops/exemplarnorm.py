@@ -7,7 +7,7 @@ refnorm's reading of the paper and lists the alternatives.
 
 Input ``x`` has shape ``(N, C, *spatial)``, ``M`` spatial positions. For every normalizer ``k``
 of the set :math:`\Omega` (default IN, LN, BN; any ordered subset of IN, LN, BN, GN) the scope
-statistics :math:`\mu_k, \sigma^2_k` come from :mod:`refnorm.statistics` (BN from the running
+statistics :math:`\mu_k, \sigma^2_k` come from :mod:`refnorm.ops.statistics` (BN from the running
 statistics in evaluation), and
 
 .. math::
@@ -75,9 +75,9 @@ from ._validation import (
     check_shape,
     check_unit_interval,
 )
-from ._xp import Array, device, full_like_on, namespace
+from .._xp import Array, device, full_like_on, namespace
 from .conventions import check_convention
-from .gradient_check import Linearized
+from .linearized import Linearized
 from .running import BatchAverage, RunningStats, check_running_for_layer, use_running_statistics
 from .simplex import softmax, softmax_vjp
 from .statistics import (
@@ -351,12 +351,12 @@ def branch_statistics(
     r"""Scope statistics :math:`\mu_k, \sigma^2_k`, :math:`r_k = (\sigma^2_k + \epsilon)^{-1/2}`,
     the centred input :math:`x - \mu^{in}` ``(N, C, M)`` and the new running state.
 
-    Exactly SN's statistics (:func:`refnorm.statistics.scope_moments`, two-pass, either
+    Exactly SN's statistics (:func:`refnorm.ops.statistics.scope_moments`, two-pass, either
     convention); in evaluation the BN pair is the running statistics. ``eps`` is added to every
     branch's own variance (each :math:`\hat x_k` is a plain normalizer). The centred input is the
     one the instance variance is computed from (one pass over ``x`` for both); ``check_finite``
     rejects NaN or infinity in ``x`` through the instance moments
-    (:func:`refnorm.statistics.instance_moments`).
+    (:func:`refnorm.ops.statistics.instance_moments`).
     """
     xp = namespace(x)
     moments, centered = instance_moments_and_centered(x, convention=config.convention, check_finite=check_finite)
@@ -382,9 +382,9 @@ def branch_statistics_vjp(
     ``dmean_in`` is the gradient with respect to :math:`\mu^{in}` where it appears directly (the
     embedding); ``dmeans[k]``, ``dvars[k]`` are the gradients with respect to :math:`\mu_k` and
     :math:`\sigma^2_k` broadcast to ``(N, C)``. Each is summed to its scope's shape
-    (:func:`refnorm.statistics.reduce_to_scope`; BN in evaluation is a constant and dropped), then
-    :func:`refnorm.statistics.scope_moments_vjp` and
-    :func:`refnorm.statistics.instance_moments_vjp` carry them to ``x``:
+    (:func:`refnorm.ops.statistics.reduce_to_scope`; BN in evaluation is a constant and dropped), then
+    :func:`refnorm.ops.statistics.scope_moments_vjp` and
+    :func:`refnorm.ops.statistics.instance_moments_vjp` carry them to ``x``:
 
     .. math::
 
@@ -399,7 +399,7 @@ def _instance_moment_gradients(
     dmean_in: Array, dmeans: Sequence[Array], dvars: Sequence[Array], branches: Branches, layout: Layout, config: ExemplarNormConfig
 ) -> tuple[Array, Array]:
     """The first steps of :func:`branch_statistics_vjp`: the gradients with respect to the instance
-    moments :math:`\\mu^{in}, s`, both ``(N, C)``, before :func:`refnorm.statistics.instance_moments_vjp`."""
+    moments :math:`\\mu^{in}, s`, both ``(N, C)``, before :func:`refnorm.ops.statistics.instance_moments_vjp`."""
     xp = namespace(dmean_in)
     scope_dmeans: list[Array | None] = []
     scope_dvars: list[Array | None] = []
@@ -604,7 +604,7 @@ def tempered_softmax_vjp(dratios: Array, ratios: Array, standardized: Array, tem
     r"""VJP of :func:`tempered_softmax`: ``(dstandardized, dtemperature)``.
 
     With :math:`g = \partial L/\partial\lambda` and the softmax VJP
-    :math:`\ell = \lambda \odot (g - \langle \lambda, g \rangle)` (:func:`refnorm.simplex.softmax_vjp`):
+    :math:`\ell = \lambda \odot (g - \langle \lambda, g \rangle)` (:func:`refnorm.ops.simplex.softmax_vjp`):
 
     .. math::
 
@@ -810,7 +810,7 @@ def exemplar_norm_forward(
         with the same per-sample ratios (SN's form).
     convention
         ``"paper"`` (biased variances, default) or ``"official"`` (the official SN code's
-        statistics; see :mod:`refnorm.conventions`).
+        statistics; see :mod:`refnorm.ops.conventions`).
     eps
         Added to each branch's variance (and, for statistics mixing, once to the mixed variance).
     momentum
@@ -865,7 +865,7 @@ def exemplar_norm_backward(dy: Array, cache: ExemplarNormCache) -> ExemplarNormG
         + \text{(statistics path)} .
 
     The statistics path is ``offset + slope (x - mu_in)`` per instance
-    (:func:`refnorm.statistics.instance_moments_vjp_coefficients`), so ``dx`` is computed in one
+    (:func:`refnorm.ops.statistics.instance_moments_vjp_coefficients`), so ``dx`` is computed in one
     expression with the direct term.
 
     No gradient is stopped: ``dx`` includes the path through the ratio generator. In evaluation

@@ -12,7 +12,7 @@ from typing import Any
 
 import array_api_compat
 
-from ._xp import Array, all_finite, is_real_floating, namespace
+from .._xp import Array, all_finite, is_real_floating, namespace
 
 
 def namespace_of(named: dict[str, Any]) -> Any:
@@ -66,7 +66,7 @@ def check_finite(xp: Any, x: Array, name: str) -> None:
 def check_finite_statistic(xp: Any, statistic: Array, name: str) -> None:
     """``ValueError`` unless a per-instance statistic (mean, variance) of the layer input ``name`` is finite.
 
-    This is how the layers check their input (:func:`refnorm.statistics.instance_moments` with
+    This is how the layers check their input (:func:`refnorm.ops.statistics.instance_moments` with
     ``check_finite=True``): the forward computes the ``(N, C)`` moments anyway, so checking them
     costs nothing next to a pass over ``x``. A NaN or infinity anywhere in an instance makes its
     mean NaN or infinite, so no non-finite input gets through. The check also rejects finite input

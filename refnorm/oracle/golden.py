@@ -8,7 +8,7 @@ A golden set is a directory::
 
 ``docs/golden-format.md`` specifies the format precisely enough to read it from another language.
 
-* :func:`generate` evaluates cases (:func:`refnorm.evaluation.evaluate_case`) and writes a set
+* :func:`generate` evaluates cases (:func:`refnorm.oracle.evaluation.evaluate_case`) and writes a set
   atomically: into a temporary directory beside the target, renamed into place at the end. An
   existing non-empty target is replaced only with ``force=True``, and never when it is not a
   golden set (no ``manifest.json``).
@@ -48,7 +48,7 @@ SCHEMA = "refnorm-golden"
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 MANIFEST_HASH = "manifest.json.sha256"
-SHIPPED = Path(__file__).resolve().parent / "golden_data"
+SHIPPED = Path(__file__).resolve().parent.parent / "golden_data"
 """The golden set shipped with the package (the ``"shipped"`` selection, float64, NumPy)."""
 
 SELECTIONS = {
@@ -280,12 +280,12 @@ def generate(
     selection
         ``"all"`` (default) or ``"shipped"``: the cases of the package's own set (:data:`SELECTIONS`).
     backend
-        Array library that computes the values (:data:`refnorm.evaluation.BACKENDS`); inputs are
+        Array library that computes the values (:data:`refnorm.oracle.evaluation.BACKENDS`); inputs are
         drawn on the host either way.
     progress
         Called as ``progress(done, total, case_id)`` before each case.
     """
-    from . import __version__
+    from .. import __version__
 
     out = Path(out)
     kinds = tuple(kinds) if kinds is not None else KINDS

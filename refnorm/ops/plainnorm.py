@@ -7,7 +7,7 @@ statistics alone:
 
     y_{nci} = \gamma_c \frac{x_{nci} - \mu^k_{nc}}{\sqrt{\sigma^{2,k}_{nc} + \epsilon}} + \beta_c ,
 
-with the scope statistics of :mod:`refnorm.statistics` in either convention: ``"paper"`` uses
+with the scope statistics of :mod:`refnorm.ops.statistics` in either convention: ``"paper"`` uses
 biased variances (BN in training is then PyTorch's ``BatchNorm``), ``"official"`` what the
 official SN code computes for that scope. This module only fixes the ratios
 (:class:`refnorm.FixedRatios`, which pass no gradient to the dummy logits) and drops the logit
@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from ._xp import Array, device, namespace
-from .gradient_check import Linearized
+from .._xp import Array, device, namespace
+from .linearized import Linearized
 from .running import BatchAverage, RunningStats
 from .simplex import FixedRatios
 from .switchnorm import SwitchNormCache, switch_norm_backward, switch_norm_forward

@@ -6,7 +6,7 @@ for the means and one for the variances, which is how Sparse SN reuses SN with S
 instead of softmax, and how a side fixed to a vertex stops receiving gradient.
 
 All maps act on the last axis and accept any number of leading batch axes. Sparsemax and
-SparsestMax (the ratio function of Sparse SN) live in :mod:`refnorm.sparsestmax`.
+SparsestMax (the ratio function of Sparse SN) live in :mod:`refnorm.ops.sparsestmax`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from ._xp import Array, asarray_on, namespace
+from .._xp import Array, asarray_on, namespace
 
 
 @runtime_checkable

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from ._validation import check_choice, check_finite_statistic
-from ._xp import Array, namespace
+from .._xp import Array, namespace
 from .conventions import check_convention
 
 NORMALIZERS = ("in", "ln", "bn", "gn")
@@ -156,9 +156,9 @@ def check_convention_defined(convention: str, normalizers: tuple[str, ...], layo
     if layout.ndim > 2:
         if layout.M == 1:
             raise ValueError(
-                f"convention 'official' divides the instance variance by M - 1 = 0 for input with a single "
-                f"spatial position (M = 1); the official code returns NaN here (SN issue #5). "
-                f"Use convention='paper' for such input"
+                "convention 'official' divides the instance variance by M - 1 = 0 for input with a single "
+                "spatial position (M = 1); the official code returns NaN here (SN issue #5). "
+                "Use convention='paper' for such input"
             )
         return
     for scope in normalizers:
@@ -207,7 +207,7 @@ def instance_moments(x: Array, *, convention: str = "paper", check_finite: bool 
     check_finite, name
         Raise ``ValueError`` naming ``name`` when ``x`` holds NaN or infinity, found through the
         moments themselves (no extra pass over ``x``; see
-        ``refnorm._validation.check_finite_statistic``).
+        ``refnorm.ops._validation.check_finite_statistic``).
     """
     return instance_moments_and_centered(x, convention=convention, check_finite=check_finite, name=name)[0]
 
@@ -231,7 +231,7 @@ def instance_moments_and_centered(
     centered = x3 - mean[:, :, None]
     # A pairwise sum (xp.sum), not a contraction (vecdot, one sweep fewer): NumPy sums pairwise,
     # O(log M) roundings, where a BLAS dot product accumulates long runs one term at a time; the
-    # float32 variance sets the tolerances the golden set recommends (refnorm.tolerances).
+    # float32 variance sets the tolerances the golden set recommends (refnorm.oracle.tolerances).
     var = xp.sum(centered * centered, axis=-1) / float(layout.M - d)
     if check_finite:
         check_finite_statistic(xp, var, name)

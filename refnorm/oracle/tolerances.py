@@ -204,7 +204,7 @@ def _round_up(value: float) -> float:
 def recommended_tolerances(case: Case, reference: Any = None) -> RecommendedTolerances:
     """The tolerances to compare an implementation against ``case``, by dtype and direction.
 
-    ``reference`` is the case's float64 :class:`~refnorm.evaluation.Evaluation` if already at hand.
+    ``reference`` is the case's float64 :class:`~refnorm.oracle.evaluation.Evaluation` if already at hand.
     float64: the defaults. float32: the defaults, widened where refnorm's own float32 evaluation
     needs it (module docstring). Then the case's explicit ``tolerances`` overrides.
     """

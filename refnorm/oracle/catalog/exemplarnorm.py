@@ -1,0 +1,425 @@
+"""The catalog of Exemplar Normalization and the stages of its ratio generator: the ops and their named cases."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import numpy as np
+
+from ...ops import exemplarnorm as en
+from ...ops.linearized import Linearized
+from ...ops.running import RunningStats
+from .base import (
+    _LARGE_OFFSET, _REFERENCE_SHAPES, Case, OpInfo, _drop, _explicit, _gradcheck_options, _modes, _new_running_arrays, _replace,
+    _with_element,
+)  # fmt: skip
+
+# --------------------------------------------------------------------------------------------
+# Exemplar Normalization and the stages of its ratio generator
+# --------------------------------------------------------------------------------------------
+
+# The standardisation of the scores curves on the scale sqrt(eps_r) ~ 3e-3, so the finite
+# differences of EN need a first step well below the default 1e-2 to be in their asymptotic range.
+# At SPEC §4's initialisation all scores are equal (a gain of eps_r ** -0.5 ~ 316): 1e-4 (1e-3
+# fails some rank-2 cases as "too noisy to decide"). With random parameters a sample's scores
+# often spread by only ~1e-2: 1e-3 (smaller steps only add rounding error). Both pass every case
+# with two seeds. Only the step changes; the tolerances stay.
+_EN_STEP_EQUAL_SCORES = {"step": 1e-4}
+_EN_STEP = {"step": 1e-3}
+
+
+def _running_inputs(rng: np.random.Generator, params: Mapping[str, Any], C: int) -> dict[str, np.ndarray]:
+    """Running statistics in evaluation, and in training with ``running=True`` (then updated by the op)."""
+    if params.get("training", True) and not params.get("running", False):
+        return {}
+    return {
+        "running_mean": params.get("offset", 0.0) + 0.3 * rng.standard_normal(C),
+        "running_var": params.get("scale", 1.0) ** 2 * rng.uniform(0.5, 1.5, C),
+    }
+
+
+def _running(inputs: Mapping[str, Any]) -> RunningStats | None:
+    return RunningStats(inputs["running_mean"], inputs["running_var"]) if "running_mean" in inputs else None
+
+
+def _exemplar_norm_inputs(rng: np.random.Generator, params: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """``params["init"]``: ``"default"`` (SPEC §4: gamma 1, beta 0, w 0, b 1, tau 1) or ``"random"``;
+    a parameter named in ``params`` (``temperature=8.0``) takes that value."""
+    shape = tuple(params["shape"])
+    C = shape[1]
+    q = params.get("kernel_size", 3)
+    # Every value is drawn whatever the init, so a case's x does not depend on it.
+    inputs = {
+        "x": rng.standard_normal(shape) * params.get("scale", 1.0) + params.get("offset", 0.0),
+        "gamma": 1.0 + 0.5 * rng.standard_normal(C),
+        "beta": 0.5 * rng.standard_normal(C),
+        "conv_weight": rng.standard_normal(q),
+        "conv_bias": np.asarray(0.3 * rng.standard_normal()),
+        "temperature": np.asarray(rng.uniform(0.5, 2.0)),
+    }
+    if params.get("init", "random") == "default":
+        defaults = en.exemplar_norm_init(C, inputs["x"], kernel_size=q)
+        inputs.update({name: np.asarray(value) for name, value in zip(defaults._fields, defaults, strict=True)})
+    for name in ("conv_weight", "conv_bias", "temperature"):
+        if name in params:
+            inputs[name] = _explicit(params[name], inputs[name].shape)
+    return {**inputs, **_running_inputs(rng, params, C)}
+
+
+def _exemplar_norm_config(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+    normalizers = params.get("normalizers")
+    return dict(
+        running=_running(inputs),
+        training=params.get("training", True),
+        normalizers=None if normalizers is None else tuple(normalizers),
+        groups=params.get("groups"),
+        mixing=params.get("mixing", "output"),
+        convention=params.get("convention", "paper"),
+        eps=params.get("eps", 1e-5),
+        momentum=params.get("momentum", 0.9),
+    )
+
+
+def _exemplar_norm_linearize(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> Linearized:
+    args = [inputs[name] for name in en.EXEMPLAR_NORM_ARGUMENTS]
+    return en.exemplar_norm_linearize(*args, **_exemplar_norm_config(inputs, params))
+
+
+def _exemplar_norm_intermediates(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+    args = [inputs[name] for name in en.EXEMPLAR_NORM_ARGUMENTS]
+    _, cache, running = en.exemplar_norm_forward(*args, **_exemplar_norm_config(inputs, params))
+    return {**cache.arrays(), **_new_running_arrays(running)}
+
+
+EXEMPLAR_NORM = OpInfo(
+    name="exemplar_norm",
+    arguments=en.EXEMPLAR_NORM_ARGUMENTS,
+    make_inputs=_exemplar_norm_inputs,
+    linearize=_exemplar_norm_linearize,
+    intermediates=_exemplar_norm_intermediates,
+    description="Exemplar Normalization: per-sample ratios from the ratio generator (SPEC §4)",
+)
+
+
+_EN_CLOSE_SCORES = (
+    "the standardisation divides the scores' deviations by their spread over the normalizers; close scores "
+    "(with q = 1 the IN and LN scores coincide) amplify the float32 rounding of the scores by 1 / spread"
+)
+
+
+def _exemplar_norm_samples() -> Iterator[Case]:
+    def case(name: str, conditioning: str = "", **params: Any) -> Case:
+        step = _EN_STEP_EQUAL_SCORES if params.get("init") == "default" else _EN_STEP
+        return Case("exemplar_norm", name, "sample", params, gradcheck=step, conditioning=conditioning)
+
+    shapes = {"2d": (3, 4), "3d": (2, 3, 5), "4d": (2, 4, 3, 3), "5d": (2, 3, 2, 3, 2)}
+    for init in ("default", "random"):
+        for mixing in ("output", "statistics"):
+            for training in (True, False):
+                mode = "train" if training else "eval"
+                for rank, shape in {**shapes, "N1": (1, 4, 3, 2)}.items():
+                    yield case(f"{init}-{mixing}-{mode}-{rank}", shape=shape, init=init, mixing=mixing, training=training)
+    yield case("random-output-train-gn", shape=(2, 4, 3, 2), normalizers=("in", "ln", "bn", "gn"), groups=2)
+    yield case("random-statistics-train-gn-first", shape=(2, 6, 2, 2), normalizers=("gn", "bn"), groups=3, mixing="statistics")
+    yield case("random-output-train-official", shape=(2, 4, 3, 3), convention="official")
+    yield case("random-statistics-eval-official", shape=(2, 4, 3, 3), convention="official", mixing="statistics", training=False)
+    yield case("random-output-train-q1", shape=(2, 4, 3), kernel_size=1, conditioning=_EN_CLOSE_SCORES)
+    yield case("random-output-train-q5", shape=(2, 5, 3), kernel_size=5)
+    yield case("random-output-train-M1", shape=(3, 4, 1, 1))
+    yield case("random-output-train-C1", shape=(3, 1, 2, 2), kernel_size=1)
+    yield case("random-output-train-K1", shape=(2, 4, 3), normalizers=("bn",))
+    yield case("random-output-train-offset", shape=(2, 4, 3, 3), offset=1e4, conditioning=_LARGE_OFFSET)
+
+
+def _embedding_inputs(rng: np.random.Generator, params: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    shape = tuple(params["shape"])
+    x = rng.standard_normal(shape) * params.get("scale", 1.0) + params.get("offset", 0.0)
+    return {"x": x, **_running_inputs(rng, params, shape[1])}
+
+
+def _embedding_config(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+    config = _exemplar_norm_config(inputs, params)
+    del config["mixing"], config["momentum"]
+    return config
+
+
+EN_EMBEDDING = OpInfo(
+    name="en_embedding",
+    arguments=("x",),
+    make_inputs=_embedding_inputs,
+    linearize=lambda inputs, params: en.embedding_linearize(inputs["x"], **_embedding_config(inputs, params)),
+    intermediates=lambda inputs, params: {"embedding": en.embedding_linearize(inputs["x"], **_embedding_config(inputs, params)).out},
+    description="EN ratio generator, stage 1: spatial mean of each normalized map, as a function of x",
+)
+
+
+def _embedding_samples() -> Iterator[Case]:
+    yield Case("en_embedding", "train-4d", "sample", dict(shape=(2, 4, 3, 3)))
+    yield Case("en_embedding", "eval-4d", "sample", dict(shape=(2, 4, 3, 3), training=False))
+    yield Case("en_embedding", "train-2d", "sample", dict(shape=(3, 4)))
+    yield Case("en_embedding", "train-3d-gn", "sample", dict(shape=(2, 4, 5), normalizers=("in", "ln", "bn", "gn"), groups=2))
+    yield Case("en_embedding", "official-eval-5d", "sample", dict(shape=(2, 3, 2, 2, 3), convention="official", training=False))
+    yield Case("en_embedding", "train-N1", "sample", dict(shape=(1, 4, 3, 2)))
+
+
+def _array_inputs(names_and_shapes: Mapping[str, str]) -> Callable[[np.random.Generator, Mapping[str, Any]], dict[str, np.ndarray]]:
+    """``make_inputs`` drawing ``loc + scale * N(0, 1)`` arrays of the shapes named in ``params``."""
+
+    def make(rng: np.random.Generator, params: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        inputs = {}
+        for name, shape_key in names_and_shapes.items():
+            shape = tuple(params.get(shape_key, ()))
+            inputs[name] = np.asarray(params.get(f"{name}_loc", 0.0) + params.get(f"{name}_scale", 1.0) * rng.standard_normal(shape))
+        return inputs
+
+    return make
+
+
+EN_CHANNEL_CONV = OpInfo(
+    name="en_channel_conv",
+    arguments=("embedding", "conv_weight", "conv_bias"),
+    make_inputs=_array_inputs({"embedding": "shape", "conv_weight": "kernel", "conv_bias": "bias"}),
+    linearize=lambda inputs, params: en.channel_conv_linearize(inputs["embedding"], inputs["conv_weight"], inputs["conv_bias"]),
+    intermediates=lambda inputs, params: {
+        "pre_activation": en.channel_conv(inputs["embedding"], inputs["conv_weight"], inputs["conv_bias"])
+    },
+    description="EN ratio generator, stage 2: shared 1-D convolution along channels (zero 'same' padding), then ReLU",
+)
+
+
+def _channel_conv_samples() -> Iterator[Case]:
+    yield Case("en_channel_conv", "q3", "sample", dict(shape=(2, 3, 5), kernel=(3,)))
+    yield Case("en_channel_conv", "q1", "sample", dict(shape=(2, 3, 4), kernel=(1,)))
+    yield Case("en_channel_conv", "q5-C5", "sample", dict(shape=(2, 2, 5), kernel=(5,)))
+    yield Case("en_channel_conv", "q3-C3-N1", "sample", dict(shape=(1, 3, 3), kernel=(3,)))
+    yield Case("en_channel_conv", "q3-all-active", "sample", dict(shape=(2, 3, 6), kernel=(3,), conv_bias_loc=10.0))
+
+
+EN_CHANNEL_MEAN = OpInfo(
+    name="en_channel_mean",
+    arguments=("activation",),
+    make_inputs=_array_inputs({"activation": "shape"}),
+    linearize=lambda inputs, params: en.channel_mean_linearize(inputs["activation"]),
+    intermediates=lambda inputs, params: {"scores": en.channel_mean(inputs["activation"])},
+    description="EN ratio generator, stage 3: mean over channels",
+)
+
+
+def _channel_mean_samples() -> Iterator[Case]:
+    yield Case("en_channel_mean", "2x3x5", "sample", dict(shape=(2, 3, 5)))
+    yield Case("en_channel_mean", "1x2x1", "sample", dict(shape=(1, 2, 1)))
+
+
+EN_STANDARDIZE = OpInfo(
+    name="en_standardize",
+    arguments=("scores",),
+    make_inputs=_array_inputs({"scores": "shape"}),
+    linearize=lambda inputs, params: en.standardize_linearize(inputs["scores"]),
+    intermediates=lambda inputs, params: {"standardized": en.standardize(inputs["scores"])[0]},
+    description="EN ratio generator, stage 4: standardisation of the scores over the normalizers (eps_r = 1e-5)",
+)
+
+
+def _standardize_samples() -> Iterator[Case]:
+    yield Case("en_standardize", "K3", "sample", dict(shape=(4, 3)))
+    yield Case("en_standardize", "K2", "sample", dict(shape=(3, 2)))
+    yield Case("en_standardize", "K4", "sample", dict(shape=(2, 4)))
+    # Scores spread by ~sqrt(eps_r), and exactly equal scores (the initialisation): small first
+    # steps, for the reason given at _EN_STEP_EQUAL_SCORES.
+    near_equal = dict(shape=(3, 3), scores_loc=1.0, scores_scale=3e-3)
+    yield Case("en_standardize", "K3-near-equal", "sample", near_equal, gradcheck={"step": 1e-3}, conditioning=_EN_CLOSE_SCORES)
+    yield Case("en_standardize", "K3-equal", "sample", dict(shape=(3, 3), scores_loc=1.0, scores_scale=0.0), gradcheck=_EN_STEP_EQUAL_SCORES)
+
+
+EN_SOFTMAX = OpInfo(
+    name="en_softmax",
+    arguments=("standardized", "temperature"),
+    make_inputs=_array_inputs({"standardized": "shape", "temperature": "temperature_shape"}),
+    linearize=lambda inputs, params: en.tempered_softmax_linearize(inputs["standardized"], inputs["temperature"]),
+    intermediates=lambda inputs, params: {"ratios": en.tempered_softmax(inputs["standardized"], inputs["temperature"])},
+    description="EN ratio generator, stage 5: softmax of the standardised scores times a learnable temperature",
+)
+
+
+def _softmax_samples() -> Iterator[Case]:
+    yield Case("en_softmax", "K3", "sample", dict(shape=(4, 3), temperature_loc=1.0, temperature_scale=0.3))
+    yield Case("en_softmax", "K2-negative-tau", "sample", dict(shape=(3, 2), temperature_loc=-1.0, temperature_scale=0.3))
+    yield Case("en_softmax", "K4-hot", "sample", dict(shape=(2, 4), temperature_loc=5.0, temperature_scale=0.3))
+
+
+def _exemplar_norm_references() -> Iterator[Case]:
+    seed = iter(range(3000, 4000))
+
+    def case(name: str, note: str = "", conditioning: str = "", ship: bool = False, **params: Any) -> Case:
+        params.setdefault("init", "random")
+        step = _EN_STEP_EQUAL_SCORES if params["init"] == "default" else _EN_STEP
+        return Case("exemplar_norm", name, "reference", params, seed=next(seed), gradcheck=step, note=note, conditioning=conditioning, ship=ship)
+
+    # Both initialisations, both mixings, both modes, every rank (paper convention, default normalizers).
+    for init in ("default", "random"):
+        for mixing in ("output", "statistics"):
+            for mode, training in _modes():
+                for rank, shape in _REFERENCE_SHAPES.items():
+                    yield case(f"{init}-{mixing}-{mode}-rank{len(shape)}", shape=shape, init=init, mixing=mixing, training=training,
+                               ship=init == "random" and rank == "4d")  # fmt: skip
+    # The official convention at every rank.
+    for mode, training in _modes():
+        for rank, shape in _REFERENCE_SHAPES.items():
+            # The rank-2 training case has samples whose scores lie within ~1e-2 of each other.
+            close = _EN_CLOSE_SCORES if (rank, training) == ("2d", True) else ""
+            yield case(f"official-output-{mode}-rank{len(shape)}", shape=shape, convention="official", training=training, conditioning=close)
+    yield case("official-statistics-train-rank4", shape=(3, 4, 3, 2), convention="official", mixing="statistics")
+    # Edge cases from bug reports: N = 1, C = 1, M = 1, size-1 axes.
+    for mixing in ("output", "statistics"):
+        for mode, training in _modes():
+            yield case(f"random-{mixing}-{mode}-batch1", shape=(1, 4, 3, 2), mixing=mixing, training=training,
+                       note="a batch of one: BN equals IN in training", conditioning=_EN_CLOSE_SCORES, ship=mixing == "output" and training)  # fmt: skip
+            yield case(f"random-{mixing}-{mode}-HW1", shape=(4, 3, 1, 1), mixing=mixing, training=training,
+                       note="H*W = 1: every IN variance is 0 (where the official SN code divides by zero, SN issue #5)",
+                       ship=mixing == "output" and training)  # fmt: skip
+    yield case("random-output-train-channels1", shape=(3, 1, 2, 2), kernel_size=1, note="one channel: LN equals IN, kernel size 1")
+    yield case("default-output-train-channels1", shape=(3, 1, 4), init="default", kernel_size=1, note="one channel at the initialisation")
+    yield case("random-output-train-H1", shape=(2, 3, 1, 5), note="size-1 height")
+    yield case("random-statistics-eval-5d-HW1", shape=(2, 3, 4, 1, 1), mixing="statistics", training=False, note="3-d input, D > 1, H = W = 1")
+    yield case("random-output-train-2d-N1", shape=(1, 4), note="(1, C): BN over a single sample")
+    yield case("random-output-train-2d-C1", shape=(5, 1), kernel_size=1, note="(N, 1): LN over a single feature", conditioning=_EN_CLOSE_SCORES)
+    yield case("random-output-train-all1", shape=(1, 1, 1, 1), kernel_size=1, note="every axis of size 1: every variance 0, y = beta")
+    # Normalizer sets and GN.
+    yield case("random-output-train-set-in-ln-bn-gn", shape=(3, 4, 3, 2), normalizers=("in", "ln", "bn", "gn"), groups=2)
+    yield case("random-statistics-eval-set-gn-bn", shape=(2, 6, 2, 2), normalizers=("gn", "bn"), groups=3, training=False, convention="official")
+    yield case("random-output-train-set-ln-bn", shape=(3, 4, 3, 2), normalizers=("ln", "bn"), note="K = 2: the standardised scores are +-1 (nearly)")
+    yield case("random-output-train-set-bn", shape=(3, 4, 3), normalizers=("bn",), note="K = 1: the ratio is 1, the generator gets no gradient")
+    yield case("random-output-train-gn-groupsC", shape=(2, 4, 2, 3), normalizers=("gn", "in", "ln"), groups=4,
+               note="GN with C groups equals IN: two tied scores", conditioning=_EN_CLOSE_SCORES)  # fmt: skip
+    # Kernel sizes (odd, <= C), including q = C.
+    yield case("random-output-train-q1-rank4", shape=(3, 4, 3, 2), kernel_size=1, conditioning=_EN_CLOSE_SCORES)
+    yield case("random-output-train-q5-C5", shape=(2, 5, 3, 2), kernel_size=5, note="kernel as wide as the channel axis")
+    yield case("random-statistics-train-q7-C8", shape=(2, 8, 3), kernel_size=7)
+    yield case("default-output-train-q7-C8", shape=(2, 8, 3), kernel_size=7, init="default")
+    # Temperatures: negative, zero, large (near one-hot ratios).
+    yield case("random-output-train-tau-negative", shape=(3, 4, 3, 2), temperature=-1.5, note="a negative temperature favours the lowest score",
+               conditioning=_EN_CLOSE_SCORES)  # fmt: skip
+    yield case("random-output-train-tau0", shape=(3, 4, 3, 2), temperature=0.0, note="temperature 0: uniform ratios, but a gradient for tau")
+    yield case("random-statistics-train-tau8", shape=(3, 4, 3, 2), temperature=8.0, mixing="statistics", note="temperature 8: nearly one-hot ratios")
+    # Large offsets, output mixing. Statistics mixing is left out: there the mixed mean weighs
+    # statistics of size 1e4 by the ratios, so the embedding's cancellation at mean 1e4 (~1e-12),
+    # amplified by the standardisation of close (or, at the initialisation, equal) scores, puts the
+    # float64 finite differences of the generator's parameters above the checker's rtol for some
+    # directions at every starting step tried (1e-4 to 1e-1). Its forward is SN's mixture.
+    for mode, training in _modes():
+        yield case(f"random-output-{mode}-offset1e4", shape=(3, 4, 3, 3), training=training, offset=1e4,
+                   note="mean 1e4, std 1", conditioning=_LARGE_OFFSET, ship=training)  # fmt: skip
+    yield case("default-output-train-offset1e4", shape=(3, 4, 3, 3), init="default", offset=1e4, conditioning=_LARGE_OFFSET)
+    # Small and large scales, eps, running statistics.
+    yield case("random-output-train-scale1e-3", shape=(3, 4, 3, 3), scale=1e-3, note="variance 1e-6 below eps = 1e-5: eps dominates",
+               conditioning=_EN_CLOSE_SCORES)  # fmt: skip
+    yield case("random-output-eval-scale1e3", shape=(3, 4, 3, 3), scale=1e3, training=False, note="variance 1e6",
+               conditioning="std 1e3: the statistics are ~1e2 to 1e6, and a float32 default atol of 1e-5 is below their rounding")  # fmt: skip
+    yield case("random-output-train-eps1e-3", shape=(3, 4, 3, 2), eps=1e-3)
+    yield case("random-output-train-ema0.9", shape=(3, 4, 3, 2), running=True, momentum=0.9, note="EMA update of the running statistics in training")
+    yield case("random-statistics-train-official-ema0.997", shape=(3, 4, 2, 2, 2), running=True, momentum=0.997, convention="official",
+               mixing="statistics")  # fmt: skip
+
+
+def _exemplar_norm_errors() -> Iterator[Case]:
+    base = dict(shape=(2, 4, 3, 3))
+
+    def case(name: str, raises: type[Exception], match: str, edit: Any = None, note: str = "", **params: Any) -> Case:
+        return Case("exemplar_norm", name, "error", {**base, **params}, raises=raises, match=match, edit=edit, note=note)
+
+    kernel = "the kernel size of conv_weight"
+    yield case("kernel-even", ValueError, kernel + r" = 2 is even; expected an odd kernel size q", edit=_replace("conv_weight", lambda w: w[:2]),
+               note="an even kernel has no centre: 'same' zero padding would shift the channels")  # fmt: skip
+    yield case("kernel-4-even", ValueError, kernel + r" = 4 is even", edit=_replace("conv_weight", lambda w: np.append(w, 0.0)))
+    yield case("kernel-larger-than-C", ValueError, kernel + r" = 5 is larger than the C = 4 channels", edit=_replace("conv_weight", lambda w: np.zeros(5)))
+    yield case("kernel-empty", ValueError, kernel + r" must be a positive odd int, got 0", edit=_replace("conv_weight", lambda w: w[:0]))
+    yield case("conv-weight-rank3", ValueError, r"conv_weight has shape \(1, 1, 3\), expected \(q,\)", edit=_replace("conv_weight", lambda w: w[None, None, :]),
+               note="a PyTorch Conv1d(1, 1, q) weight must be reshaped to (q,)")  # fmt: skip
+    yield case("conv-bias-shape", ValueError, r"conv_bias has shape \(1,\), expected a scalar, shape = \(\)", edit=_replace("conv_bias", lambda b: b[None]))
+    yield case("temperature-shape", ValueError, r"temperature has shape \(3,\), expected a scalar, shape = \(\)",
+               edit=_replace("temperature", lambda t: np.full(3, t)))  # fmt: skip
+    yield case("temperature-nan", ValueError, r"temperature contains NaN or infinity", edit=_replace("temperature", lambda t: np.asarray(np.nan)))
+    yield case("conv-weight-inf", ValueError, r"conv_weight contains NaN or infinity", edit=_replace("conv_weight", _with_element(np.inf, (1,))))
+    yield case("x-nan", ValueError, r"x contains NaN or infinity", edit=_replace("x", _with_element(np.nan, (1, 2))))
+    yield case("gamma-shape", ValueError, r"gamma has shape \(3,\), expected \(C,\) = \(4,\)", edit=_replace("gamma", lambda g: g[:3]))
+    yield case("beta-shape", ValueError, r"beta has shape \(4, 1\), expected \(C,\) = \(4,\)", edit=_replace("beta", lambda b: b[:, None]))
+    yield case("gamma-float32", TypeError, r"gamma has dtype (\w+\.)?float32, expected (\w+\.)?float64 \(the dtype of x\)",
+               edit=_replace("gamma", lambda g: g.astype(np.float32)))  # fmt: skip
+    yield case("x-integer", TypeError, r"x has dtype (\w+\.)?int64, expected a real floating dtype", edit=_replace("x", lambda x: np.round(x).astype(np.int64)))
+    yield case("x-rank1", ValueError, r"x has shape \(4,\), expected \(N, C, \*spatial\) with rank >= 2", edit=_replace("x", lambda x: x[0, :, 0, 0]))
+    yield case("unknown-mixing", ValueError, r"unknown mixing 'both'; expected one of 'output', 'statistics'", mixing="both")
+    yield case("unknown-normalizer", ValueError, r"unknown normalizer 'xn'", normalizers=("in", "xn"))
+    yield case("gn-without-groups", ValueError, r"'gn' but groups is None", normalizers=("in", "gn"))
+    yield case("groups-not-dividing", ValueError, r"groups = 3 does not divide the channel count C = 4", normalizers=("gn", "ln"), groups=3)
+    yield case("unknown-convention", ValueError, r"unknown convention 'pytorch'", convention="pytorch")
+    yield case("eps-zero", ValueError, r"eps must be a finite number > 0, got 0", eps=0)
+    yield case("momentum-negative", ValueError, r"momentum must lie in \[0, 1\], got -0\.1", momentum=-0.1)
+    yield case("training-string", TypeError, r"training must be a bool, got str", training="no")
+    yield case("official-HW1", ValueError, r"divides the instance variance by M - 1 = 0", shape=(4, 3, 1, 1), convention="official",
+               note="the official SN code returns NaN here (SN issue #5); refnorm says why")  # fmt: skip
+    yield case("eval-without-running", ValueError, r"evaluation mode with 'bn' in normalizers needs running statistics",
+               training=False, edit=_drop("running_mean", "running_var"))  # fmt: skip
+    yield case("running-var-shape", ValueError, r"running\.var has shape \(5,\), expected \(C,\) = \(4,\)",
+               training=False, edit=_replace("running_var", lambda v: np.append(v, 1.0)))  # fmt: skip
+
+
+# The stages of the ratio generator. Their sample cases exercise each stage's VJP; the reference
+# cases below add inputs the composed EN cannot produce or that localise an edge to one stage.
+# en_channel_mean has none: it is a linear mean, fully exercised by its samples. Only
+# en_embedding validates its input (normalizers, convention, shape); the other stages are
+# internal steps whose input exemplar_norm_forward has validated, so they have no error cases.
+
+
+def _embedding_references() -> Iterator[Case]:
+    seed = iter(range(4000, 4100))
+
+    def case(name: str, note: str = "", conditioning: str = "", gradcheck: Mapping[str, Any] | None = None, **params: Any) -> Case:
+        return Case("en_embedding", name, "reference", params, seed=next(seed), note=note, conditioning=conditioning,
+                    gradcheck=gradcheck or _gradcheck_options(params))  # fmt: skip
+
+    for rank, shape in _REFERENCE_SHAPES.items():
+        # (N, C) = (5, 3): one row's three features have variance 1e-3, so its LN-normalized values
+        # curve on the scale of their std, 0.03; a first step of 1e-3 keeps the finite
+        # differences in their asymptotic range (1e-2 fails some directions as too noisy to decide).
+        yield case(f"paper-train-rank{len(shape)}", shape=shape, gradcheck={"step": 1e-3} if rank == "2d" else None)
+    yield case("official-train-rank4", shape=(3, 4, 3, 2), convention="official")
+    yield case("paper-train-gn-groupsC", shape=(2, 4, 2, 3), normalizers=("in", "ln", "gn"), groups=4, note="GN with C groups: its embedding is IN's, 0")
+    yield case("paper-train-HW1", shape=(4, 3, 1, 1), note="H*W = 1")
+    yield case("paper-train-C1", shape=(3, 1, 2, 2), note="one channel")
+    yield case("paper-eval-offset1e4", shape=(3, 4, 3, 3), training=False, offset=1e4, conditioning=_LARGE_OFFSET)
+
+
+def _embedding_errors() -> Iterator[Case]:
+    def case(name: str, raises: type[Exception], match: str, edit: Any = None, **params: Any) -> Case:
+        return Case("en_embedding", name, "error", {"shape": (2, 4, 3, 3), **params}, raises=raises, match=match, edit=edit)
+
+    yield case("x-rank1", ValueError, r"x has shape \(4,\), expected \(N, C, \*spatial\) with rank >= 2", edit=_replace("x", lambda x: x[0, :, 0, 0]))
+    yield case("unknown-normalizer", ValueError, r"unknown normalizer 'xn'", normalizers=("in", "xn"))
+    yield case("gn-without-groups", ValueError, r"'gn' but groups is None", normalizers=("gn",))
+    yield case("unknown-convention", ValueError, r"unknown convention 'pytorch'", convention="pytorch")
+    yield case("official-HW1", ValueError, r"divides the instance variance by M - 1 = 0", shape=(4, 3, 1, 1), convention="official")
+    yield case("eval-without-running", ValueError, r"needs running statistics", training=False, edit=_drop("running_mean", "running_var"))
+    yield case("nan-x", ValueError, r"x contains NaN or infinity", edit=_replace("x", _with_element(float("nan"))))
+
+
+def _channel_conv_references() -> Iterator[Case]:
+    yield Case("en_channel_conv", "q7-C8", "reference", dict(shape=(2, 3, 8), kernel=(7,)), seed=4100)
+    yield Case("en_channel_conv", "q1-C1", "reference", dict(shape=(3, 2, 1), kernel=(1,)), seed=4101, note="one channel")
+    yield Case("en_channel_conv", "q3-N1-K1", "reference", dict(shape=(1, 1, 4), kernel=(3,)), seed=4102, note="one sample, one normalizer")
+
+
+def _standardize_references() -> Iterator[Case]:
+    yield Case("en_standardize", "K5", "reference", dict(shape=(3, 5)), seed=4200)
+    yield Case("en_standardize", "K1", "reference", dict(shape=(3, 1)), seed=4201, note="one normalizer: standardised scores 0, gradient 0")
+    yield Case("en_standardize", "K3-spread1e3", "reference", dict(shape=(3, 3), scores_scale=1e3), seed=4202,
+               note="scores spread 1e3: eps_r negligible, the standardisation scale-free")  # fmt: skip
+
+
+def _softmax_references() -> Iterator[Case]:
+    yield Case("en_softmax", "K5-tau8", "reference", dict(shape=(3, 5), temperature_loc=8.0, temperature_scale=0.0), seed=4300,
+               note="temperature 8: nearly one-hot ratios")  # fmt: skip
+    yield Case("en_softmax", "K3-tau0", "reference", dict(shape=(3, 3), temperature_loc=0.0, temperature_scale=0.0), seed=4301,
+               note="temperature 0: uniform ratios, the temperature still gets a gradient")  # fmt: skip
+
+
