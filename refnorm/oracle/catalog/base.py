@@ -46,11 +46,6 @@ KINDS = ("sample", "reference", "error")
 OPS: dict[str, OpInfo] = {}
 """Every op refnorm implements, by name (filled by :mod:`refnorm.oracle.catalog` from the op families' modules)."""
 
-Inputs = Mapping[str, Any]
-"""An op's inputs by name: its differentiable arguments and any state (running statistics, ...)."""
-Params = Mapping[str, Any]
-"""A case's parameters (shape, convention, training, ...)."""
-
 
 # --------------------------------------------------------------------------------------------
 # Ops
@@ -92,22 +87,22 @@ class OpInfo:
 
     name: str
     arguments: tuple[str, ...]
-    make_inputs: Callable[[np.random.Generator, Params], dict[str, np.ndarray]]
-    forward: Callable[[Inputs, Params], Forward]
+    make_inputs: Callable[[np.random.Generator, Mapping[str, Any]], dict[str, np.ndarray]]
+    forward: Callable[[Mapping[str, Any], Mapping[str, Any]], Forward]
     description: str = ""
     outputs: tuple[str, ...] | None = None
     """Names of the arrays in ``linearize(...).out`` (one per tuple element). ``None``: ``"y"``
     for a single array, ``"y0", "y1", ...`` for a tuple."""
 
-    def linearize(self, inputs: Inputs, params: Params) -> Linearized:
+    def linearize(self, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> Linearized:
         """The op's :class:`~refnorm.ops.linearized.Linearized` at ``inputs`` (what the gradient checker consumes)."""
         return self.forward(inputs, params).linearized
 
-    def arguments_of(self, inputs: Inputs) -> tuple[Any, ...]:
+    def arguments_of(self, inputs: Mapping[str, Any]) -> tuple[Any, ...]:
         """The differentiable arguments among ``inputs``, in order: the positional point of :func:`refnorm.gradcheck`."""
         return tuple(inputs[name] for name in self.arguments)
 
-    def with_arguments(self, inputs: Inputs, point: tuple[Any, ...] | list[Any]) -> dict[str, Any]:
+    def with_arguments(self, inputs: Mapping[str, Any], point: tuple[Any, ...] | list[Any]) -> dict[str, Any]:
         """``inputs`` with the differentiable arguments replaced by ``point`` (positional, in order); the inverse of :meth:`arguments_of`."""
         return {**inputs, **dict(zip(self.arguments, point, strict=True))}
 
@@ -133,7 +128,7 @@ class Case:
     op: str
     name: str
     kind: str
-    params: Params
+    params: Mapping[str, Any]
     seed: int | None = None
     """The seed the inputs are drawn from. ``None`` (the usual): :func:`~refnorm.oracle.catalog.seeds.case_seed`
     of the id, frozen for the cases of refnorm 0.1.0 and derived from the id for the others. Give one
@@ -228,9 +223,9 @@ class CaseMaker:
 
     op: str
     kind: str
-    base: Params = field(default_factory=dict)
+    base: Mapping[str, Any] = field(default_factory=dict)
     complete: Callable[[dict[str, Any]], dict[str, Any]] | None = None
-    gradcheck: Callable[[Params], Mapping[str, Any]] | None = None
+    gradcheck: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None
     shipped: frozenset[str] = frozenset()
     prefix: str = ""
 
@@ -312,7 +307,7 @@ def explicit_values(values: Any, shape: tuple[int, ...]) -> np.ndarray:
     return np.reshape(np.asarray(values, dtype=np.float64), shape)
 
 
-def normalization_inputs(rng: np.random.Generator, params: Params, logits: int | None) -> dict[str, np.ndarray]:
+def normalization_inputs(rng: np.random.Generator, params: Mapping[str, Any], logits: int | None) -> dict[str, np.ndarray]:
     """The inputs of a normalization layer (SN, SSN, a plain normalizer): ``x``, ``gamma``, ``beta``,
     two logit vectors of length ``logits`` (none if ``None``) and, when the case uses them, running
     statistics.
@@ -341,7 +336,7 @@ def normalization_inputs(rng: np.random.Generator, params: Params, logits: int |
     return inputs
 
 
-def normalization_config(inputs: Inputs, params: Params) -> dict[str, Any]:
+def normalization_config(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
     """The keyword arguments of the forward shared by SN, SSN and the plain normalizers."""
     running = None
     if "running_mean" in inputs:
@@ -422,7 +417,7 @@ LARGE_OFFSET = "input mean 1e4 with std 1: x - mean cancels about 4 of float32's
 """The ``conditioning`` of a case whose input has mean 1e4."""
 
 
-def offset_gradcheck_options(params: Params) -> dict[str, Any]:
+def offset_gradcheck_options(params: Mapping[str, Any]) -> dict[str, Any]:
     """Gradient-checker overrides a case's input offset calls for.
 
     With a mean of 1e4 every function value carries rounding noise of ~1e-12 relative, which the
