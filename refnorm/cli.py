@@ -43,16 +43,10 @@ def _check(args: argparse.Namespace) -> int:
     print("-" * len(header))
     failures = 0
     started = time.perf_counter()
+    from .oracle.evaluation import gradcheck_case
+
     for case in selected:
-        op = OPS[case.op]
-        inputs = case.inputs()
-        arguments = [inputs[name] for name in op.arguments]
-
-        def linearized(*point, _inputs=inputs, _op=op, _case=case):
-            return _op.linearize({**_inputs, **dict(zip(_op.arguments, point, strict=True))}, _case.params)
-
-        options = {"directions": args.directions, "seed": case.seed, **case.gradcheck}
-        result = gradcheck(linearized, arguments, names=op.arguments, **options)
+        result = gradcheck_case(case, directions=args.directions)
         for argument in result.arguments:
             verdict = "ok" if argument.passed else "FAIL " + "; ".join(argument.failures or ("nothing checked",))
             print(

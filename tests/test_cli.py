@@ -27,10 +27,11 @@ def test_check_exits_non_zero_when_a_backward_is_wrong(monkeypatch, capsys):
     op = catalog.OPS["switch_norm"]
 
     def wrong(inputs, params):
-        good = op.linearize(inputs, params)
-        return Linearized(out=good.out, pullback=lambda dy: tuple(2 * g for g in good.pullback(dy)))
+        forward = op.forward(inputs, params)
+        good = forward.linearized
+        return forward._replace(linearized=Linearized(out=good.out, pullback=lambda dy: tuple(2 * g for g in good.pullback(dy))))
 
-    monkeypatch.setitem(catalog.OPS, "switch_norm", dataclasses.replace(op, linearize=wrong))
+    monkeypatch.setitem(catalog.OPS, "switch_norm", dataclasses.replace(op, forward=wrong))
     assert main(["check", "--op", "switch_norm"]) == 1
     assert "FAIL" in capsys.readouterr().out
 
