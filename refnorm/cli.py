@@ -257,6 +257,9 @@ def _info(args: argparse.Namespace) -> int:
     except Exception as error:  # noqa: BLE001 - any failure means: no GPU here
         print(f"  cupy              unavailable ({type(error).__name__})")
     print(f"ops: {', '.join(OPS)}")
+    from .oracle.golden import SHIPPED
+
+    print(f"shipped golden set: {SHIPPED}")
     return 0
 
 

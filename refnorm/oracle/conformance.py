@@ -139,12 +139,9 @@ class ConformanceError(AssertionError):
     ) -> None:
         super().__init__(message)
         self.case_id, self.adapter, self.dtype, self.source = case_id, adapter, dtype, source
-        self.mismatches: tuple[Comparison, ...] = tuple(mismatches)
-        self.missing: tuple[str, ...] = tuple(missing)
-        self.extra: tuple[str, ...] = tuple(extra)
-        self.problems: tuple[str, ...] = tuple(problems)
-        self.agreeing: tuple[str, ...] = tuple(agreeing)
-        self.params: dict[str, Any] = dict(params or {})
+        self.mismatches = tuple(mismatches)
+        self.missing, self.extra, self.problems, self.agreeing = tuple(missing), tuple(extra), tuple(problems), tuple(agreeing)
+        self.params = dict(params or {})
 
     @property
     def message(self) -> str:

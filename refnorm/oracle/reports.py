@@ -1,7 +1,7 @@
 """Machine-readable reports: one model of a verdict, written as JSON or JUnit XML.
 
 ``refnorm check``, ``refnorm golden verify``, ``refnorm golden compare`` and the conformance kit
-(:func:`refnorm.testing.run_conformance`) all judge a list of named cases. Each builds a
+(:func:`~refnorm.oracle.conformance.run_conformance`) all judge a list of named cases. Each builds a
 :class:`Report` (one :class:`CaseEntry` per case, with a status and the arrays it compared) and
 hands it to :func:`write_json` or :func:`write_junit_xml`, so a CI system reads every one of them
 the same way.
@@ -39,7 +39,7 @@ import os
 import sys
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,49 +48,42 @@ from .tolerances import Comparison, json_float
 __all__ = ["FAILING", "SCHEMA", "SCHEMA_VERSION", "STATUSES", "CaseEntry", "Report", "write_json", "write_junit_xml"]
 
 SCHEMA = "refnorm-report"
+"""The ``schema`` field of every JSON report."""
 SCHEMA_VERSION = 1
+"""The ``schema_version`` field: raised when a field changes meaning or is removed (not when one is added)."""
 STATUSES = ("passed", "failed", "xfailed", "xpassed", "skipped", "error")
+"""A case's status, in pytest's words (module docstring)."""
 FAILING = frozenset({"failed", "xpassed", "error"})
 """The statuses that make a report fail."""
 
 
 @dataclass(frozen=True)
 class CaseEntry:
-    """The verdict on one case.
-
-    Attributes
-    ----------
-    id
-        The case id, ``<op>/<case name>``.
-    status
-        One of :data:`STATUSES`.
-    message
-        Why it failed (a short paragraph), or the reason it was skipped or expected to fail.
-    comparisons
-        Every array compared, agreeing or not (:class:`~refnorm.oracle.tolerances.Comparison`).
-    missing, extra
-        Arrays (or files) that should have been there and were not; things that should not be.
-    problems
-        Anything else that went wrong (an exception, an unreadable file).
-    details
-        JSON data particular to the tool (``refnorm check``: the error per argument).
-    seconds
-        Time spent on the case, if measured.
-    """
+    """The verdict on one case."""
 
     id: str
+    """The case id, ``<op>/<case name>``."""
     status: str
+    """One of :data:`STATUSES`."""
     message: str = ""
+    """Why it failed (a short paragraph), or the reason it was skipped or expected to fail."""
     comparisons: tuple[Comparison, ...] = ()
+    """Every array compared, agreeing or not (:class:`~refnorm.oracle.tolerances.Comparison`)."""
     missing: tuple[str, ...] = ()
+    """Arrays (or files) that should have been there and were not."""
     extra: tuple[str, ...] = ()
+    """Things that should not be there (unknown array names)."""
     problems: tuple[str, ...] = ()
-    details: Mapping[str, Any] = field(default_factory=dict)
+    """Anything else that went wrong (an exception, an unreadable file)."""
+    details: Mapping[str, Any] | None = None
+    """JSON data particular to the tool (``refnorm check``: the error per argument); ``{}`` when not given."""
     seconds: float | None = None
+    """Time spent on the case, if measured."""
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
             raise ValueError(f"status {self.status!r}, expected one of {STATUSES}")
+        object.__setattr__(self, "details", dict(self.details or {}))
 
     @property
     def op(self) -> str:
@@ -137,11 +130,14 @@ class Report:
     cases: tuple[CaseEntry, ...]
     problems: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
-    context: Mapping[str, Any] = field(default_factory=dict)
+    context: Mapping[str, Any] | None = None
     subject: str = "set"
     """What the report-level problems are about (``results directory``, ``golden set``); the
     name of the extra JUnit test case that carries them."""
     seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "context", dict(self.context or {}))
 
     @property
     def passed(self) -> bool:
