@@ -90,10 +90,12 @@ def test_check_failures_only_and_json_on_a_failure(monkeypatch, capsys):
     op = catalog.OPS["switch_norm"]
 
     def wrong(inputs, params):
-        good = op.linearize(inputs, params)
-        return Linearized(out=good.out, pullback=lambda dy: tuple(2 * g if i == 1 else g for i, g in enumerate(good.pullback(dy))))
+        forward = op.forward(inputs, params)
+        good = forward.linearized
+        doubled = Linearized(out=good.out, pullback=lambda dy: tuple(2 * g if i == 1 else g for i, g in enumerate(good.pullback(dy))))
+        return forward._replace(linearized=doubled)
 
-    monkeypatch.setitem(catalog.OPS, "switch_norm", dataclasses.replace(op, linearize=wrong))
+    monkeypatch.setitem(catalog.OPS, "switch_norm", dataclasses.replace(op, forward=wrong))
     assert main(["check", "--op", "switch_norm", "--case", "switch_norm/paper-train-[34]d", "--failures-only", "--json", "-"]) == 1
     captured = capsys.readouterr()
     rows = [line for line in captured.err.splitlines() if line.startswith("switch_norm/")]
