@@ -115,3 +115,21 @@ def test_refnorm_official_is_the_algorithm_and_within_2e_7_of_the_released_float
     assert 1e-8 < released.max() < 3e-7
     assert 0.05 < np.mean(released > 1e-9) < 0.5
     assert np.percentile(released, 99) < 1e-7
+
+
+@pytest.mark.parametrize("case_id", ["sparsestmax/official-K3-centre", "sparsestmax/paper-K3-centre", "sparse_switch_norm/official-train-equal-logits-r0.1"])
+def test_the_catalog_notes_on_equal_logits_state_what_the_released_code_computes(case_id):
+    """The notes of the cases at the official initialisation say what the released code returns
+    there, with the number it returns, and no longer claim NaN."""
+    from refnorm.oracle.catalog import cases
+
+    case = next(c for c in cases() if c.id == case_id)
+    radius = case.params["radius"]
+    rows = case.inputs()["logits"] if case.op == "sparsestmax" else np.ones((1, 3))  # SSN: logits "equal", ones(3)
+    for row in rows:
+        for dtype in (np.float64, np.float32):
+            released = official_sparsestmax(row.astype(dtype), radius)
+            np.testing.assert_allclose(released, off_simplex_tie(3, THIRD32, radius), rtol=1e-6)
+            assert f"{THIRD32 - radius / math.sqrt(3):.4f}" in case.note
+    assert "not return NaN" in case.note or "not NaN" in case.note
+    assert "1 - sqrt(3) r" in case.note and "returns NaN" not in case.note.replace("not return NaN", "")
