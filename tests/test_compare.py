@@ -325,3 +325,23 @@ def test_the_command_uses_the_shipped_set_by_default(tmp_path, capsys):
     results = write_results(golden.SHIPPED, tmp_path / "r", ops=("sparsemax",))
     assert main(["golden", "compare", str(results), "--quiet", "--op", "sparsemax"]) == 0
     assert f"against golden set {golden.SHIPPED}" in capsys.readouterr().out
+
+
+def test_a_directory_that_cannot_be_listed_is_a_failure(golden_set, tmp_path, monkeypatch):
+    """os.walk skips what it cannot list unless asked; compare asks, and fails."""
+    import refnorm.oracle.compare as compare_module
+
+    results = write_results(golden_set, tmp_path / "r")
+    (results / "locked").mkdir()
+    real_walk = os.walk
+
+    def walk(top, onerror=None, followlinks=False):
+        for root, directories, names in real_walk(top, onerror=onerror, followlinks=followlinks):
+            if "locked" in directories:
+                directories.remove("locked")
+                onerror(PermissionError(13, "Permission denied", str(Path(root) / "locked")))
+            yield root, directories, names
+
+    monkeypatch.setattr(compare_module.os, "walk", walk)
+    report = compare_results(results, golden_set)
+    assert "locked/: cannot be read (Permission denied)" in report.problems and not report.passed

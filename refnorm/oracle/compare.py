@@ -104,7 +104,12 @@ def _walk(results: Path) -> _Found:
     problems. Symbolic links are reported and never followed."""
     files: dict[str, Path] = {}
     extra: list[str] = []
-    for root, directories, names in os.walk(results, followlinks=False):
+
+    def unreadable(error: OSError) -> None:  # a directory that cannot be listed hides what it holds: a failure
+        where = Path(error.filename).relative_to(results).as_posix() if error.filename else "."
+        extra.append(f"{where}/: cannot be read ({error.strerror or error})")
+
+    for root, directories, names in os.walk(results, onerror=unreadable, followlinks=False):
         here = Path(root)
         for name in sorted(directories):
             path = here / name
