@@ -44,7 +44,7 @@ from . import __version__
 from ._xp import available_backends
 from .oracle.catalog import KINDS, OPS, Case, cases
 from .oracle.evaluation import BACKENDS, gradcheck_case
-from .oracle.reports import CaseEntry, Report, _json_data, write_json, write_junit_xml
+from .oracle.reports import CaseEntry, Report, json_data, json_text, junit_xml_text
 
 DESCRIPTION = "refnorm: the reference implementation of Switchable, Sparse Switchable and Exemplar Normalization, and its oracle tools."
 
@@ -67,21 +67,14 @@ def _unmatched(option: str, patterns: Sequence[str] | None, ids: Sequence[str]) 
 
 
 def _emit_reports(report: Report, args: argparse.Namespace) -> None:
-    """Write the ``--json`` and ``--junit-xml`` reports the command was asked for."""
-    for option, write in (("json", write_json), ("junit_xml", write_junit_xml)):
+    """Write the ``--json`` and ``--junit-xml`` reports the command was asked for (``-``: the real
+    standard output, while the text goes to standard error)."""
+    for option, text_of in (("json", json_text), ("junit_xml", junit_xml_text)):
         destination = getattr(args, option, None)
-        if destination is None:
-            continue
         if destination == "-":
-            write(report, "-") if args.stdout is None else args.stdout.write(_text_of(report, write))
-        else:
-            write(report, destination)
-
-
-def _text_of(report: Report, write: Any) -> str:
-    from .oracle import reports
-
-    return reports.json_text(report) if write is write_json else reports.junit_xml_text(report)
+            args.stdout.write(text_of(report))
+        elif destination is not None:
+            Path(destination).write_text(text_of(report), encoding="utf-8")
 
 
 def _reports_to_stdout(args: argparse.Namespace) -> bool:
@@ -453,7 +446,7 @@ def _golden_list(args: argparse.Namespace) -> int:
         entries.append({"id": case.id, "op": case.op, "name": case.name, **details})
     print(f"{len(selected)} cases", file=sys.stderr)
     if args.json is not None:
-        text = json.dumps(_json_data({"schema": "refnorm-catalog", "refnorm_version": __version__, "cases": entries}), indent=2, allow_nan=False) + "\n"
+        text = json.dumps(json_data({"schema": "refnorm-catalog", "refnorm_version": __version__, "cases": entries}), indent=2, allow_nan=False) + "\n"
         if args.json == "-":
             args.stdout.write(text)
         else:

@@ -45,7 +45,7 @@ from typing import Any
 
 from .tolerances import Comparison, json_float
 
-__all__ = ["FAILING", "SCHEMA", "SCHEMA_VERSION", "STATUSES", "CaseEntry", "Report", "write_json", "write_junit_xml"]
+__all__ = ["FAILING", "SCHEMA", "SCHEMA_VERSION", "STATUSES", "CaseEntry", "Report", "json_data", "json_text", "junit_xml_text", "write_json", "write_junit_xml"]
 
 SCHEMA = "refnorm-report"
 """The ``schema`` field of every JSON report."""
@@ -113,7 +113,7 @@ class CaseEntry:
             "missing": list(self.missing),
             "extra": list(self.extra),
             "problems": list(self.problems),
-            "details": _json_data(self.details),
+            "details": json_data(self.details),
             "seconds": json_float(self.seconds),
         }
 
@@ -168,7 +168,7 @@ class Report:
             "passed": self.passed,
             "counts": self.counts,
             "summary": self.summary(),
-            "context": _json_data(self.context),
+            "context": json_data(self.context),
             "problems": list(self.problems),
             "notes": list(self.notes),
             "seconds": json_float(self.seconds),
@@ -176,20 +176,20 @@ class Report:
         }
 
 
-def _json_data(value: Any) -> Any:
+def json_data(value: Any) -> Any:
     """``value`` as strict JSON data: tuples as lists, non-finite floats as strings, paths as strings."""
     if isinstance(value, bool) or value is None or isinstance(value, str | int):
         return value
     if isinstance(value, float):
         return json_float(value)
     if isinstance(value, Mapping):
-        return {str(k): _json_data(v) for k, v in value.items()}
+        return {str(k): json_data(v) for k, v in value.items()}
     if isinstance(value, Sequence):
-        return [_json_data(v) for v in value]
+        return [json_data(v) for v in value]
     if isinstance(value, os.PathLike):
         return os.fspath(value)
     if hasattr(value, "item"):  # a NumPy scalar
-        return _json_data(value.item())
+        return json_data(value.item())
     return str(value)
 
 
@@ -238,7 +238,7 @@ def junit_xml_text(report: Report) -> str:
     root = ElementTree.Element("testsuites", name=report.tool, **totals)
     suite = ElementTree.SubElement(root, "testsuite", name=report.tool, **totals)
     properties = ElementTree.SubElement(suite, "properties")
-    for key, value in _json_data(report.context).items():
+    for key, value in json_data(report.context).items():
         ElementTree.SubElement(properties, "property", name=key, value=value if isinstance(value, str) else json.dumps(value))
     suite.extend(entries)
     ElementTree.indent(root)
