@@ -148,7 +148,9 @@ def _sparse_switch_norm_references() -> Iterator[Case]:
     yield case("official-train-equal-logits-r0", shape=(3, 4, 3, 2), convention="official", variant="official", logits="equal", radius=0.0,
                note="logits ones(3), the official initialisation, at the first step of the schedule (r = 0): uniform ratios")  # fmt: skip
     yield case("official-train-equal-logits-r0.1", shape=(3, 4, 3, 2), convention="official", variant="official", logits="equal", radius=0.1,
-               note="logits ones(3) at r > 0: sparsemax is the centre, where the official code divides by zero (NaN)", kink=CENTRE_KINK, ship=True)  # fmt: skip
+               note="logits ones(3) at r > 0: sparsemax is the centre, distance zero; the released official code does not return NaN here: "
+                    "its centre is float32(1/3), ~1e-8 from sparsemax's 1/3, so it steps to float32(1/3) - r/sqrt(3) = 0.2756 in every "
+                    "ratio (sum 1 - sqrt(3) r, off the simplex), in float32 and float64", kink=CENTRE_KINK, ship=True)  # fmt: skip
     yield case("paper-train-logits30", shape=(3, 4, 3, 2), logit_scale=30.0, note="logits of size ~30: sparsemax already a vertex, both sides become fixed")
     # Normalizer sets (K = 2, 4) and GN.
     yield case("paper-train-set-in-ln", shape=(3, 4, 3, 2), normalizers=("in", "ln"), radius=0.5, note="K = 2: a sphere step inside the edge has Jacobian 0")
@@ -171,9 +173,15 @@ def _sparse_switch_norm_references() -> Iterator[Case]:
         for mode, training in MODES:
             yield case(f"{convention}-{mode}-offset1e4", shape=(3, 4, 3, 3), convention=convention, variant=variant, training=training, offset=1e4,
                        logit_scale=1.0, note="mean 1e4, std 1", conditioning=LARGE_OFFSET, ship=convention == "official" and training)  # fmt: skip
+    yield case("official-train-offset1e4-interior", shape=(3, 4, 3, 3), convention="official", variant="official", offset=1e4,
+               logit_scale=0.2, radius=0.1, conditioning=LARGE_OFFSET,
+               note="mean 1e4, std 1, with both ratio vectors inside the simplex (every normalizer weighted): the float32 "
+                    "cancellation of every scope's statistics reaches y, where official-train-offset1e4's vertex ratios use IN alone")  # fmt: skip
     yield case("paper-train-eps1e-3", shape=(3, 4, 3, 2), eps=1e-3)
     yield case("official-train-ema0.997", shape=(3, 4, 2, 2, 2), running=True, momentum=0.997, convention="official", variant="official",
                note="official SSN momentum: the running statistics are updated in training")  # fmt: skip
+    yield case("official-train-4d-ema-default", shape=(3, 4, 3, 2), running=True, convention="official", variant="official",
+               note="official SSN2d, 4-D input, no momentum given: the official SSN preset's 0.997 (not SN's 0.9)")  # fmt: skip
     yield case("paper-train-ema-default", shape=(3, 4, 3, 2), running=True, note="no momentum given: the paper preset's 0.9")
 
 

@@ -209,7 +209,9 @@ def _sparsestmax_references() -> Iterator[Case]:
         yield case("K3-tie-below-top", shape=(1, 3), radius=0.5, logits=((1.2, 1.0, 1.0),),
                    note="tied logits that are not the largest: an ordinary sphere step (the output keeps the tie)")  # fmt: skip
         yield case("K3-centre", shape=(2, 3), radius=0.3, logits=((1.0, 1.0, 1.0), (-0.5, -0.5, -0.5)),
-                   note="equal logits (the official initialisation, ones(3)): sparsemax is the centre, distance zero; the official code returns NaN",
+                   note="equal logits (the official initialisation, ones(3)): sparsemax is the centre, distance zero; the released official code, "
+                        "whose centre is float32(1/3), returns float32(1/3) - r/sqrt(3) = 0.1601 three times here (sum 1 - sqrt(3) r, off "
+                        "the simplex) in float32 and float64, not NaN",
                    kink=CENTRE_KINK, ship=True)  # fmt: skip
         yield case("K2-centre", shape=(1, 2), radius=0.2, logits=((0.3, 0.3),), note="K = 2 tie: the centre", kink=CENTRE_KINK)
         yield case("K4-face-centre", shape=(1, 4), radius=0.7, logits=((2.0, 2.0, 2.0, -5.0),),

@@ -134,6 +134,8 @@ def _switch_norm_references() -> Iterator[Case]:
     yield case("paper-train-ema0.9", shape=(3, 4, 3, 2), running=True, momentum=0.9, note="EMA update, PyTorch momentum 0.1")
     yield case("official-train-ema0.997", shape=(3, 4, 2, 2, 2), running=True, momentum=0.997, convention="official",
                note="official SwitchNorm3d momentum")  # fmt: skip
+    yield case("official-train-4d-ema0.9", shape=(3, 4, 3, 2), running=True, momentum=0.9, convention="official",
+               note="official SwitchNorm2d: 4-D input, momentum 0.9, the running statistics updated in training")  # fmt: skip
     yield case("official-train-2d-ema0.997", shape=(6, 5), running=True, momentum=0.997, convention="official",
                note="official SwitchNorm1d: unbiased LN over C, BN over N")  # fmt: skip
     yield case("paper-train-ema0", shape=(3, 4, 3, 2), running=True, momentum=0.0, note="momentum 0: running = batch statistics")
