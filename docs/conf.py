@@ -27,6 +27,7 @@ ROOT = DOCS.parent
 sys.path.insert(0, str(ROOT))
 
 import refnorm  # noqa: E402
+from sphinx.errors import ExtensionError  # noqa: E402
 
 project = "refnorm"
 author = "refnorm developers"
@@ -56,8 +57,12 @@ myst_heading_anchors = 3
 # notebooks are committed without outputs, and "force" (unlike "cache") never shows the outputs of
 # an older refnorm. tests/test_notebooks.py still runs them without Sphinx, as a reader would.
 nb_execution_mode = "force"
-nb_execution_raise_on_error = True  # a failing cell (a numeric claim's assert) fails the build
-nb_execution_show_tb = True  # ... and the build log shows its traceback
+# A failing cell (a numeric claim's assert) is reported as a warning with the cell and its traceback
+# (myst-nb's raise_on_error would hide both in a log file), and _fail_on_notebook_errors below then
+# stops the build, with or without -W, before Sphinx saves its environment (so the next build runs
+# the notebook again instead of keeping the failed run).
+nb_execution_raise_on_error = False
+nb_execution_show_tb = True
 nb_execution_timeout = 120  # seconds per cell; each notebook runs in well under a minute
 nb_execution_in_temp = False  # cells run in docs/notebooks/, the copy of notebooks/ (as in the tests)
 nb_ipywidgets_js: dict = {}  # no widget manager from a CDN: the site loads nothing from outside
@@ -155,7 +160,21 @@ def _fix_alias_repr(app, what, name, obj, options, signature, return_annotation)
     return fix(signature), fix(return_annotation)
 
 
+def _fail_on_notebook_errors(app, env):
+    """Stop the build if a notebook failed to run during this build (its traceback is above)."""
+    from myst_nb.sphinx_ import NbMetadataCollector
+
+    failed = sorted(
+        docname
+        for docname, data in NbMetadataCollector.get_doc_data(env).items()
+        if (data.get("exec_data") or {}).get("succeeded") is False
+    )
+    if failed:
+        raise ExtensionError(f"notebooks failed to run (the failing cell and its traceback are above): {', '.join(failed)}")
+
+
 def setup(app):
+    app.connect("env-updated", _fail_on_notebook_errors)
     app.connect("missing-reference", _resolve_reexport)
     app.connect("autodoc-process-signature", _fix_alias_repr)
     app.connect("autodoc-process-docstring", _drop_namedtuple_field_aliases, priority=400)  # before numpydoc
