@@ -230,7 +230,6 @@ class RenderedPage:
     requests: tuple[str, ...] = ()
 
 
-
 # Elements whose text a reader does not see as prose, or that are code.
 NOT_PROSE = {"head", "script", "style", "noscript", "template", "pre", "code", "kbd", "samp", "tt", "textarea", "svg", "math", "mjx-container"}
 VISIBLE_TEX = re.compile(
