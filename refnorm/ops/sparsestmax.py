@@ -113,9 +113,17 @@ def rounding_tolerance(xp: Any, dtype: Any) -> float:
 # --------------------------------------------------------------------------------------------
 
 
+def _namespace_of(named: dict[str, Any]) -> Any:
+    """The namespace of the named arrays, none of which is optional: ``TypeError`` naming one that is not an array."""
+    for name, value in named.items():
+        if value is None:
+            raise TypeError(f"{name} must be an array, got None")
+    return namespace_of(named)
+
+
 def _check_logits(logits: Array, name: str = "logits") -> tuple[Any, int]:
     """Validate a logit array (floating, simplex axis last with K >= 2, finite); return ``(xp, K)``."""
-    xp = namespace_of({name: logits})
+    xp = _namespace_of({name: logits})
     check_floating(xp, logits, name)
     if logits.ndim < 1 or logits.shape[-1] < 2:
         raise ValueError(
@@ -222,7 +230,7 @@ def _sparsemax_stage_vjp(g: Array, support: Array, size: Array, xp: Any) -> Arra
 
 
 def _check_ratios(ratios: Array, cotangent: Array, cotangent_name: str) -> Any:
-    xp = namespace_of({cotangent_name: cotangent, "ratios": ratios})
+    xp = _namespace_of({cotangent_name: cotangent, "ratios": ratios})
     _check_logits(ratios, "ratios")
     _check_like(xp, cotangent, cotangent_name, ratios, "ratios")
     return xp
@@ -527,7 +535,7 @@ def sparsestmax(logits: Array, radius: float, *, variant: str = "paper") -> Arra
 
 def _check_stages_and(stages: Any, value: Array, name: str) -> Any:
     _check_stages(stages)
-    xp = namespace_of({name: value, "stages": stages.vertex})
+    xp = _namespace_of({name: value, "stages": stages.vertex})
     _check_like(xp, value, name, stages.vertex, "the forward's ratios")
     return xp
 
