@@ -627,6 +627,41 @@ def test_the_fast_layout_keeps_every_record_simplex_axis_major(rng):
     assert sparsestmax_vjp(z, stages).flags.c_contiguous
 
 
+def test_every_array_the_fast_layout_selects_or_sorts_is_simplex_axis_major(rng):
+    """A single ``(..., K)`` intermediate in the usual layout (a comparison of two arrays that are
+    not per-position, say) silently makes the reductions after it run row by row; this catches it
+    where the arrays pass through the namespace."""
+    import array_api_compat.numpy as xp
+
+    def check(*arrays):
+        for a in arrays:
+            if isinstance(a, np.ndarray) and a.ndim == 2 and a.shape[-1] == 3:
+                assert a.strides[0] < a.strides[1], f"an array in the usual layout: strides {a.strides}"
+
+    class Checked(_sparsestmax_fast.SimplexAxisMajor):
+        def where(self, condition, x1, x2, /):
+            check(condition, x1, x2)
+            result = super().where(condition, x1, x2)
+            check(result)
+            return result
+
+        def sort(self, x, /, **options):
+            check(x)
+            return super().sort(x, **options)
+
+        def cumulative_sum(self, x, /, **options):
+            check(x)
+            return super().cumulative_sum(x, **options)
+
+    z, g = rng.standard_normal((2, 500, 3))
+    for variant in VARIANTS:
+        for radius in (0.0, 0.5, 0.9):
+            major = _sparsestmax_fast.to_simplex_axis_major(z, xp)
+            _, stages = _sparsestmax_stages(major, radius, variant, Checked(xp))
+            _stages_vjp(_sparsestmax_fast.to_simplex_axis_major(g, xp), stages, Checked(xp))
+            _stages_jvp(_sparsestmax_fast.to_simplex_axis_major(g, xp), stages, Checked(xp))
+
+
 # --------------------------------------------------------------------------------------------
 # Bad input
 # --------------------------------------------------------------------------------------------

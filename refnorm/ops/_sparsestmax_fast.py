@@ -4,7 +4,8 @@ Nothing here is part of the math. :mod:`refnorm.ops.sparsestmax` is the referenc
 algorithm: for a large NumPy batch with a short simplex axis (:func:`applies`), its public
 functions run the very same code (``_sparsestmax_stages``, ``_stages_vjp``, ``_stages_jvp``) on a
 copy of their input laid out *simplex-axis-major*, with the namespace :class:`SimplexAxisMajor`,
-and give the result back in the usual layout. Every value, output, stage record and active set is
+and give the output back in the usual layout (the stage records stay simplex-axis-major, which is
+what makes the VJP and JVP fast too). Every value, output, stage record and active set is
 the same bit for bit (the sign of a zero aside); ``tests/test_sparsestmax.py`` checks it on many
 inputs.
 

@@ -192,8 +192,9 @@ def _sparsemax_stage(z: Array, xp: Any) -> tuple[Array, Array, Array]:
     ordered = xp.sort(shifted, axis=-1, descending=True)  # z_(1) >= ... >= z_(K), z_(1) = 0
     cumulative = xp.cumulative_sum(ordered, axis=-1)  # sum_{l <= j} z_(l)
     j = xp.arange(1, K + 1, dtype=z.dtype, device=device(z))
-    k = xp.max(xp.where(1.0 + j * ordered > cumulative, j, 0.0), axis=-1, keepdims=True)
-    top_k_sum = xp.sum(xp.where(j == k, cumulative, 0.0), axis=-1, keepdims=True)  # the cumulative sum at position k
+    ranks = xp.where(1.0 + j * ordered > cumulative, j, 0.0)  # j where the condition holds, 0 elsewhere
+    k = xp.max(ranks, axis=-1, keepdims=True)
+    top_k_sum = xp.sum(xp.where(ranks == k, cumulative, 0.0), axis=-1, keepdims=True)  # the cumulative sum at position k
     tau = (top_k_sum - 1.0) / k
     # max(z - tau, 0), with entries AT the threshold outside the support (their gradient is 0, the
     # convention of docs/sparsestmax.md), so that autodiff of this forward agrees with the VJP.
@@ -561,6 +562,7 @@ def sparsestmax_vjp(dratios: Array, stages: SparsestMaxStages) -> Array:
 
 
 def _stages_vjp(g: Array, stages: SparsestMaxStages, xp: Any) -> Array:
+    """:math:`J^\top g`: zero at a vertex, then each stage's :math:`J^\top` on its rows, last stage first."""
     g = xp.where(stages.at_vertex(), 0.0, g)
     for stage in reversed(stages.stages):
         g = xp.where(stage.applied, stage.vjp(g, xp), g)
@@ -579,6 +581,7 @@ def sparsestmax_jvp(dlogits: Array, stages: SparsestMaxStages) -> Array:
 
 
 def _stages_jvp(t: Array, stages: SparsestMaxStages, xp: Any) -> Array:
+    """:math:`J t`: each stage's :math:`J` on its rows, first stage first, then zero at a vertex."""
     for stage in stages.stages:
         t = xp.where(stage.applied, stage.jvp(t, xp), t)
     return xp.where(stages.at_vertex(), 0.0, t)
