@@ -14,9 +14,9 @@ everything below with the same symbols and function names.
     \tau = \frac{\sum_{l \le k} z_{(l)} - 1}{k}, \qquad
     \mathrm{sparsemax}(z) = \max(z - \tau, 0).
 
-:func:`_sparsemax_stage` computes it after shifting the logits by their maximum (sparsemax is
+``_sparsemax_stage`` computes it after shifting the logits by their maximum (sparsemax is
 translation invariant), so that any finite logits, up to ``±finfo.max``, give the exact result and
-every intermediate stays finite (:func:`_shift_by_max`).
+every intermediate stays finite (``_shift_by_max``).
 
 **SparsestMax** (Shao et al., CVPR 2019) with radius :math:`r` solves
 
