@@ -107,6 +107,15 @@ def refnorm_per_vector(logits: np.ndarray, dratios: np.ndarray, radius: float) -
         batched(z, g, radius)
 
 
+def page_faults() -> int | None:
+    """Minor page faults of this process so far (Unix), or None."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def best_time(function, *args, repeat: int) -> tuple[float, tuple]:
     times, result = [], None
     for _ in range(repeat):
@@ -130,7 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     logits = rng.standard_normal((args.vectors, args.K))
     dratios = rng.standard_normal((args.vectors, args.K))
 
+    faults_before = page_faults()
     batched_time, (ratios, dlogits) = best_time(batched, logits, dratios, args.radius, repeat=args.repeat)
+    faults = None if faults_before is None else (page_faults() - faults_before) / args.repeat
     plain_time, (plain_ratios, plain_dlogits) = best_time(batched_reference_layout, logits, dratios, args.radius, repeat=args.repeat)
     loop_time, (loop_ratios, loop_dlogits) = best_time(per_vector, logits, dratios, args.radius, repeat=1)
     single = min(args.single, args.vectors)
@@ -145,6 +156,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  batched (refnorm)      {batched_time * 1e3:10.1f} ms   (best of {args.repeat})")
     print(f"  per vector (official)  {loop_time * 1e3:10.1f} ms")
     print(f"  ratio                  {loop_time / batched_time:10.1f} x   (target >= 100 x)")
+    if faults is not None:
+        print(
+            f"  page faults per batched call: {faults:.0f} (fresh memory for the stage records and temporaries; "
+            "glibc returns freed memory to the system between calls, see docs/benchmarks.md)"
+        )
     same = np.array_equal(plain_ratios, ratios) and np.array_equal(plain_dlogits, dlogits)
     print(
         f"  batched, reference layout only {plain_time * 1e3:.1f} ms ({loop_time / plain_time:.1f} x; "
