@@ -5,7 +5,9 @@
 refnorm's ``sparsestmax_forward`` + ``sparsestmax_vjp`` (``variant="official"``) run once over the
 whole ``(vectors, K)`` batch. The baseline is the official algorithm (``utils/ssn_utils.py`` of
 ``switchablenorms/Sparse_SwitchNorm``) transcribed plainly in NumPy below: the recursive forward,
-then the stage VJPs autograd would apply, called once per vector. Both get the same float64 logits
+then the stage VJPs autograd would apply, called once per vector. Its support centre is in the
+input's dtype, as in refnorm's ``"official"`` variant (the released code rounds it to float32,
+which moves float64 outputs by up to ~2e-7 and costs the same; ``docs/known-bugs.md``). Both get the same float64 logits
 and upstream gradients; the script checks that they agree before it reports the times and their
 ratio (target: batched >= 100x faster). It also times
 
