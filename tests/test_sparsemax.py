@@ -18,6 +18,29 @@ logit_vectors = st.integers(2, 8).flatmap(
 )
 
 
+def any_finite_logits(dtype) -> st.SearchStrategy[np.ndarray]:
+    """Vectors of K = 2..6 finite logits of ``dtype``, of any magnitude: the whole float range,
+    the extremes (``±finfo.max``, the smallest normal and subnormal numbers) and moderate values
+    mixed, with ties among them."""
+    info = np.finfo(dtype)
+    width = 8 * np.dtype(dtype).itemsize
+    extremes = [float(v) for v in (info.max, -info.max, info.tiny, -info.tiny, info.smallest_subnormal, 0.0, 1.0, -1.0)]
+    element = st.one_of(
+        st.floats(allow_nan=False, allow_infinity=False, width=width),
+        st.sampled_from(extremes),
+        st.floats(-3.0, 3.0, width=width),
+    )
+    return st.integers(2, 6).flatmap(lambda K: hnp.arrays(dtype, (K,), elements=element))
+
+
+def exact_shift(z: np.ndarray) -> np.ndarray:
+    """``z - max(z)`` in float64, correctly rounded, ``-inf`` where the difference overflows: the
+    oracle's input (sparsemax is translation invariant; an entry at ``-inf`` is outside the support)."""
+    z = z.astype(np.float64)
+    with np.errstate(over="ignore"):
+        return z - np.max(z, axis=-1, keepdims=True)
+
+
 @given(logit_vectors)
 def test_sparsemax_agrees_with_bisection_on_the_threshold(z):
     np.testing.assert_allclose(sparsemax(z), bisection_sparsemax(z), rtol=0, atol=1e-13)
@@ -99,4 +122,100 @@ def test_sparsemax_runs_on_every_backend_in_float32_without_upcast(backend, rng)
 )
 def test_sparsemax_rejects_bad_logits(logits, error, match):
     with pytest.raises(error, match=match):
+        sparsemax(logits)
+
+
+# --------------------------------------------------------------------------------------------
+# Any finite logits (issue 10): shifted by their maximum, never overflowing
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@given(data=st.data())
+def test_sparsemax_of_any_finite_logits_is_on_the_simplex_and_equals_bisection_after_shifting(dtype, data):
+    """No NaN, no warning (the suite runs with warnings as errors), on the simplex, and the
+    bisection oracle's sparsemax of the correctly rounded ``z - max z`` (in float64) to rounding."""
+    z = data.draw(any_finite_logits(dtype))
+    w = sparsemax(z)
+    eps = float(np.finfo(dtype).eps)
+    assert w.dtype == dtype
+    assert np.all(np.isfinite(w)) and np.all(w >= 0)
+    assert abs(float(np.sum(w, dtype=np.float64)) - 1.0) <= 4 * z.size * eps
+    np.testing.assert_allclose(w, bisection_sparsemax(exact_shift(z)), rtol=0, atol=8 * z.size * eps)
+
+
+_F64, _F32 = np.finfo(np.float64), np.finfo(np.float32)
+EDGE_LOGITS = [
+    # (logits, dtype, expected, why): the expected values follow from the definition by hand.
+    ([9e307, 0.0, 0.0], np.float64, [1.0, 0.0, 0.0], "issue 10: was [0, 0, 0] (9e307 - 0 - 0 - 1 summed past finfo.max)"),
+    ([2e38, 0.0, 0.0], np.float32, [1.0, 0.0, 0.0], "issue 10: the float32 form of the same"),
+    ([_F64.max, -_F64.max], np.float64, [1.0, 0.0], "z - max z overflows: -2 finfo.max"),
+    ([-_F32.max, _F32.max], np.float32, [0.0, 1.0], "the same, float32, maximum second"),
+    ([-_F64.max] * 3, np.float64, [1 / 3] * 3, "all at -finfo.max: the centre"),
+    ([_F32.max] * 3, np.float32, [1 / 3] * 3, "all at finfo.max: the centre"),
+    ([_F64.max, _F64.max, -_F64.max], np.float64, [0.5, 0.5, 0.0], "a tie at finfo.max: the edge midpoint"),
+    ([1e300, 1e300, 1e300 - 1e285], np.float64, [0.5, 0.5, 0.0], "a tie at 1e300, the third entry ~7 ulp below (> 1)"),
+    ([1e308, 1e-308, -1e-308], np.float64, [1.0, 0.0, 0.0], "huge and tiny mixed"),
+    ([-_F64.max, -_F64.max, 0.0], np.float64, [0.0, 0.0, 1.0], "two at -finfo.max below a zero"),
+    ([_F64.smallest_subnormal, 0.0, -_F64.smallest_subnormal], np.float64, [1 / 3] * 3, "subnormal differences: the centre"),
+    ([_F32.max, np.nextafter(_F32.max, 0, dtype=np.float32)], np.float32, [1.0, 0.0], "neighbours at finfo.max are 2e31 apart"),
+]
+
+
+@pytest.mark.parametrize(("logits", "dtype", "expected", "why"), EDGE_LOGITS, ids=[case[3] for case in EDGE_LOGITS])
+def test_sparsemax_is_exact_at_the_edges_of_the_float_range(logits, dtype, expected, why):
+    z = np.asarray(logits, dtype=dtype)
+    w = sparsemax(z)
+    assert w.dtype == dtype
+    np.testing.assert_allclose(w, expected, rtol=0, atol=float(np.finfo(dtype).eps), err_msg=why)
+    g = np.linspace(-1.0, 2.0, z.size, dtype=dtype)
+    assert np.all(np.isfinite(sparsemax_vjp(g, w))), why
+
+
+# --------------------------------------------------------------------------------------------
+# Cotangents and tangents: shape, dtype and values checked, never broadcast
+# --------------------------------------------------------------------------------------------
+
+_RATIOS = np.full((4, 3), 1 / 3)
+
+
+@pytest.mark.parametrize("derivative", [sparsemax_vjp, sparsemax_jvp], ids=["vjp", "jvp"])
+@pytest.mark.parametrize(
+    ("vector", "ratios", "error", "match"),
+    [
+        (np.ones(3), _RATIOS, ValueError, r"has shape \(3,\), expected the shape of ratios = \(4, 3\)"),
+        (np.ones((4, 3)), np.full(3, 1 / 3), ValueError, r"has shape \(4, 3\), expected the shape of ratios = \(3,\)"),
+        (np.ones((4, 1, 3)), _RATIOS, ValueError, "expected the shape of ratios"),
+        (np.full((4, 3), np.nan), _RATIOS, ValueError, "contains NaN or infinity"),
+        (np.full((4, 3), np.inf), _RATIOS, ValueError, "contains NaN or infinity"),
+        (np.ones((4, 3), dtype=np.float32), _RATIOS, TypeError, "has dtype float32, expected float64"),
+        (np.ones((4, 3), dtype=np.int64), _RATIOS, TypeError, "expected a real floating dtype"),
+        (np.ones((4, 3), dtype=np.complex128), _RATIOS, TypeError, "expected a real floating dtype"),
+        ([[1.0, 0.0, 0.0]], _RATIOS, TypeError, "must be an array"),
+    ],
+)
+def test_sparsemax_derivatives_reject_a_bad_cotangent_or_tangent_naming_it(derivative, vector, ratios, error, match):
+    name = "dratios" if derivative is sparsemax_vjp else "dlogits"
+    with pytest.raises(error, match=match) as raised:
+        derivative(vector, ratios)
+    assert str(raised.value).startswith(name) or f"{name} " in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("ratios", "error", "match"),
+    [
+        (np.full(3, np.nan), ValueError, "ratios contains NaN"),
+        (np.ones(3, dtype=np.int64), TypeError, "ratios has dtype"),
+        (np.ones((3, 1)), ValueError, r"ratios has shape \(3, 1\), expected \(\.\.\., K\) with K >= 2"),
+        (None, TypeError, "ratios must be an array"),
+    ],
+)
+def test_sparsemax_vjp_rejects_bad_ratios_naming_them(ratios, error, match):
+    with pytest.raises(error, match=match):
+        sparsemax_vjp(np.ones(3), ratios)
+
+
+@pytest.mark.parametrize("logits", [np.ones(3, dtype=np.complex128), np.ones(3, dtype=bool), 3.0, None])
+def test_sparsemax_rejects_non_floating_logits_with_a_type_error_naming_them(logits):
+    with pytest.raises(TypeError, match="^logits "):
         sparsemax(logits)

@@ -14,8 +14,12 @@ from oracles.simplex_oracles import bisection_sparsemax, brute_force_sparsestmax
 
 import refnorm
 from refnorm.oracle.catalog import OPS
+from refnorm.ops import _sparsestmax_fast
 from refnorm.ops.sparsestmax import (
     SparsestMax,
+    _sparsestmax_stages,
+    _stages_jvp,
+    _stages_vjp,
     max_radius,
     sparsemax,
     sparsestmax,
@@ -310,6 +314,92 @@ def test_very_small_logits(rng):
 
 
 # --------------------------------------------------------------------------------------------
+# Any finite logits (issue 10)
+# --------------------------------------------------------------------------------------------
+
+
+def any_finite_logits(dtype) -> st.SearchStrategy[np.ndarray]:
+    """Vectors of K = 2..5 finite logits of ``dtype`` of any magnitude, extremes and ties included."""
+    info = np.finfo(dtype)
+    width = 8 * np.dtype(dtype).itemsize
+    extremes = [float(v) for v in (info.max, -info.max, info.tiny, -info.tiny, info.smallest_subnormal, 0.0, 1.0, -1.0)]
+    element = st.one_of(
+        st.floats(allow_nan=False, allow_infinity=False, width=width),
+        st.sampled_from(extremes),
+        st.floats(-3.0, 3.0, width=width),
+    )
+    return st.integers(2, 5).flatmap(lambda K: hnp.arrays(dtype, (K,), elements=element))
+
+
+def moderate_equivalent(z: np.ndarray) -> np.ndarray:
+    """Logits of moderate size with the same SparsestMax: ``z - max z`` correctly rounded in ``z``'s
+    dtype, with every entry more than 3 below the maximum (``-inf`` where the difference overflows)
+    at -3. Both maps are translation invariant, and an entry more than 1 below the maximum is outside
+    the support of every sparsemax stage (the sharpened logits of docs/sparsestmax.md §2 keep it
+    there), so its value does not matter."""
+    with np.errstate(over="ignore"):
+        return np.maximum(z - np.max(z), np.asarray(-3.0, dtype=z.dtype))
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@given(data=st.data())
+def test_sparsestmax_of_any_finite_logits_is_that_of_the_shifted_logits(variant, dtype, data):
+    """No NaN and no warning; on the simplex; the result, stage by stage, of the moderate logits
+    with the same answer (bit for bit); and, for the paper variant, the brute-force minimiser,
+    away from near-ties (a sphere step at distance n from its centre amplifies rounding by 1/n)."""
+    z = data.draw(any_finite_logits(dtype))
+    radius = data.draw(st.floats(0.0, 0.999)) * max_radius(z.size)
+    p, stages = sparsestmax_forward(z, radius, variant=variant)
+    eps = float(np.finfo(dtype).eps)
+    assert p.dtype == dtype and np.all(np.isfinite(p)) and np.all(p >= 0)
+    assert abs(float(np.sum(p, dtype=np.float64)) - 1.0) <= 8 * z.size * eps
+    moderate, moderate_stages = sparsestmax_forward(moderate_equivalent(z), radius, variant=variant)
+    np.testing.assert_array_equal(p, moderate)
+    for (name, value), (_, expected) in zip(stages.arrays().items(), moderate_stages.arrays().items(), strict=True):
+        np.testing.assert_array_equal(value, expected, err_msg=name)
+    assert np.all(np.isfinite(sparsestmax_vjp(np.linspace(-1.0, 1.0, z.size, dtype=dtype), stages)))
+    distances = [float(stage.distance[0]) for stage in stages.stages if hasattr(stage, "distance") and bool(stage.applied[0])]
+    if variant == "paper" and dtype == np.float64 and not bool(stages.degenerate[0]) and min(distances, default=1.0) > 1e-6:
+        best = brute_force_sparsestmax(moderate_equivalent(z), radius)
+        shifted = moderate_equivalent(z)
+        assert objective(p, shifted) == pytest.approx(objective(best, shifted), rel=1e-9, abs=1e-12)
+
+
+EDGE_CASES = [
+    # (logits, dtype, radius, expected, why): the expected outputs follow from the definition by hand.
+    ([9e307, 0.0, 0.0], np.float64, 0.3, [1.0, 0.0, 0.0], "issue 10: sparsemax was [0, 0, 0], and SSN mixed with zero ratios"),
+    ([2e38, 0.0, 0.0], np.float32, 0.3, [1.0, 0.0, 0.0], "issue 10, float32"),
+    ([np.finfo(np.float64).max, -np.finfo(np.float64).max], np.float64, 0.3, [1.0, 0.0], "z - max z overflows"),
+    ([-np.finfo(np.float32).max, np.finfo(np.float32).max], np.float32, 0.3, [0.0, 1.0], "z - max z overflows, float32"),
+    ([-np.finfo(np.float64).max] * 3, np.float64, 0.3, [1 / 3] * 3, "a three-way tie at -finfo.max: the centre (degenerate)"),
+    ([-np.finfo(np.float64).max] * 3, np.float64, 0.9, [1.0, 0.0, 0.0], "the same beyond the largest radius: the first index"),
+    ([np.finfo(np.float32).max] * 2 + [-np.finfo(np.float32).max], np.float32, 0.3, [0.5, 0.5, 0.0],
+     "a tie at finfo.max: the edge midpoint (paper: 0.41 from the centre, outside the ball; official: degenerate)"),
+    ([1e308, 1e-308, -1e-308], np.float64, 0.5, [1.0, 0.0, 0.0], "huge and tiny mixed"),
+    ([np.finfo(np.float64).smallest_subnormal, 0.0, -np.finfo(np.float64).smallest_subnormal], np.float64, 0.3, [1 / 3] * 3,
+     "subnormal differences: a tie to rounding, the centre"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize(("logits", "dtype", "radius", "expected", "why"), EDGE_CASES, ids=[case[4] for case in EDGE_CASES])
+def test_sparsestmax_is_exact_at_the_edges_of_the_float_range(variant, logits, dtype, radius, expected, why):
+    z = np.asarray(logits, dtype=dtype)
+    p, stages = sparsestmax_forward(z, radius, variant=variant)
+    assert p.dtype == dtype
+    np.testing.assert_allclose(p, expected, rtol=0, atol=float(np.finfo(dtype).eps), err_msg=why)
+    g = np.linspace(-1.0, 2.0, z.size, dtype=dtype)
+    assert np.all(np.isfinite(sparsestmax_vjp(g, stages))) and np.all(np.isfinite(sparsestmax_jvp(g, stages))), why
+
+
+def test_the_ssn_ratio_function_of_huge_logits_is_a_vertex_not_zeros():
+    """Issue 10: SSN mixed its statistics with the zero ratios sparsemax returned for [9e307, 0, 0]."""
+    ratios, _ = SparsestMax(0.3, "official").forward(np.array([9e307, 0.0, 0.0]))
+    np.testing.assert_array_equal(ratios, [1.0, 0.0, 0.0])
+
+
+# --------------------------------------------------------------------------------------------
 # Derivatives
 # --------------------------------------------------------------------------------------------
 
@@ -474,6 +564,105 @@ def test_float32_is_computed_in_float32(backend, rng, variant):
 
 
 # --------------------------------------------------------------------------------------------
+# The speed-only layout (refnorm/ops/_sparsestmax_fast.py) runs the same code to the same bits
+# --------------------------------------------------------------------------------------------
+
+
+def _logit_batches(rng, K, dtype):
+    """Rows of every kind for one K: random at four scales, ties (top, below the top, all), one-hot,
+    near-ties, huge offsets and the extremes of the float range."""
+    big = float(np.finfo(dtype).max)
+    rows = [rng.standard_normal((300, K)) * rng.choice([0.05, 0.3, 1.0, 3.0], size=(300, 1))]
+    rows.append(np.round(rng.standard_normal((100, K)), 1))  # many ties
+    rows.append(np.eye(K)[rng.integers(0, K, 50)])
+    rows.append(np.ones((10, K)))
+    rows.append(1e-12 * rng.standard_normal((20, K)))
+    rows.append(1e8 + rng.standard_normal((20, K)))
+    rows.append(rng.choice([big, -big, 0.0, 1.0], size=(50, K)))
+    return np.concatenate(rows).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("K", [2, 3, 4, 5, 7])
+def test_the_fast_layout_gives_the_reference_results_bit_for_bit(rng, K, dtype):
+    """Outputs, every stage record, the active set, the VJP and the JVP: equal bit for bit (``==``,
+    so a zero's sign may differ), both variants, radii from 0 to beyond the largest, ~550 rows."""
+    import array_api_compat.numpy as xp
+
+    z = _logit_batches(rng, K, dtype)
+    g, t = rng.standard_normal((2, *z.shape)).astype(dtype)
+    for variant in VARIANTS:
+        for radius in (0.0, 0.2, 0.45, 0.6, 0.75, max_radius(K)):
+            expected, stages = _sparsestmax_stages(z, radius, variant, xp)
+            fast, fast_stages = _sparsestmax_fast.run(_sparsestmax_stages, z, radius, variant, xp=xp)
+            where = f"K={K}, {variant}, radius {radius}"
+            np.testing.assert_array_equal(fast, expected, err_msg=where)
+            for (name, value), (_, reference) in zip(fast_stages.arrays().items(), stages.arrays().items(), strict=True):
+                np.testing.assert_array_equal(value, reference, err_msg=f"{where}: {name}")
+            np.testing.assert_equal(fast_stages.active_set(), stages.active_set(), err_msg=where)
+            np.testing.assert_array_equal(_sparsestmax_fast.run(_stages_vjp, g, fast_stages, xp=xp), _stages_vjp(g, stages, xp), err_msg=where)
+            np.testing.assert_array_equal(_sparsestmax_fast.run(_stages_jvp, t, fast_stages, xp=xp), _stages_jvp(t, stages, xp), err_msg=where)
+
+
+def test_large_numpy_batches_of_short_vectors_take_the_fast_layout_and_others_do_not():
+    """What the public functions dispatch on: the shape and the library, never the values."""
+    import array_api_compat.numpy as xp
+
+    assert _sparsestmax_fast.applies(np.zeros((_sparsestmax_fast.LARGE_BATCH, 3)), xp)
+    assert _sparsestmax_fast.applies(np.zeros((16, 16, 7)), xp)
+    assert not _sparsestmax_fast.applies(np.zeros((_sparsestmax_fast.LARGE_BATCH - 1, 3)), xp)
+    assert not _sparsestmax_fast.applies(np.zeros((1000, 8)), xp)
+    assert not _sparsestmax_fast.applies(np.zeros(3), xp)
+
+
+def test_the_fast_layout_keeps_every_record_simplex_axis_major(rng):
+    """The layout is the whole point of the fast path: a record in the usual layout would make every
+    later reduction run one row at a time (the values would still be right)."""
+    z = rng.standard_normal((2000, 3))
+    ratios, stages = sparsestmax_forward(z, 0.5, variant="official")
+    assert ratios.flags.c_contiguous  # given back in the usual layout
+    for name, value in stages.arrays().items():
+        if value.ndim == 2 and value.shape[-1] == 3:
+            assert value.strides[0] < value.strides[1], name
+    assert sparsestmax_vjp(z, stages).flags.c_contiguous
+
+
+def test_every_array_the_fast_layout_selects_or_sorts_is_simplex_axis_major(rng):
+    """A single ``(..., K)`` intermediate in the usual layout (a comparison of two arrays that are
+    not per-position, say) silently makes the reductions after it run row by row; this catches it
+    where the arrays pass through the namespace."""
+    import array_api_compat.numpy as xp
+
+    def check(*arrays):
+        for a in arrays:
+            if isinstance(a, np.ndarray) and a.ndim == 2 and a.shape[-1] == 3:
+                assert a.strides[0] < a.strides[1], f"an array in the usual layout: strides {a.strides}"
+
+    class Checked(_sparsestmax_fast.SimplexAxisMajor):
+        def where(self, condition, x1, x2, /):
+            check(condition, x1, x2)
+            result = super().where(condition, x1, x2)
+            check(result)
+            return result
+
+        def sort(self, x, /, **options):
+            check(x)
+            return super().sort(x, **options)
+
+        def cumulative_sum(self, x, /, **options):
+            check(x)
+            return super().cumulative_sum(x, **options)
+
+    z, g = rng.standard_normal((2, 500, 3))
+    for variant in VARIANTS:
+        for radius in (0.0, 0.5, 0.9):
+            major = _sparsestmax_fast.to_simplex_axis_major(z, xp)
+            _, stages = _sparsestmax_stages(major, radius, variant, Checked(xp))
+            _stages_vjp(_sparsestmax_fast.to_simplex_axis_major(g, xp), stages, Checked(xp))
+            _stages_jvp(_sparsestmax_fast.to_simplex_axis_major(g, xp), stages, Checked(xp))
+
+
+# --------------------------------------------------------------------------------------------
 # Bad input
 # --------------------------------------------------------------------------------------------
 
@@ -504,3 +693,44 @@ def test_the_ratio_function_validates_when_constructed():
     with pytest.raises(ValueError, match="variant"):
         SparsestMax(0.5, "official-ish")
     assert SparsestMax(1, "official") == SparsestMax(1.0, "official")
+
+
+@pytest.fixture(scope="module")
+def stages_of_a_batch():
+    return sparsestmax_forward(np.array([[0.4, 0.1, -0.2], [0.3, 0.2, 0.1]]), 0.5)[1]
+
+
+@pytest.mark.parametrize("derivative", [sparsestmax_vjp, sparsestmax_jvp], ids=["vjp", "jvp"])
+@pytest.mark.parametrize(
+    ("vector", "error", "match"),
+    [
+        (np.asarray(1.0), ValueError, r"has shape \(\), expected the shape of the forward's ratios = \(2, 3\)"),
+        (np.ones(3), ValueError, r"has shape \(3,\), expected the shape of the forward's ratios = \(2, 3\)"),
+        (np.ones((4, 2, 3)), ValueError, "expected the shape of the forward's ratios"),
+        (np.array([[0.0, np.nan, 1.0], [0.0, 0.0, 0.0]]), ValueError, "contains NaN or infinity"),
+        (np.array([[0.0, -np.inf, 1.0], [0.0, 0.0, 0.0]]), ValueError, "contains NaN or infinity"),
+        (np.ones((2, 3), dtype=np.float32), TypeError, "has dtype float32, expected float64"),
+        (np.ones((2, 3), dtype=np.int64), TypeError, "expected a real floating dtype"),
+        (np.ones((2, 3), dtype=np.complex128), TypeError, "expected a real floating dtype"),
+        ([[1.0, 0.0, 0.0]] * 2, TypeError, "must be an array"),
+        (None, TypeError, "must be an array"),
+    ],
+)
+def test_sparsestmax_derivatives_reject_a_bad_cotangent_or_tangent_naming_it(derivative, stages_of_a_batch, vector, error, match):
+    name = "dratios" if derivative is sparsestmax_vjp else "dlogits"
+    with pytest.raises(error, match=match) as raised:
+        derivative(vector, stages_of_a_batch)
+    assert str(raised.value).startswith(name) or f"{name} " in str(raised.value)
+
+
+@pytest.mark.parametrize("stages", [None, (), np.zeros((2, 3)), "stages"])
+@pytest.mark.parametrize("derivative", [sparsestmax_vjp, sparsestmax_jvp], ids=["vjp", "jvp"])
+def test_sparsestmax_derivatives_need_the_recorded_stages(derivative, stages):
+    with pytest.raises(TypeError, match="stages must be the SparsestMaxStages that sparsestmax_forward returned"):
+        derivative(np.ones((2, 3)), stages)
+
+
+@pytest.mark.parametrize("logits", [np.ones(3, dtype=np.complex128), np.ones(3, dtype=bool), [0.1, 0.2, 0.3], 0.5, None])
+def test_sparsestmax_rejects_non_floating_logits_with_a_type_error_naming_them(logits):
+    with pytest.raises(TypeError, match="^logits "):
+        sparsestmax_forward(logits, 0.3)

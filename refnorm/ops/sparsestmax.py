@@ -3,7 +3,7 @@ r"""Sparsemax and SparsestMax: forward, stage-composed VJP and JVP (SPEC §3; sp
 Both maps act on the last axis ("the simplex axis", size ``K >= 2``) and accept any number of
 leading batch axes. They are written with sort, cumulative sum and masks only: no boolean
 indexing, no data-dependent shapes and no loop over vectors. ``docs/sparsestmax.md`` derives
-everything below with the same symbols.
+everything below with the same symbols and function names.
 
 **Sparsemax** (Martins & Astudillo, 2016) is the Euclidean projection onto the simplex
 :math:`\Delta^{K-1}`: with :math:`z_{(1)} \ge \dots \ge z_{(K)}` sorted,
@@ -14,6 +14,10 @@ everything below with the same symbols.
     \tau = \frac{\sum_{l \le k} z_{(l)} - 1}{k}, \qquad
     \mathrm{sparsemax}(z) = \max(z - \tau, 0).
 
+``_sparsemax_stage`` computes it after shifting the logits by their maximum (sparsemax is
+translation invariant), so that any finite logits, up to ``±finfo.max``, give the exact result and
+every intermediate stays finite (``_shift_by_max``).
+
 **SparsestMax** (Shao et al., CVPR 2019) with radius :math:`r` solves
 
 .. math::
@@ -21,8 +25,8 @@ everything below with the same symbols.
     \mathrm{SparsestMax}(z; r) = \arg\min_{p \in \Delta^{K-1},\ \|p - u_0\| \ge r} \|p - z\|^2,
     \qquad u_0 = \mathbf 1 / K,
 
-by alternating sphere steps and sparsemax stages. :math:`u_S = \mathbf 1_S / |S|` is the centre of
-the face spanned by a support :math:`S`.
+by alternating sphere steps and sparsemax stages (:func:`sparsestmax_forward`).
+:math:`u_S = \mathbf 1_S / |S|` is the centre of the face spanned by a support :math:`S`.
 
 1. :math:`w = \mathrm{sparsemax}(z)`, support :math:`S_0`. The first sphere lies in the face
    :math:`F_0` with centre :math:`u_{F_0}`: :math:`F_0 = \{1..K\}` (``variant="paper"``, the
@@ -38,8 +42,9 @@ the face spanned by a support :math:`S`.
    A support of size 1 is a vertex: the output is that vertex.
 
 Each sparsemax stage after a sphere step shrinks the support by at least one, so there are at
-most ``K - 1`` sphere steps and ``K`` sparsemax stages; the loop below runs exactly ``K - 1``
-masked iterations over the whole batch.
+most ``K - 1`` sphere steps and ``K`` sparsemax stages; the forward runs exactly ``K - 1``
+masked iterations over the whole batch, and a boolean column ``running`` says which rows a
+stage applies to.
 
 The ``"paper"`` variant returns the minimiser of the stated problem (the output is
 :math:`\mathrm{sparsemax}(\beta z)` for the smallest :math:`\beta \ge 1` whose distance from
@@ -59,29 +64,17 @@ set: its outputs are feasible but not the minimiser (spec-notes §3.3).
 * An output within :data:`ROUNDING_TOLERANCE` ``* eps`` of a vertex
   (:math:`\max p \ge 1 - \text{tol}`) snaps to that vertex, so one-hot outputs are exactly
   one-hot (and have Jacobian zero). At radius 0 this is the only difference from sparsemax.
-* Logits are shifted by their maximum first (sparsemax is translation invariant), so a vertex from
-  sparsemax is exactly one-hot and huge logits lose no precision in the threshold.
-
-**Layout and speed.** The batch is processed simplex-axis-major: every ``(..., K)`` array holds its
-``K`` entries of the simplex axis in ``K`` contiguous blocks, one per position (the values and
-shapes are those of the usual layout; only the memory order differs, see
-``_simplex_axis_major``). NumPy and CuPy run an operation in memory order, so over a batch of
-short vectors every reduction along the simplex axis and every broadcast against a per-vector
-column is then a few long vector loops instead of one short loop per vector (20 to 40 times
-faster for ``K = 3``). Sorting, cumulative sums and the arg-max, which NumPy still runs one
-vector at a time, are written over the ``K`` positions instead (``_sorted_descending``,
-``_cumulative_sum``, ``_one_hot_at_max``), and a row selection between finite values is
-the arithmetic ``_where_rows`` (NumPy's ``where`` costs as much as ten arithmetic
-operations). For ``K <= 7`` none of this changes a value: the sorted values, sums and cumulative
-sums are those of ``xp.sort``, ``xp.sum`` and ``xp.cumulative_sum`` (NumPy sums fewer than 8
-entries left to right), so every output, stage record and active set is the same bit for bit
-(the sign of a zero aside). Longer simplex axes keep the usual layout (:data:`SHORT_SIMPLEX_AXIS`).
+* Any finite logits: the shift by the maximum makes a vertex from sparsemax exactly one-hot, loses
+  no precision in the threshold, and keeps ``[9e307, 0, 0]`` or ``[finfo.max, -finfo.max]`` from
+  overflowing.
 
 **Backward.** Each stage has a symmetric Jacobian: sparsemax
-:math:`\operatorname{diag}(s) - s s^\top / |S|`, sphere step :math:`(\rho/n)(I - d d^\top)`. The VJP
-applies the recorded stages' Jacobians in reverse order, the JVP in forward order. Vertices have
-Jacobian exactly zero; so has a sphere step inside a face of two elements (an edge, where the
-sphere is two points), which is computed as an exact zero rather than as rounding residue.
+:math:`J_{\mathrm{smax}} = \operatorname{diag}(s) - s s^\top / |S|`, sphere step
+:math:`J_{\mathrm{sph}} = (\rho/n)(I - d d^\top)`. :func:`sparsestmax_vjp` applies the recorded
+stages' Jacobians in reverse order, :func:`sparsestmax_jvp` in forward order, each on the rows the
+stage applied to. Vertices have Jacobian exactly zero; so has a sphere step inside a face of two
+elements (an edge, where the sphere is two points), which is computed as an exact zero rather
+than as rounding residue.
 """
 
 from __future__ import annotations
@@ -90,8 +83,9 @@ import math
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from ._validation import check_choice, check_finite, check_floating, check_nonnegative_number
 from .._xp import Array, device, full_like_on, namespace
+from . import _sparsestmax_fast
+from ._validation import check_choice, check_finite, check_floating, check_nonnegative_number, check_same_dtype, namespace_of
 from .linearized import Linearized
 
 VARIANTS = ("paper", "official")
@@ -115,103 +109,50 @@ def rounding_tolerance(xp: Any, dtype: Any) -> float:
 
 
 # --------------------------------------------------------------------------------------------
-# The simplex axis: layout, sorting, cumulative sums and row selection (module docstring)
-# --------------------------------------------------------------------------------------------
-
-SHORT_SIMPLEX_AXIS = 7
-"""Up to this ``K`` the batch is processed simplex-axis-major, with sorting and cumulative sums
-written over the ``K`` positions (``_sorted_descending`` takes ``O(K^2)`` whole-batch
-operations). Longer simplex axes keep the usual layout, ``xp.sort`` and ``xp.cumulative_sum``:
-their per-vector cost no longer dominates, and NumPy sums 8 or more contiguous entries pairwise,
-so a simplex-axis-major sum (left to right) would round differently there. Below 8 both orders
-are left to right and every value is the same bit for bit."""
-
-
-def _simplex_axis_major(entries: list[Array], xp: Any) -> Array:
-    """The ``K`` arrays ``entries`` (each of the batch shape) as one ``(..., K)`` array, simplex-axis-major.
-
-    ``xp.stack(entries, axis=0)`` is ``(K, ...)`` with each position contiguous; moving that axis
-    last is a view, so the result has the shape and values of ``xp.stack(entries, axis=-1)`` and
-    the memory order of the stack. Element-wise operations keep that order.
-    """
-    stacked = xp.stack(entries, axis=0)
-    return xp.permute_dims(stacked, (*range(1, stacked.ndim), 0))
-
-
-def _positions(v: Array) -> list[Array]:
-    """The ``K`` entries of the simplex axis of ``v``, each an array of the batch shape."""
-    return [v[..., k] for k in range(v.shape[-1])]
-
-
-def _to_simplex_axis_major(v: Array, xp: Any) -> Array:
-    """``v`` with its values and shape, laid out simplex-axis-major (one copy; ``v`` itself for a long axis)."""
-    if v.shape[-1] > SHORT_SIMPLEX_AXIS:
-        return v
-    return _simplex_axis_major(_positions(v), xp)
-
-
-def _to_simplex_axis_last(v: Array, xp: Any) -> Array:
-    """``v`` with its values and shape in the usual (C) layout: what the public functions return."""
-    if v.shape[-1] > SHORT_SIMPLEX_AXIS:
-        return v
-    return xp.stack(_positions(v), axis=-1)
-
-
-def _sorted_descending(z: Array, xp: Any) -> Array:
-    """``z`` sorted along the simplex axis, largest first: the values of ``xp.sort(z, descending=True)``.
-
-    For a short simplex axis, an odd-even transposition sort: ``K`` rounds of compare-exchanges of
-    neighbouring positions, each a ``maximum`` and a ``minimum`` over the whole batch (they select,
-    they do not round). NumPy's sort makes one call per vector, ten times slower for ``K = 3``.
-    """
-    K = z.shape[-1]
-    if K > SHORT_SIMPLEX_AXIS:
-        return xp.sort(z, axis=-1, descending=True)
-    entries = _positions(z)
-    for round_ in range(K):
-        for i in range(round_ % 2, K - 1, 2):
-            entries[i], entries[i + 1] = xp.maximum(entries[i], entries[i + 1]), xp.minimum(entries[i], entries[i + 1])
-    return _simplex_axis_major(entries, xp)
-
-
-def _cumulative_sum(v: Array, xp: Any) -> Array:
-    """Cumulative sum along the simplex axis, left to right (the values of ``xp.cumulative_sum``)."""
-    if v.shape[-1] > SHORT_SIMPLEX_AXIS:
-        return xp.cumulative_sum(v, axis=-1)
-    partial = _positions(v)
-    for k in range(1, len(partial)):
-        partial[k] = partial[k - 1] + partial[k]
-    return _simplex_axis_major(partial, xp)
-
-
-def _where_rows(condition: Array, x1: Array, x2: Array, xp: Any) -> Array:
-    """``xp.where(condition, x1, x2)`` for finite ``x1``, ``x2``: ``m x1 + (1 - m) x2`` with ``m = 0`` or ``1``.
-
-    The term that is not selected is a zero, so the result is the selected value exactly (at
-    most the sign of a zero differs). Every value SparsestMax selects is finite.
-    """
-    m = xp.astype(condition, x1.dtype)
-    return m * x1 + (1.0 - m) * x2
-
-
-# --------------------------------------------------------------------------------------------
-# Validation
+# Validation (at the public functions; the stages below trust their inputs)
 # --------------------------------------------------------------------------------------------
 
 
-def _check_logits(xp: Any, logits: Array, name: str = "logits") -> int:
-    """Validate a logit array (floating, simplex axis last with K >= 2, finite); return K."""
+def _namespace_of(named: dict[str, Any]) -> Any:
+    """The namespace of the named arrays, none of which is optional: ``TypeError`` naming one that is not an array."""
+    for name, value in named.items():
+        if value is None:
+            raise TypeError(f"{name} must be an array, got None")
+    return namespace_of(named)
+
+
+def _check_logits(logits: Array, name: str = "logits") -> tuple[Any, int]:
+    """Validate a logit array (floating, simplex axis last with K >= 2, finite); return ``(xp, K)``."""
+    xp = _namespace_of({name: logits})
     check_floating(xp, logits, name)
     if logits.ndim < 1 or logits.shape[-1] < 2:
         raise ValueError(
             f"{name} has shape {tuple(logits.shape)}, expected (..., K) with K >= 2 entries on the last (simplex) axis"
         )
     check_finite(xp, logits, name)
-    return int(logits.shape[-1])
+    return xp, int(logits.shape[-1])
 
 
 def _check_radius_and_variant(radius: Any, variant: Any) -> tuple[float, str]:
     return check_nonnegative_number(radius, "radius"), check_choice(variant, "variant", VARIANTS)
+
+
+def _check_like(xp: Any, value: Array, name: str, like: Array, like_name: str) -> None:
+    """A cotangent or tangent ``value``: floating, finite, and of the dtype and shape of ``like``.
+
+    Shapes must be equal, not broadcastable: a ``(4, K)`` cotangent for a ``(K,)`` output is a
+    caller's bug that broadcasting would hide.
+    """
+    check_floating(xp, value, name)
+    check_same_dtype(like_name, like, [(name, value)])
+    if tuple(value.shape) != tuple(like.shape):
+        raise ValueError(f"{name} has shape {tuple(value.shape)}, expected the shape of {like_name} = {tuple(like.shape)}")
+    check_finite(xp, value, name)
+
+
+def _check_stages(stages: Any) -> None:
+    if not isinstance(stages, SparsestMaxStages):
+        raise TypeError(f"stages must be the SparsestMaxStages that sparsestmax_forward returned, got {type(stages).__name__}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -219,34 +160,47 @@ def _check_radius_and_variant(radius: Any, variant: Any) -> tuple[float, str]:
 # --------------------------------------------------------------------------------------------
 
 
-def _sparsemax_threshold(z: Array, xp: Any) -> tuple[Array, Array]:
-    """``(largest, tau)``, both ``(..., 1)``: the largest entry of ``z`` and the sparsemax threshold of ``z - largest``."""
-    K = z.shape[-1]
-    ordered = _sorted_descending(z, xp)
-    # Translation invariance: shift so that the top entry is exactly 0.
-    largest = ordered[..., :1]
-    ordered = ordered - largest
-    cumulative = _cumulative_sum(ordered, xp)
-    j = xp.arange(1, K + 1, dtype=z.dtype, device=device(z))
-    ranks = j * xp.astype(1.0 + j * ordered > cumulative, z.dtype)  # j where the condition holds, else 0
-    k = xp.max(ranks, axis=-1, keepdims=True)
-    # The sum of the k largest entries is the cumulative sum at position k (a masked sum, no gather).
-    top_k_sum = xp.sum(cumulative * xp.astype(ranks == k, z.dtype), axis=-1, keepdims=True)
-    return largest, (top_k_sum - 1.0) / k
+def _shift_by_max(z: Array, xp: Any) -> Array:
+    r"""``z - max(z)`` over the last axis, clipped at ``-2``, computed without overflow for any finite ``z``.
 
+    Sparsemax is translation invariant, so it may work on ``z - max z``: the largest entry becomes
+    exactly 0, and a vertex comes out exactly one-hot. Its threshold satisfies
+    :math:`\tau \ge \max z - 1`, so an entry more than 1 below the maximum is outside the support
+    whatever its value; clipped at ``-2`` it stays outside (:math:`1 + j z_{(j)} > \sum_{l \le j} z_{(l)}`
+    cannot hold there, with a margin of 1 for rounding) and the cumulative sums stay finite.
 
-def _sparsemax_parts(z: Array, xp: Any) -> tuple[Array, Array, Array]:
-    """Sparsemax of ``z`` over the last axis: ``(w, support, size)``.
-
-    ``support`` is the 0/1 indicator of ``w > 0`` in ``z``'s dtype and ``size`` its count, shape
-    ``(..., 1)``. No validation. Fast when ``z`` is simplex-axis-major (the results are too).
+    ``z - max z`` itself overflows where an entry is more than ``finfo.max`` below the maximum
+    (``[finfo.max, -finfo.max]``). Every entry is therefore first raised to the floor
+    ``max(max z, -h) - h``, ``h = finfo.max / 2``, which lies no more than ``finfo.max`` below the
+    maximum (so the difference is finite) and either ``h`` below it or at ``-finfo.max`` (so no
+    entry within 1 of the maximum, and none of the support, moves).
     """
-    largest, tau = _sparsemax_threshold(z, xp)
-    shifted = z - largest
-    support = xp.astype(shifted > tau, z.dtype)
-    # max(z - tau, 0) with entries AT the threshold outside the support (gradient 0 there, the
-    # convention of the module docstring), so autodiff of this forward agrees with the VJP.
-    w = xp.where(shifted > tau, shifted - tau, xp.zeros_like(shifted))
+    largest = xp.max(z, axis=-1, keepdims=True)
+    h = 0.5 * float(xp.finfo(z.dtype).max)
+    floor = xp.maximum(largest, -h) - h
+    return xp.maximum(xp.maximum(z, floor) - largest, -2.0)
+
+
+def _sparsemax_stage(z: Array, xp: Any) -> tuple[Array, Array, Array]:
+    """Sparsemax of ``z`` over the last axis: ``(w, support, size)`` (module docstring, no validation).
+
+    ``support`` is the 0/1 indicator :math:`s` of :math:`S = \\{w > 0\\}` in ``z``'s dtype and
+    ``size`` is :math:`|S|`, shape ``(..., 1)``.
+    """
+    K = z.shape[-1]
+    shifted = _shift_by_max(z, xp)
+    ordered = xp.sort(shifted, axis=-1, descending=True)  # z_(1) >= ... >= z_(K), z_(1) = 0
+    cumulative = xp.cumulative_sum(ordered, axis=-1)  # sum_{l <= j} z_(l)
+    j = xp.arange(1, K + 1, dtype=z.dtype, device=device(z))
+    ranks = xp.where(1.0 + j * ordered > cumulative, j, 0.0)  # j where the condition holds, 0 elsewhere
+    k = xp.max(ranks, axis=-1, keepdims=True)
+    top_k_sum = xp.sum(xp.where(ranks == k, cumulative, 0.0), axis=-1, keepdims=True)  # the cumulative sum at position k
+    tau = (top_k_sum - 1.0) / k
+    # max(z - tau, 0), with entries AT the threshold outside the support (their gradient is 0, the
+    # convention of docs/sparsestmax.md), so that autodiff of this forward agrees with the VJP.
+    in_support = shifted > tau
+    w = xp.where(in_support, shifted - tau, 0.0)
+    support = xp.astype(in_support, z.dtype)
     return w, support, xp.sum(support, axis=-1, keepdims=True)
 
 
@@ -256,49 +210,63 @@ def sparsemax(logits: Array) -> Array:
     Parameters
     ----------
     logits
-        ``(..., K)``, ``K >= 2``, float32 or float64, finite.
+        ``(..., K)``, ``K >= 2``, float32 or float64, finite (any magnitude up to ``finfo.max``).
 
     Returns
     -------
     Array
         ``max(z - tau, 0)`` with the threshold of the module docstring; same shape and dtype.
     """
-    xp = namespace(logits)
-    _check_logits(xp, logits)
-    w = _sparsemax_parts(_to_simplex_axis_major(logits, xp), xp)[0]
-    return _to_simplex_axis_last(w, xp)
+    xp, _ = _check_logits(logits)
+    return _sparsemax_stage(logits, xp)[0]
 
 
 def _sparsemax_stage_vjp(g: Array, support: Array, size: Array, xp: Any) -> Array:
-    r""":math:`(\operatorname{diag}(s) - s s^\top/|S|)\, g = s \odot (g - \frac{1}{|S|}\sum_{j \in S} g_j)` (symmetric)."""
-    support_mean = xp.sum(support * g, axis=-1, keepdims=True) / xp.maximum(size, xp.ones_like(size))
+    r""":math:`J^\top g = s \odot (g - \frac{1}{|S|}\sum_{j \in S} g_j)`, :math:`J = \operatorname{diag}(s) - s s^\top/|S|` (symmetric).
+
+    A zero ``size`` (a row a stage did not apply to, whose ``support`` is zero) gives zero.
+    """
+    support_mean = xp.sum(support * g, axis=-1, keepdims=True) / xp.maximum(size, 1.0)
     return support * (g - support_mean)
+
+
+def _check_ratios(ratios: Array, cotangent: Array, cotangent_name: str) -> Any:
+    xp = _namespace_of({cotangent_name: cotangent, "ratios": ratios})
+    _check_logits(ratios, "ratios")
+    _check_like(xp, cotangent, cotangent_name, ratios, "ratios")
+    return xp
 
 
 def sparsemax_vjp(dratios: Array, ratios: Array) -> Array:
     r"""VJP of :func:`sparsemax`, from its output: :math:`s \odot (g - \frac{1}{|S|}\sum_{j\in S} g_j)`, :math:`s = [w > 0]`.
 
     The Jacobian :math:`\operatorname{diag}(s) - s s^\top/|S|` is symmetric, so this is also the JVP.
+    ``dratios`` must have the shape and dtype of ``ratios`` and be finite.
     """
-    xp = namespace(dratios, ratios)
-    support = xp.astype(ratios > 0, ratios.dtype)
+    xp = _check_ratios(ratios, dratios, "dratios")
+    support = xp.astype(ratios > 0.0, ratios.dtype)
     return _sparsemax_stage_vjp(dratios, support, xp.sum(support, axis=-1, keepdims=True), xp)
 
 
 def sparsemax_jvp(dlogits: Array, ratios: Array) -> Array:
-    r"""JVP of :func:`sparsemax` (its Jacobian is symmetric: the same formula as :func:`sparsemax_vjp`)."""
-    return sparsemax_vjp(dlogits, ratios)
+    r"""JVP of :func:`sparsemax` (its Jacobian is symmetric: the formula of :func:`sparsemax_vjp`).
+
+    ``dlogits`` must have the shape and dtype of ``ratios`` and be finite.
+    """
+    xp = _check_ratios(ratios, dlogits, "dlogits")
+    support = xp.astype(ratios > 0.0, ratios.dtype)
+    return _sparsemax_stage_vjp(dlogits, support, xp.sum(support, axis=-1, keepdims=True), xp)
 
 
 def sparsemax_linearize(logits: Array) -> Linearized:
     """Sparsemax at a point, for :func:`refnorm.gradcheck`; the active set is the support."""
-    xp = namespace(logits)
     ratios = sparsemax(logits)
+    xp = namespace(ratios)
     return Linearized(
         out=ratios,
         pullback=lambda dratios: (sparsemax_vjp(dratios, ratios),),
         pushforward=lambda dlogits: sparsemax_jvp(dlogits, ratios),
-        active_set=xp.astype(ratios > 0, ratios.dtype),
+        active_set=xp.astype(ratios > 0.0, ratios.dtype),
     )
 
 
@@ -353,12 +321,11 @@ class SphereStage(NamedTuple):
 
         The stage's input always lies in the face :math:`F`; when :math:`|F| = 2` the sphere inside
         that face is two points, so the derivative along the face is zero (rounding would leave
-        residue of order eps instead).
+        residue of order eps instead). Rows the stage did not apply to (radius 0, distance 0) give 0.
         """
-        # distance > 0 where the stage applies; the other rows (radius 0, distance 0) get scale 0.
-        scale = self.radius / _where_rows(self.applied, self.distance, xp.ones_like(self.distance), xp)
+        scale = self.radius / xp.where(self.applied, self.distance, 1.0)
         v = scale * (g - self.direction * xp.sum(self.direction * g, axis=-1, keepdims=True))
-        return v * xp.astype(self.face_size > 2.0, v.dtype)
+        return xp.where(self.face_size > 2.0, v, 0.0)
 
     def jvp(self, t: Array, xp: Any) -> Array:
         """:math:`J t` (:math:`J` is symmetric)."""
@@ -389,10 +356,11 @@ class SparsestMaxStages(NamedTuple):
     def sphere_steps(self) -> Array:
         """``(...,)`` int: how many sphere steps each row took (0 to ``K - 1``)."""
         xp = namespace(self.vertex)
-        steps = [xp.astype(stage.applied[..., 0], xp.int64) for stage in self.stages if isinstance(stage, SphereStage)]
-        if not steps:
-            return xp.zeros(self.vertex.shape[:-1], dtype=xp.int64, device=device(self.vertex))
-        return sum(steps[1:], steps[0])
+        steps = xp.zeros(self.vertex.shape[:-1], dtype=xp.int64, device=device(self.vertex))
+        for stage in self.stages:
+            if isinstance(stage, SphereStage):
+                steps = steps + xp.astype(stage.applied[..., 0], xp.int64)
+        return steps
 
     def active_set(self) -> tuple[Any, ...]:
         """The smooth piece a point lies on (for the gradient checker's kink guard).
@@ -409,7 +377,7 @@ class SparsestMaxStages(NamedTuple):
             if isinstance(stage, SparsemaxStage):
                 pieces.append(stage.support)
             else:
-                edge_side = xp.where(stage.face_size == 2.0, xp.sign(stage.direction), xp.zeros_like(stage.direction))
+                edge_side = xp.where(stage.face_size == 2.0, xp.sign(stage.direction), 0.0)
                 pieces.append((xp.astype(stage.applied, self.vertex.dtype), edge_side))
         return (tuple(pieces), self.vertex, xp.astype(self.degenerate, self.vertex.dtype))
 
@@ -432,14 +400,13 @@ class SparsestMaxStages(NamedTuple):
 def _norm(v: Array, xp: Any) -> Array:
     """Euclidean norm over the last axis (keepdims), 0 for a zero row.
 
-    The square root is taken of a positive stand-in where the row is zero ("double where": 1 is
-    added there, and the result multiplied by 0), so autodiff of this forward (torch, JAX) gets a
-    zero instead of ``0 * inf = NaN`` in the rows a later mask discards. refnorm's own backward
-    does not differentiate through it.
+    The square root is taken of 1 where the row is zero ("double where"), so autodiff of this
+    forward (torch, JAX) gets a zero instead of ``0 * inf = NaN`` in the rows a later mask
+    discards. refnorm's own backward does not differentiate through it.
     """
     squared = xp.sum(v * v, axis=-1, keepdims=True)
-    positive = xp.astype(squared > 0.0, v.dtype)
-    return xp.sqrt(squared + (1.0 - positive)) * positive
+    nonzero = squared > 0.0
+    return xp.where(nonzero, xp.sqrt(xp.where(nonzero, squared, 1.0)), 0.0)
 
 
 def _offset_in_face(w: Array, face: Array, face_size: Array, xp: Any) -> Array:
@@ -456,16 +423,10 @@ def _offset_in_face(w: Array, face: Array, face_size: Array, xp: Any) -> Array:
 def _one_hot_at_max(v: Array, xp: Any) -> Array:
     """The vertex at ``argmax(v)`` (the first index among ties), shape and dtype of ``v``.
 
-    The first maximum is where the running count of maxima reaches 1 (no ``argmax``, which NumPy
-    runs one vector at a time).
+    Of the entries equal to the maximum, the first is where the running count of maxima is 1.
     """
     is_max = xp.astype(v == xp.max(v, axis=-1, keepdims=True), v.dtype)
-    return is_max * xp.astype(_cumulative_sum(is_max, xp) == 1.0, v.dtype)
-
-
-def _zero_rows(applied: Array, value: Array, xp: Any) -> Array:
-    """``value`` on the rows where ``applied``, 0 elsewhere (``value`` is finite)."""
-    return value * xp.astype(applied, value.dtype)
+    return is_max * xp.astype(xp.cumulative_sum(is_max, axis=-1) == 1.0, v.dtype)
 
 
 def sparsestmax_forward(logits: Array, radius: float, *, variant: str = "paper") -> tuple[Array, SparsestMaxStages]:
@@ -474,7 +435,7 @@ def sparsestmax_forward(logits: Array, radius: float, *, variant: str = "paper")
     Parameters
     ----------
     logits
-        ``(..., K)``, ``K >= 2``, float32 or float64, finite.
+        ``(..., K)``, ``K >= 2``, float32 or float64, finite (any magnitude up to ``finfo.max``).
     radius
         :math:`r \ge 0`, a Python number. ``0`` gives sparsemax; ``r >= sqrt((K-1)/K)`` one-hot.
     variant
@@ -487,93 +448,80 @@ def sparsestmax_forward(logits: Array, radius: float, *, variant: str = "paper")
     ratios, stages
         The output (same shape and dtype as ``logits``) and a :class:`SparsestMaxStages`.
     """
-    xp = namespace(logits)
-    K = _check_logits(xp, logits)
+    xp, _ = _check_logits(logits)
     radius, variant = _check_radius_and_variant(radius, variant)
-    column = tuple(logits.shape[:-1]) + (1,)
-    no_rows = xp.zeros(column, dtype=xp.bool, device=device(logits))
-    if radius >= max_radius(K):
-        vertex = _one_hot_at_max(_to_simplex_axis_major(logits, xp), xp)
-        return _to_simplex_axis_last(vertex, xp), SparsestMaxStages((), vertex, no_rows, radius, variant)
+    if _sparsestmax_fast.applies(logits, xp):  # speed only: this code, laid out for NumPy
+        return _sparsestmax_fast.run(_sparsestmax_stages, logits, radius, variant, xp=xp)
+    return _sparsestmax_stages(logits, radius, variant, xp)
 
-    tolerance = rounding_tolerance(xp, logits.dtype)
-    # Every array from here on is simplex-axis-major (memory layout only; module docstring).
-    w, support, size = _sparsemax_parts(_to_simplex_axis_major(logits, xp), xp)
-    stages: list[SparsemaxStage | SphereStage] = [SparsemaxStage(~no_rows, support, size)]
-    # The face of the first sphere: the whole simplex (paper, centre u0) or the support (official).
+
+def _sparsestmax_stages(z: Array, radius: float, variant: str, xp: Any) -> tuple[Array, SparsestMaxStages]:
+    """The algorithm of the module docstring (``sparsestmax_forward`` without the validation)."""
+    K = z.shape[-1]
+    column = (*z.shape[:-1], 1)
+    every_row = xp.ones(column, dtype=xp.bool, device=device(z))
+    if radius >= max_radius(K):
+        vertex = _one_hot_at_max(z, xp)
+        return vertex, SparsestMaxStages((), vertex, ~every_row, radius, variant)
+    tolerance = rounding_tolerance(xp, z.dtype)
+
+    # 1. Sparsemax stage 0; the face of the first sphere: the whole simplex (paper, centre u0) or
+    #    the support (official, centre u_S0).
+    w, support, size = _sparsemax_stage(z, xp)
+    stages: list[SparsemaxStage | SphereStage] = [SparsemaxStage(every_row, support, size)]
     face = xp.ones_like(support) if variant == "paper" else support
-    first_face_size = xp.sum(face, axis=-1, keepdims=True)
-    face_size = first_face_size
-    rho = full_like_on(logits, column, radius, xp)
+    face_size = first_face_size = xp.sum(face, axis=-1, keepdims=True)
+    rho = full_like_on(z, column, radius, xp)
     offset = _offset_in_face(w, face, face_size, xp)
     distance = _norm(offset, xp)
-
     out = w
     inside_ball = (size > 1.0) & (distance < rho)
     degenerate = inside_ball & (distance <= tolerance)
     running = inside_ball & (distance > tolerance)
-    # Every iteration computes on all rows and keeps the results of the running ones: a row that
-    # stops running has its output in `out` and never reads its sphere state again.
+
+    # Every iteration computes on all rows and keeps the results of the running ones; the record
+    # of a stage is zero on the rows it did not apply to.
     for _ in range(K - 1):
-        p, sphere = _sphere_step(running, face, face_size, rho, offset, distance, tolerance, xp)
-        stages.append(sphere)
+        # 2. Sphere step p = u + rho d, d = (w - u) / n (n > tolerance on the running rows; the
+        #    floor only keeps the other rows finite).
+        centre = face / face_size
+        direction = xp.where(running, offset / xp.clip(distance, min=tolerance), 0.0)
+        p = centre + rho * direction
+        stages.append(
+            SphereStage(
+                running,
+                xp.where(running, centre, 0.0),
+                xp.where(running, face_size, 0.0),
+                xp.where(running, rho, 0.0),
+                xp.where(running, distance, 0.0),
+                direction,
+            )
+        )
         on_simplex = xp.min(p, axis=-1, keepdims=True) >= 0.0
-        out = _where_rows(running & on_simplex, p, out, xp)
+        out = xp.where(running & on_simplex, p, out)
         running = running & ~on_simplex
 
-        w, support, size = _back_onto_simplex(p, xp)
-        stages.append(SparsemaxStage(running, _zero_rows(running, support, xp), _zero_rows(running, size, xp)))
-        out = _where_rows(running, w, out, xp)
+        # 3. Back onto the simplex: w = sparsemax(p). Exactly, its threshold is > 0 (p sums to 1
+        #    and has a negative entry), so the entries <= 0 leave the support; replacing them by
+        #    -2 (below any threshold) makes that hold under rounding too, so the support shrinks at
+        #    every stage and K - 1 iterations always suffice.
+        w, support, size = _sparsemax_stage(xp.where(p > 0.0, p, -2.0), xp)
+        stages.append(SparsemaxStage(running, xp.where(running, support, 0.0), xp.where(running, size, 0.0)))
+        out = xp.where(running, w, out)
         # The next sphere lies in the face of the new support, with the Pythagorean radius.
         face, face_size = support, size
-        pythagorean = radius**2 - (1.0 / size - 1.0 / first_face_size)
-        rho = xp.sqrt(xp.clip(pythagorean, min=0.0))
-        offset = _offset_in_face(w, support, size, xp)
+        rho = xp.sqrt(xp.clip(radius**2 - (1.0 / size - 1.0 / first_face_size), min=0.0))
+        offset = _offset_in_face(w, face, face_size, xp)
         distance = _norm(offset, xp)
-        del p, w, support  # free them before the next step allocates: fresh memory costs page faults
-
         reached_vertex = running & (size == 1.0)
         degenerate = degenerate | (running & ~reached_vertex & (distance <= tolerance))
         running = running & ~reached_vertex & (distance > tolerance)
 
     # Outputs within rounding of a vertex are that vertex (exactly one-hot, Jacobian zero).
     at_vertex = xp.max(out, axis=-1, keepdims=True) >= 1.0 - tolerance
-    vertex = _zero_rows(at_vertex, _one_hot_at_max(out, xp), xp)
-    out = _where_rows(at_vertex, vertex, out, xp)
-    return _to_simplex_axis_last(out, xp), SparsestMaxStages(tuple(stages), vertex, degenerate, radius, variant)
-
-
-def _sphere_step(
-    running: Array, face: Array, face_size: Array, rho: Array, offset: Array, distance: Array, tolerance: float, xp: Any
-) -> tuple[Array, SphereStage]:
-    """:math:`p = u_F + \\rho\\, d` with :math:`d = (w - u_F)/n`, and its record (zero on the rows not running).
-
-    The running rows have ``distance > tolerance``; the floor only keeps the other rows finite.
-    """
-    centre = face / face_size
-    direction = _zero_rows(running, offset / xp.clip(distance, min=tolerance), xp)
-    p = centre + rho * direction
-    record = SphereStage(
-        running,
-        _zero_rows(running, centre, xp),
-        _zero_rows(running, face_size, xp),
-        _zero_rows(running, rho, xp),
-        _zero_rows(running, distance, xp),
-        direction,
-    )
-    return p, record
-
-
-def _back_onto_simplex(p: Array, xp: Any) -> tuple[Array, Array, Array]:
-    """``sparsemax`` of a sphere point ``p`` whose entries ``<= 0`` must leave the support.
-
-    Exactly, sparsemax(p) has a threshold > 0 (p sums to 1 and has a negative entry), so entries
-    <= 0 leave the support; replacing them by -2 (below any threshold, which is > max(p) - 1 > -1)
-    makes that hold under rounding too, so the support shrinks at every stage and K - 1
-    iterations always suffice.
-    """
-    positive = xp.astype(p > 0.0, p.dtype)
-    return _sparsemax_parts(p * positive - 2.0 * (1.0 - positive), xp)  # where(p > 0, p, -2)
+    vertex = xp.where(at_vertex, _one_hot_at_max(out, xp), 0.0)
+    out = xp.where(at_vertex, vertex, out)
+    return out, SparsestMaxStages(tuple(stages), vertex, degenerate, radius, variant)
 
 
 def sparsestmax(logits: Array, radius: float, *, variant: str = "paper") -> Array:
@@ -586,6 +534,13 @@ def sparsestmax(logits: Array, radius: float, *, variant: str = "paper") -> Arra
 # --------------------------------------------------------------------------------------------
 
 
+def _check_stages_and(stages: Any, value: Array, name: str) -> Any:
+    _check_stages(stages)
+    xp = _namespace_of({name: value, "stages": stages.vertex})
+    _check_like(xp, value, name, stages.vertex, "the forward's ratios")
+    return xp
+
+
 def sparsestmax_vjp(dratios: Array, stages: SparsestMaxStages) -> Array:
     r"""VJP of :func:`sparsestmax_forward`: the recorded stages' Jacobians, last stage first.
 
@@ -596,33 +551,40 @@ def sparsestmax_vjp(dratios: Array, stages: SparsestMaxStages) -> Array:
         J_{\mathrm{smax}} = \operatorname{diag}(s) - \frac{s s^\top}{|S|}, \quad
         J_{\mathrm{sph}} = \frac{\rho}{n}(I - d d^\top),
 
-    each stage applied only on the rows that went through it (the others pass ``g`` unchanged);
-    zero where the output is a vertex. ``dratios`` must be finite, as every gradient refnorm
-    computes is (the rows are selected arithmetically: an infinity would turn into NaN).
+    each stage applied only on the rows that went through it (the others pass ``g`` on unchanged);
+    zero where the output is a vertex. ``dratios`` must have the shape and dtype of the forward's
+    output and be finite.
     """
-    xp = namespace(dratios, stages.vertex)
-    g = _zero_rows(~stages.at_vertex(), _to_simplex_axis_major(dratios, xp), xp)
+    xp = _check_stages_and(stages, dratios, "dratios")
+    if _sparsestmax_fast.applies(dratios, xp):  # speed only: the layout of the forward's records
+        return _sparsestmax_fast.run(_stages_vjp, dratios, stages, xp=xp)
+    return _stages_vjp(dratios, stages, xp)
+
+
+def _stages_vjp(g: Array, stages: SparsestMaxStages, xp: Any) -> Array:
+    """:math:`J^\top g`: zero at a vertex, then each stage's :math:`J^\top` on its rows, last stage first."""
+    g = xp.where(stages.at_vertex(), 0.0, g)
     for stage in reversed(stages.stages):
-        g = _applied_on_rows(stage, stage.vjp(g, xp), g, xp)
-    return _to_simplex_axis_last(g, xp)
+        g = xp.where(stage.applied, stage.vjp(g, xp), g)
+    return g
 
 
 def sparsestmax_jvp(dlogits: Array, stages: SparsestMaxStages) -> Array:
-    r"""JVP of :func:`sparsestmax_forward`: the same stage Jacobians (all symmetric), first stage first."""
-    xp = namespace(dlogits, stages.vertex)
-    t = _to_simplex_axis_major(dlogits, xp)
-    for stage in stages.stages:
-        t = _applied_on_rows(stage, stage.jvp(t, xp), t, xp)
-    return _to_simplex_axis_last(_zero_rows(~stages.at_vertex(), t, xp), xp)
+    r"""JVP of :func:`sparsestmax_forward`: the same stage Jacobians (all symmetric), first stage first.
 
-
-def _applied_on_rows(stage: SparsemaxStage | SphereStage, applied: Array, passed: Array, xp: Any) -> Array:
-    """``applied`` (the stage's Jacobian times the input) on the rows the stage applies to, ``passed`` elsewhere.
-
-    A stage's record is zero on the other rows, and so is its Jacobian there (zero support, zero
-    radius): adding ``passed`` on those rows only is ``where(stage.applied, applied, passed)``, exactly.
+    ``dlogits`` must have the shape and dtype of the forward's logits and be finite.
     """
-    return applied + xp.astype(~stage.applied, passed.dtype) * passed
+    xp = _check_stages_and(stages, dlogits, "dlogits")
+    if _sparsestmax_fast.applies(dlogits, xp):  # speed only: the layout of the forward's records
+        return _sparsestmax_fast.run(_stages_jvp, dlogits, stages, xp=xp)
+    return _stages_jvp(dlogits, stages, xp)
+
+
+def _stages_jvp(t: Array, stages: SparsestMaxStages, xp: Any) -> Array:
+    """:math:`J t`: each stage's :math:`J` on its rows, first stage first, then zero at a vertex."""
+    for stage in stages.stages:
+        t = xp.where(stage.applied, stage.jvp(t, xp), t)
+    return xp.where(stages.at_vertex(), 0.0, t)
 
 
 def sparsestmax_linearize(logits: Array, *, radius: float, variant: str = "paper") -> Linearized:
