@@ -285,7 +285,32 @@ def test_generate_validates_its_arguments(tmp_path: Path):
         golden.generate(tmp_path / "s", backend="jax")
     with pytest.raises(ValueError, match="unknown selection"):
         golden.generate(tmp_path / "s", selection="some")
+    with pytest.raises(TypeError, match="force must be True or False, got 'no'"):
+        golden.generate(tmp_path / "s", force="no")
+    with pytest.raises(TypeError, match="progress must be callable"):
+        golden.generate(tmp_path / "s", progress="bar")
+    with pytest.raises(TypeError, match="out must be a path"):
+        golden.generate(None)
+    with pytest.raises(TypeError, match="out must be a path"):
+        golden.generate("")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_verify_and_read_case_validate_their_arguments(pristine: Path):
+    with pytest.raises(TypeError, match="directory must be a path"):
+        golden.verify(None)
+    with pytest.raises(TypeError, match="recompute must be True or False"):
+        golden.verify(pristine, recompute="no")
+    with pytest.raises(ValueError, match="kinds names unknown kinds"):
+        golden.verify(pristine, kinds=["bogus"])
+    with pytest.raises(ValueError, match="unknown backend"):
+        golden.verify(pristine, backend="jax")
+    with pytest.raises(TypeError, match="case_id must be a case id string"):
+        golden.read_case(pristine, 3)
+    with pytest.raises(TypeError, match="manifest must be a manifest"):
+        golden.read_case(pristine, sample_id(), manifest=[])
+    with pytest.raises(TypeError, match="directory must be a path"):
+        golden.load_manifest(None)
 
 
 # --------------------------------------------------------------------------------------------
@@ -519,12 +544,14 @@ def _every_tolerance(manifest: dict, value: float) -> None:
 
 
 FORGERIES: dict[str, tuple[Callable[[dict], None], str]] = {
-    "every tolerance 1e9": (lambda m: _every_tolerance(m, 1e9), "tolerances: the manifest says"),
-    "one rtol doubled": (lambda m: _entry(m, sample_id())["tolerances"]["float64"]["forward"].update(rtol=2e-7), "this refnorm recommends"),
+    "every tolerance 1e9": (lambda m: _every_tolerance(m, 1e9),
+                            "tolerances.float32.forward.rtol: the manifest says 1000000000.0, this refnorm recommends 1.3e-06"),
+    "one rtol doubled": (lambda m: _entry(m, sample_id())["tolerances"]["float64"]["forward"].update(rtol=2e-7),
+                         "tolerances.float64.forward.rtol: the manifest says 2e-07, this refnorm recommends 1e-07"),
     "a tolerance note added": (lambda m: _entry(m, sample_id())["tolerance_notes"].append("trust me"), "tolerance_notes"),
     "an error case given tolerances": (lambda m: _entry(m, error_id()).update(tolerances=_entry(m, sample_id())["tolerances"]),
                                        "an error case has no tolerances"),
-    "expected_error.match widened": (lambda m: _entry(m, error_id())["expected_error"].update(match=".*"), "expected_error: the manifest says"),
+    "expected_error.match widened": (lambda m: _entry(m, error_id())["expected_error"].update(match=".*"), "expected_error.match: the manifest says '.*'"),
     "expected_error.type changed": (lambda m: _entry(m, error_id())["expected_error"].update(type="Exception"), "expected_error"),
     "a sample case given an expected error": (lambda m: _entry(m, sample_id()).update(expected_error={"type": "ValueError", "match": "x"}),
                                               "expected_error"),
@@ -532,7 +559,7 @@ FORGERIES: dict[str, tuple[Callable[[dict], None], str]] = {
     "a kink claimed": (lambda m: _entry(m, sample_id()).update(kink="on a kink"), "kink: the manifest says"),
     "the seed changed": (lambda m: _entry(m, sample_id()).update(seed=_entry(m, sample_id())["seed"] + 1), "seed: the manifest says"),
     "the seed made a boolean": (lambda m: _entry(m, sample_id()).update(seed=True), "seed"),
-    "a parameter changed": (lambda m: _entry(m, sample_id())["params"].update(shape=[9, 9]), "params: the manifest says"),
+    "a parameter changed": (lambda m: _entry(m, sample_id())["params"].update(shape=[9, 9]), "params.shape"),
     "a parameter added": (lambda m: _entry(m, sample_id())["params"].update(eps=1e-3), "params"),
     "an integer parameter written as a float": (lambda m: _entry(m, sample_id())["params"].update(
         shape=[float(v) for v in _entry(m, sample_id())["params"]["shape"]]), "params"),
@@ -705,7 +732,7 @@ def test_the_kit_refuses_a_golden_set_with_forged_tolerances(victim: Path):
 
         return {"y": 1.5 * sparsemax(inputs["logits"])}
 
-    with pytest.raises(golden.GoldenError, match="tolerances: the manifest says"):
+    with pytest.raises(golden.GoldenError, match="tolerances.float32.forward.rtol: the manifest says 1000000000.0"):
         check_conformance(Adapter(off_by_half), cases(kind="sample", op="sparsemax")[0], source=victim)
 
 

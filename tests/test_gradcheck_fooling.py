@@ -289,6 +289,15 @@ def test_finite_gradients_whose_dot_product_overflows_fail():
     assert not result.passed
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_an_output_with_no_elements_fails(mode):
+    def f(x):
+        return Linearized(out=x[:0], pullback=lambda v: (np.zeros_like(x),))
+
+    result = refnorm.gradcheck(f, [np.ones(3)], names=["x"], mode=mode)
+    assert not result.passed and "the output has no elements" in result["x"].failures[0]
+
+
 def test_an_argument_with_no_elements_fails():
     def f(x, k):
         return Linearized(out=2 * x + np.sum(k), pullback=lambda v: (2 * v, np.zeros(0)))

@@ -360,6 +360,24 @@ def _selection_arguments(kinds: Iterable[str] | None, ops: Iterable[str] | None,
     return names("kinds", kinds, KINDS), names("ops", ops, OPS), selection
 
 
+def _path_argument(name: str, value: Any) -> Path:
+    if not isinstance(value, str | os.PathLike) or (isinstance(value, str) and not value):
+        raise TypeError(f"{name} must be a path (str or os.PathLike), got {value!r}"[:200])
+    return Path(value)
+
+
+def _options(backend: Any, progress: Any, **flags: Any) -> None:
+    """``backend`` one of :data:`~refnorm.oracle.evaluation.BACKENDS`, ``progress`` callable or
+    None, each flag a bool (a string such as ``"no"`` would be truthy)."""
+    if not isinstance(backend, str) or backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(map(repr, BACKENDS))}")
+    if progress is not None and not callable(progress):
+        raise TypeError(f"progress must be callable or None, got {type(progress).__name__}")
+    for name, value in flags.items():
+        if not isinstance(value, bool):
+            raise TypeError(f"{name} must be True or False, got {value!r}")
+
+
 def _selected(kinds: Iterable[str], ops: Iterable[str], selection: str, catalog: list[Case] | None = None) -> list[Case]:
     """The cases of a set of these kinds, ops and selection, in generation order (from ``catalog``,
     the list :func:`~refnorm.oracle.catalog.cases` returns, when the caller has it already)."""
@@ -411,9 +429,9 @@ def generate(
     by a killed run is recognised by its name and by a lock its writer no longer holds, and is
     removed by the next ``generate`` beside the same target (only the set's own files in it).
     """
+    _path_argument("out", out)
     kinds, ops, selection = _selection_arguments(kinds, ops, selection)
-    if not isinstance(backend, str) or backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(map(repr, BACKENDS))}")
+    _options(backend, progress, force=force)
     selected = _selected(kinds, ops, selection)
     if not selected:
         raise GoldenError(f"no cases of kinds {list(kinds)} for ops {list(ops)} in selection {selection!r}")
@@ -444,8 +462,6 @@ def generate(
 
 def _target(out: str | os.PathLike[str]) -> Path:
     """The absolute target directory of :func:`generate`; ``GoldenError`` for one it must not touch."""
-    if not isinstance(out, str | os.PathLike):
-        raise TypeError(f"out must be a path, got {type(out).__name__}")
     path = Path(out)
     if path.is_symlink():
         raise GoldenError(f"{out} is a symbolic link; give the directory itself (generate never replaces a link, nor writes through one)")
@@ -993,7 +1009,7 @@ def load_manifest(directory: str | os.PathLike[str]) -> dict[str, Any]:
         One line per problem: no set there, a link, a hash mismatch, malformed JSON or fields, an
         unreadable schema version.
     """
-    directory = Path(directory)
+    directory = _path_argument("directory", directory)
     manifest, problems = _manifest_and_problems(directory)
     if manifest is not None:
         entry_spec = _MANIFEST_FIELDS[manifest["schema_version"]][1]
@@ -1145,7 +1161,11 @@ def read_case(directory: str | os.PathLike[str], case_id: str, manifest: Mapping
     GoldenError
         With the reason (one line per problem).
     """
-    directory = Path(directory)
+    directory = _path_argument("directory", directory)
+    if not isinstance(case_id, str):
+        raise TypeError(f"case_id must be a case id string ('<op>/<case name>'), got {type(case_id).__name__}")
+    if manifest is not None and not isinstance(manifest, Mapping):
+        raise TypeError(f"manifest must be a manifest from load_manifest or None, got {type(manifest).__name__}")
     manifest = manifest if manifest is not None else load_manifest(directory)
     try:
         entry_spec = _MANIFEST_FIELDS[manifest["schema_version"]][1]
@@ -1266,13 +1286,29 @@ def _short(value: Any) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
+def _differences(recorded: Any, expected: Any, where: str) -> list[tuple[str, Any, Any]]:
+    """The innermost places where two JSON values differ: ``(path, recorded, expected)``."""
+    if isinstance(recorded, dict) and isinstance(expected, dict) and list(recorded) == list(expected):
+        return [d for key in expected for d in _differences(recorded[key], expected[key], f"{where}.{key}")]
+    if isinstance(recorded, list) and isinstance(expected, list) and len(recorded) == len(expected):
+        return [d for i, (r, e) in enumerate(zip(recorded, expected, strict=True)) for d in _differences(r, e, f"{where}[{i}]")]
+    return [] if _same_json(recorded, expected) else [(where, recorded, expected)]
+
+
+def _mismatch(recorded: Any, expected: Any, where: str, source: str) -> list[str]:
+    """One line for a field that differs from what this refnorm gives, naming the innermost place
+    (``tolerances.float32.forward.rtol: the manifest says 1e9, this refnorm recommends 1.3e-06``)."""
+    found = _differences(recorded, expected, where)
+    if not found:
+        return []
+    path, mine, theirs = found[0]
+    more = f" (and {len(found) - 1} more difference{'s' if len(found) > 2 else ''})" if len(found) > 1 else ""
+    return [f"{path}: the manifest says {_short(mine)}, {source} {_short(theirs)}{more}"]
+
+
 def _catalog_problems(entry: Mapping[str, Any], case: Case) -> list[str]:
     """Where a (structurally valid) entry's catalog fields differ from this refnorm's case."""
-    problems = []
-    for key, expected in _catalog_fields(case).items():
-        if not _same_json(entry[key], expected):
-            problems.append(f"{key}: the manifest says {_short(entry[key])}, this refnorm's catalog says {_short(expected)}")
-    return problems
+    return [p for key, expected in _catalog_fields(case).items() for p in _mismatch(entry[key], expected, key, "this refnorm's catalog says")]
 
 
 def _draw_problems(case: Case, grouped: Mapping[str, Mapping[str, np.ndarray]]) -> list[str]:
@@ -1314,12 +1350,9 @@ def _tolerance_problems(entry: Mapping[str, Any], case: Case, reference: Evaluat
         recommended = recommended_tolerances(case, reference=reference)
     except Exception as error:  # noqa: BLE001 - a case this refnorm cannot evaluate fails
         return [f"tolerances cannot be recomputed: {type(error).__name__}: {error}"]
-    problems = []
-    if not _same_json(entry["tolerances"], recommended.as_json()):
-        problems.append(f"tolerances: the manifest says {_short(entry['tolerances'])}, this refnorm recommends {_short(recommended.as_json())}")
-    if not _same_json(entry["tolerance_notes"], list(recommended.notes)):
-        problems.append(f"tolerance_notes: the manifest says {_short(entry['tolerance_notes'])}, this refnorm says {_short(list(recommended.notes))}")
-    return problems
+    return _mismatch(entry["tolerances"], recommended.as_json(), "tolerances", "this refnorm recommends") + _mismatch(
+        entry["tolerance_notes"], list(recommended.notes), "tolerance_notes", "this refnorm says"
+    )
 
 
 def _rounding_scales(stored: Mapping[str, np.ndarray]) -> dict[str, float]:
@@ -1476,8 +1509,8 @@ def _header_problems(manifest: Mapping[str, Any], asked: Mapping[str, Any], cata
     for key, value in _header(tuple(recorded["kinds"]), tuple(recorded["ops"]), recorded["selection"], manifest["backend"]).items():
         # schema and schema_version were checked when the manifest was read; once more than one
         # version is readable, an older set is compared with what its own version wrote.
-        if key not in ("schema", "schema_version", "refnorm_version", *INFORMATIONAL) and not _same_json(manifest[key], value):
-            problems.append(f"{key}: the manifest says {_short(manifest[key])}, this refnorm writes {_short(value)}")
+        if key not in ("schema", "schema_version", "refnorm_version", *INFORMATIONAL):
+            problems += _mismatch(manifest[key], value, key, "this refnorm writes")
     made = {"kinds": sorted(recorded["kinds"]), "ops": sorted(recorded["ops"]), "selection": recorded["selection"]}
     wanted = {"kinds": sorted(asked["kinds"]), "ops": sorted(asked["ops"]), "selection": asked["selection"]}
     differs = [k for k in made if made[k] != wanted[k]]
@@ -1543,12 +1576,12 @@ def verify(
     that the stored inputs raise the recorded exception. ``docs/golden-format.md`` says what this
     proves and what it cannot.
     """
+    directory = _path_argument("directory", directory)
     kinds, ops, selection = _selection_arguments(kinds, ops, selection)
-    if not isinstance(backend, str) or backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(map(repr, BACKENDS))}")
-    report = VerifyReport(Path(directory), expected={"kinds": list(kinds), "ops": list(ops), "selection": selection}, recompute=bool(recompute))
+    _options(backend, progress, recompute=recompute)
+    report = VerifyReport(directory, expected={"kinds": list(kinds), "ops": list(ops), "selection": selection}, recompute=recompute)
     try:
-        _verify(report, backend, bool(recompute), progress)
+        _verify(report, backend, recompute, progress)
     except Exception as error:  # noqa: BLE001 - never a traceback for a bad set: a failed report
         report.problems.append(f"verification stopped: {type(error).__name__}: {error}")
     return report

@@ -584,16 +584,17 @@ def gradcheck(
     else:
         cotangents, pulled = _one_hot_rows(base, out_parts, hosts, names)
 
+    # Jacobian mode on an empty output has no pullback at all: nothing says what is differentiated.
+    first = pulled[0] if pulled else _Pulled((None,) * len(args), dict.fromkeys(range(len(args)), "no pullback"))
     if wrt is None:
         # A pullback that answers nothing usable leaves no way to tell which arguments it
         # differentiates: check them all (and fail them all).
-        first = pulled[0]
         wrt = tuple(n for i, n in enumerate(names) if i in first.problems or first.gradients[i] is not None)
         if not wrt:
             raise ValueError("the pullback returns no gradient (None) for every argument; there is nothing to check")
     else:
         for index, name in enumerate(names):
-            if name in wrt and index not in pulled[0].problems and pulled[0].gradients[index] is None:
+            if name in wrt and index not in first.problems and first.gradients[index] is None:
                 raise ValueError(f"the pullback returns no gradient (None) for {name}, which wrt asks to check")
 
     nonfinite_output = [
@@ -601,6 +602,8 @@ def gradcheck(
         for number, part in enumerate(out_parts)
         if not np.all(np.isfinite(part))
     ]
+    if not any(part.size for part in out_parts):
+        nonfinite_output.append("the output has no elements")  # <v, f> = 0 for every v: nothing to compare
     results = []
     for index, name in enumerate(names):
         if name not in wrt:
@@ -802,7 +805,7 @@ def _check_jacobian(fun, args, hosts, index, name, base, out_parts, pulled, rtol
     analytic = np.empty((out_size, host.size))
     for row, answer in enumerate(pulled):
         try:
-            analytic[row] = _gradient_of(answer, index, name, "pullback").reshape(-1)
+            analytic[row] = _gradient_of(answer, index, name, f"pullback(one-hot at out{_unflat_index(out_parts, row)})").reshape(-1)
         except _Malformed as error:
             return failed(str(error))
 
