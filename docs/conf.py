@@ -4,14 +4,18 @@ Build (from the repository root, after ``python -m pip install -e ".[docs]"``)::
 
     python -m sphinx -W -b html docs docs/_build/html
 
-Pages are MyST Markdown (math with ``$...$`` and ``$$...$$``); the API reference comes from the
-numpydoc docstrings of the checkout's ``refnorm``; the notebooks of ``notebooks/`` are rendered as
-pages without being executed (the test suite executes them).
+Pages are MyST Markdown (math with ``$...$`` and ``$$...$$``, a display formula always a block of
+its own: a blank line before and after); the API reference comes from the numpydoc docstrings of the
+checkout's ``refnorm``; the notebooks of ``notebooks/`` are executed during the build, so their pages
+show their outputs and figures (a failing cell fails the build). The site is self-contained: MathJax
+is copied into it from the ``sphinx-mathjax-offline`` package, so formulas render without a network.
+``tests/test_docs_site.py`` opens every built page in headless Chromium and checks all of this.
 """
 
 from __future__ import annotations
 
 import filecmp
+import os
 import re
 import shutil
 import sys
@@ -23,6 +27,7 @@ ROOT = DOCS.parent
 sys.path.insert(0, str(ROOT))
 
 import refnorm  # noqa: E402
+from sphinx.errors import ExtensionError  # noqa: E402
 
 project = "refnorm"
 author = "refnorm developers"
@@ -34,6 +39,7 @@ extensions = [
     "myst_nb",  # MyST Markdown pages and .ipynb notebooks (includes myst_parser)
     "sphinx.ext.autodoc",
     "sphinx.ext.mathjax",
+    "sphinx-mathjax-offline",  # MathJax 3 copied into _static/mathjax: no CDN, formulas render offline
     "sphinx.ext.viewcode",
     "numpydoc",
 ]
@@ -47,8 +53,21 @@ myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence", "deflist"]
 myst_heading_anchors = 3
 
 # ---- notebooks --------------------------------------------------------------------------------
-# Never execute at build time: `python -m pytest` runs every notebook (tests/test_notebooks.py).
-nb_execution_mode = "off"
+# Execute every notebook on every build, so the tutorial pages show their numbers and figures. The
+# notebooks are committed without outputs, and "force" (unlike "cache") never shows the outputs of
+# an older refnorm. tests/test_notebooks.py still runs them without Sphinx, as a reader would.
+nb_execution_mode = "force"
+# A failing cell (a numeric claim's assert) is reported as a warning with the cell and its traceback
+# (myst-nb's raise_on_error would hide both in a log file), and _fail_on_notebook_errors below then
+# stops the build, with or without -W, before Sphinx saves its environment (so the next build runs
+# the notebook again instead of keeping the failed run).
+nb_execution_raise_on_error = False
+nb_execution_show_tb = True
+nb_execution_timeout = 120  # seconds per cell; each notebook runs in well under a minute
+nb_execution_in_temp = False  # cells run in docs/notebooks/, the copy of notebooks/ (as in the tests)
+nb_ipywidgets_js: dict = {}  # no widget manager from a CDN: the site loads nothing from outside
+# The kernel is a separate process: make it import this checkout's refnorm too, like Sphinx above.
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 
 
 def _copy_notebooks() -> None:
@@ -141,7 +160,21 @@ def _fix_alias_repr(app, what, name, obj, options, signature, return_annotation)
     return fix(signature), fix(return_annotation)
 
 
+def _fail_on_notebook_errors(app, env):
+    """Stop the build if a notebook failed to run during this build (its traceback is above)."""
+    from myst_nb.sphinx_ import NbMetadataCollector
+
+    failed = sorted(
+        docname
+        for docname, data in NbMetadataCollector.get_doc_data(env).items()
+        if (data.get("exec_data") or {}).get("succeeded") is False
+    )
+    if failed:
+        raise ExtensionError(f"notebooks failed to run (the failing cell and its traceback are above): {', '.join(failed)}")
+
+
 def setup(app):
+    app.connect("env-updated", _fail_on_notebook_errors)
     app.connect("missing-reference", _resolve_reexport)
     app.connect("autodoc-process-signature", _fix_alias_repr)
     app.connect("autodoc-process-docstring", _drop_namedtuple_field_aliases, priority=400)  # before numpydoc

@@ -60,11 +60,11 @@ TRAINING_CASES = [c for c in cases(kind="sample", op="switch_norm") if "-train-"
 def test_the_planted_syncsn_backward_bug_is_caught(case):
     with pytest.raises(ConformanceError) as raised:
         check_conformance(planted_bug_adapter(), case)
-    message = str(raised.value)
-    assert "grad.x:" in message, "the input gradient is the one the mix-up breaks"
-    agreeing = message.split("(these agree: ")[1]
-    for array in ("output.y", "grad.gamma", "grad.beta", "grad.mean_logits", "grad.var_logits"):
-        assert array in agreeing, f"{array} is right in the buggy layer, and the kit says so"
+    error = raised.value
+    assert [m.array for m in error.mismatches] == ["grad.x"], "the input gradient is the one the mix-up breaks, and only it"
+    assert "grad.x: " in str(error) and error.missing == () and error.extra == ()
+    for array in ("output.y", "intermediate.var_in", "grad.gamma", "grad.beta", "grad.mean_logits", "grad.var_logits"):
+        assert array in error.agreeing, f"{array} is right in the buggy layer, and the kit says so"
 
 
 @pytest.mark.parametrize("case", [c for c in TRAINING_CASES if c.params.get("convention", "paper") == "paper"], ids=lambda c: c.id)

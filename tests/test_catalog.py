@@ -1,5 +1,9 @@
-"""The case catalog: well-formed cases, error cases that raise what they promise, reference cases
-whose backward passes the gradient checker, and plain normalizers equal to a direct computation."""
+"""The case catalog: the registry, well-formed cases declared one way, inputs drawn from the seed,
+error cases that raise what they promise, and plain normalizers equal to a direct computation.
+
+What the catalog covers is in ``test_catalog_coverage.py``, its cases' gradient checks in
+``test_catalog_gradients.py``, and the stability of every case's seed and inputs in
+``test_catalog_identity.py``."""
 
 from __future__ import annotations
 
@@ -11,8 +15,10 @@ import numpy as np
 import pytest
 
 import refnorm
+from refnorm.cli import main
 from refnorm.oracle import golden
-from refnorm.oracle.catalog import KINDS, OPS, Case, cases
+from refnorm.oracle.catalog import OPS, Case, CaseMaker, cases
+from refnorm.oracle.catalog.base import with_defaults
 from refnorm.oracle.evaluation import evaluate
 
 ALL = cases()
@@ -25,33 +31,20 @@ NO_ERROR_CASES = dict.fromkeys(
 )
 
 
+def test_the_registry_holds_every_op_of_the_families_in_catalog_order():
+    assert list(OPS) == [
+        "switch_norm", "plain_norm", "sparsemax", "sparsestmax", "sparse_switch_norm", "exemplar_norm",
+        "en_embedding", "en_channel_conv", "en_channel_mean", "en_standardize", "en_softmax",
+    ]  # fmt: skip
+    assert all(name == info.name for name, info in OPS.items())
+
+
 def test_every_op_has_sample_reference_and_error_cases():
     """Every op has cases of every kind, except the EN stages listed (with the reason) above."""
     for op in OPS:
         assert cases(kind="sample", op=op), f"{op} has no sample cases"
         assert bool(cases(kind="reference", op=op)) != (op in NO_REFERENCE_CASES), f"{op}: reference cases vs NO_REFERENCE_CASES"
         assert bool(cases(kind="error", op=op)) != (op in NO_ERROR_CASES), f"{op}: error cases vs NO_ERROR_CASES"
-
-
-def test_exemplar_norm_reference_catalog_covers_modes_mixings_inits_ranks_and_edges():
-    reference = cases(kind="reference", op="exemplar_norm")
-    params = [c.params for c in reference]
-    assert {p["init"] for p in params} == {"default", "random"}
-    assert {p.get("mixing", "output") for p in params} == {"output", "statistics"}
-    assert {p.get("training", True) for p in params} == {True, False}
-    assert {p.get("convention", "paper") for p in params} == {"paper", "official"}
-    for init in ("default", "random"):
-        for mixing in ("output", "statistics"):
-            for training in (True, False):
-                ranks = {len(p["shape"]) for p in params if (p["init"], p.get("mixing", "output"), p.get("training", True)) == (init, mixing, training)}
-                assert ranks == {2, 3, 4, 5}, (init, mixing, training)
-    shapes = [tuple(p["shape"]) for p in params]
-    assert any(s[0] == 1 for s in shapes) and any(s[1] == 1 for s in shapes) and any(len(s) > 2 and np.prod(s[2:]) == 1 for s in shapes)
-    assert {p.get("kernel_size", 3) for p in params} >= {1, 3, 5, 7}
-    assert any("gn" in p.get("normalizers", ()) for p in params)
-    assert any(p.get("offset", 0) >= 1e4 for p in params), "large offsets"
-    assert {np.sign(p["temperature"]) for p in params if "temperature" in p} == {-1.0, 0.0, 1.0}
-    assert any(p.get("running") and p.get("training", True) for p in params), "running statistics updated in training"
 
 
 def test_case_ids_are_unique_and_usable_as_file_names():
@@ -101,52 +94,12 @@ def test_inputs_are_fresh_copies_every_time():
     assert np.all(np.isfinite(case.inputs()["x"]))
 
 
-def test_reference_catalog_covers_ranks_conventions_modes_and_subsets():
-    reference = cases(kind="reference", op="switch_norm")
-    assert {len(c.params["shape"]) for c in reference} == {2, 3, 4, 5}
-    assert {c.params.get("convention", "paper") for c in reference} == {"paper", "official"}
-    assert {c.params.get("training", True) for c in reference} == {True, False}
-    assert {tuple(c.params["normalizers"]) for c in reference} >= {("in",), ("ln",), ("bn",), ("gn",), ("in", "ln"), ("gn", "bn", "ln", "in")}
-    shapes = [tuple(c.params["shape"]) for c in reference]
-    assert any(len(s) > 2 and np.prod(s[2:]) == 1 for s in shapes), "H*W = 1"
-    assert any(s[0] == 1 for s in shapes) and any(s[1] == 1 for s in shapes), "N = 1 and C = 1"
-    assert any(c.params.get("offset", 0) >= 1e4 for c in reference), "large offsets"
-    assert any(c.params.get("logit_std", 1) >= 30 for c in reference), "large logits"
-    assert any(c.params.get("logits") == "equal" for c in reference), "tied logits"
-
-
 @pytest.mark.parametrize("case", cases(kind="error"), ids=lambda c: c.id)
 def test_error_case_raises_the_expected_exception_and_message(case, backend):
     inputs = case.inputs()
     with pytest.raises(case.raises, match=case.match):
         moved = {name: backend.asarray(array) for name, array in inputs.items()}
         OPS[case.op].linearize(moved, case.params)
-
-
-def _gradcheck(case):
-    op = OPS[case.op]
-    inputs = case.inputs()
-
-    def linearized(*point):
-        return op.linearize({**inputs, **dict(zip(op.arguments, point, strict=True))}, case.params)
-
-    return refnorm.gradcheck(linearized, [inputs[n] for n in op.arguments], names=op.arguments, seed=case.seed, **case.gradcheck)
-
-
-@pytest.mark.parametrize("case", [c for c in cases(kind="reference") if not c.kink], ids=lambda c: c.id)
-def test_reference_case_backward_passes_the_gradient_checker(case):
-    result = _gradcheck(case)
-    assert result.passed, f"{case.id}\n{result}"
-
-
-@pytest.mark.parametrize("case", [c for c in cases() if c.kink], ids=lambda c: c.id)
-def test_a_case_on_a_kink_is_on_one_and_agrees_with_finite_differences_elsewhere(case):
-    """A case that declares a kink (Case.kink) has directions the checker skips as crossing it, and
-    no direction that fails: arguments the kink does not involve still check."""
-    result = _gradcheck(case)
-    directions = [d for argument in result.arguments for d in argument.directions]
-    assert not [d for d in directions if d.status == "failed"], f"{case.id}\n{result}"
-    assert any(d.status == "skipped" for d in directions), f"{case.id} claims a kink, but no direction crosses one\n{result}"
 
 
 def test_a_case_must_be_well_formed():
@@ -158,6 +111,35 @@ def test_a_case_must_be_well_formed():
         Case("switch_norm", "bad", "error", {})
     with pytest.raises(ValueError, match="tolerance_reason"):
         Case("switch_norm", "loose", "sample", {}, tolerances={"float32": {"forward": (1e-3, 1e-3)}})
+
+
+def test_a_case_maker_puts_base_params_first_and_the_call_params_after():
+    case = CaseMaker("sparsemax", "error", base={"shape": (2, 3), "scale": 1.0})("K1", ValueError, "K >= 2", shape=(2, 1), offset=3.0)
+    assert list(case.params.items()) == [("shape", (2, 1)), ("scale", 1.0), ("offset", 3.0)]
+    assert (case.id, case.kind, case.raises, case.match) == ("sparsemax/K1", "error", ValueError, "K >= 2")
+
+
+def test_a_case_maker_completes_params_then_derives_the_gradcheck_options_and_shipping_from_them():
+    make = CaseMaker(
+        "sparsemax", "reference", complete=lambda p: with_defaults(p, scale=2.0), gradcheck=lambda p: {"step": p["scale"] / 10},
+        shipped=frozenset({"pre-K3"}), prefix="pre-",
+    )  # fmt: skip
+    shipped, other = make("K3", shape=(4, 3)), make("K4", shape=(4, 4), scale=3.0, note="why")
+    assert (shipped.name, dict(shipped.params), dict(shipped.gradcheck), shipped.ship) == ("pre-K3", {"shape": (4, 3), "scale": 2.0}, {"step": 0.2}, True)
+    assert (dict(other.gradcheck), other.ship, other.note) == ({"step": 0.3}, False, "why")
+    assert make("K5", shape=(4, 5), gradcheck={"step": 1.0}, ship=True).gradcheck == {"step": 1.0}, "what the call gives wins"
+
+
+def test_with_defaults_adds_only_the_missing_keys_after_the_given_ones():
+    assert list(with_defaults({"b": 1, "a": 2}, a=0, c=3).items()) == [("b", 1), ("a", 2), ("c", 3)]
+
+
+def test_golden_list_marks_the_cases_on_a_kink_and_the_shipped_ones(capsys):
+    assert main(["golden", "list", "--op", "sparsestmax", "--kind", "reference"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert lines["sparsestmax/paper-K3-centre"].endswith("[on a kink]  [shipped]")
+    assert lines["sparsestmax/paper-K2-centre"].endswith("[on a kink]")
+    assert not lines["sparsestmax/paper-K3-1sph-margin"].endswith("]")
 
 
 def test_unknown_kind_or_op_is_refused_by_name():

@@ -1,5 +1,6 @@
 """The documentation stays true to the code: its examples run, it documents every public module and
-name, and every test it cites exists. (Building the site is a separate step: see the README.)"""
+name, and every test it cites exists. (The built site, opened in a browser, is checked by
+tests/test_docs_site.py; building it is a separate step: see the README.)"""
 
 from __future__ import annotations
 

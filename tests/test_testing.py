@@ -90,30 +90,82 @@ def test_a_wrong_implementation_fails_with_a_message_that_locates_the_error():
     case = _case("switch_norm/official-train-4d")
     with pytest.raises(ConformanceError) as raised:
         check_conformance(_always_paper(), case)
-    message = str(raised.value)
-    assert message.startswith("switch_norm/official-train-4d: always-paper (float64) differs from refnorm")
-    assert "intermediate.var_in: 8 of 8 elements differ" in message
-    assert "output.y:" in message and "grad.x:" in message
-    assert "worst at index (" in message and "actual " in message and "expected " in message
-    assert "(these agree: intermediate.instance_mean" in message, "the stages that agree are listed too"
+    error = raised.value
+    message = str(error)
+    assert message.startswith("switch_norm/official-train-4d: always-paper (float64) differs from refnorm (live float64) in 12 of 20 arrays")
+    assert "intermediate.var_in: 8 of 8 elements differ; worst at (" in message
+    assert "output.y:" in message and "grad.x" in message
+    assert "agree: intermediate.instance_mean" in message, "the stages that agree are listed too"
+    assert (error.case_id, error.adapter, error.dtype, error.source) == (case.id, "always-paper", "float64", "live float64")
+    differing = {c.array: c for c in error.mismatches}
+    assert {"output.y", "intermediate.var_in", "intermediate.var_bn", "grad.x"} <= set(differing)
+    assert {"intermediate.mean_in", "intermediate.mean_bn", "grad.beta"} <= set(error.agreeing)
+    var_in = differing["intermediate.var_in"]
+    assert var_in.mismatched == 8 and var_in.worst_index is not None and (var_in.rtol, var_in.atol) == (1e-7, 1e-7)
+    assert var_in.abs_error == abs(var_in.actual - var_in.expected) > 0 and var_in.rel_error == pytest.approx(1 / 9), "biased / unbiased = (M-1)/M, M = 9"
+    assert error.missing == () and error.extra == () and error.problems == ()
+    assert error.params == dict(case.params)
     check_conformance(_always_paper(), _case("switch_norm/paper-train-4d"))  # right where the bug does not matter
+
+
+def test_a_failure_message_lists_at_most_a_few_arrays_but_the_error_holds_them_all():
+    from refnorm.oracle.conformance import MAX_LISTED
+
+    with pytest.raises(ConformanceError) as raised:
+        check_conformance(_always_paper(), _case("switch_norm/official-train-4d"))
+    error = raised.value
+    assert len(error.mismatches) > MAX_LISTED
+    assert sum(" elements differ; worst at " in line for line in str(error).splitlines()) == MAX_LISTED
+    assert f"... {len(error.mismatches) - MAX_LISTED} more differ: " in str(error)
+
+
+def test_the_error_keeps_its_fields_through_pickling():
+    import pickle
+
+    with pytest.raises(ConformanceError) as raised:
+        check_conformance(_always_paper(), _case("switch_norm/official-train-4d"))
+    copy = pickle.loads(pickle.dumps(raised.value))
+    assert str(copy) == str(raised.value) and copy.fields() == raised.value.fields()
+
+
+def test_nan_and_inf_are_reported_as_such():
+    case = _case("switch_norm/paper-train-4d")
+    correct = refnorm_adapter("switch_norm")
+
+    def forward(inputs, params):
+        y = np.array(correct.forward(inputs, params)["y"])
+        y[0, 1, 2, 0], y[1, 0, 0, 0] = np.nan, -np.inf
+        return {"y": y}
+
+    with pytest.raises(ConformanceError) as raised:
+        check_conformance(Adapter(forward, name="nan-y"), case)
+    (y,) = raised.value.mismatches
+    assert (y.nan_count, y.inf_count, y.mismatched) == (1, 1, 2)
+    assert "output.y: 2 of 72 elements differ (1 NaN and 1 inf where refnorm's value is finite)" in str(raised.value)
+    assert "actual NaN, expected " in str(raised.value) and "abs error NaN" in str(raised.value)
+    assert "inf …" not in str(raised.value) and "max abs error inf" not in str(raised.value)
 
 
 def test_missing_outputs_unknown_names_and_crashes_are_reported():
     case = _case("switch_norm/paper-train-4d")
     correct = refnorm_adapter("switch_norm")
     renamed = Adapter(lambda i, p: {"out": correct.forward(i, p)["y"]}, name="renamed")
-    with pytest.raises(ConformanceError, match=r"output\.y: missing from renamed\.forward's result[\s\S]*out: not a forward result"):
+    with pytest.raises(ConformanceError, match=r"missing: output\.y \(forward returned \['out'\]\)[\s\S]*extra: forward: out") as raised:
         check_conformance(renamed, case)
+    assert raised.value.missing == ("output.y (forward returned ['out'])",)
+    assert raised.value.extra[0].startswith("forward: out (refnorm's forward names for this case: y, xhat, ")
     no_logits = Adapter(correct.forward, lambda i, p, u: {k: v for k, v in correct.backward(i, p, u).items() if k != "mean_logits"})
-    with pytest.raises(ConformanceError, match=r"grad\.mean_logits: missing"):
+    with pytest.raises(ConformanceError, match=r"missing: grad\.mean_logits") as raised:
         check_conformance(no_logits, case)
+    assert [m.split(" ")[0] for m in raised.value.missing] == ["grad.mean_logits"]
 
     def crash(inputs, params):
         raise RuntimeError("shape mismatch in kernel")
 
-    with pytest.raises(ConformanceError, match=r"crashing\.forward raised RuntimeError: shape mismatch in kernel"):
+    with pytest.raises(ConformanceError, match=r"crashing\.forward raised RuntimeError: shape mismatch in kernel") as raised:
         check_conformance(Adapter(crash, name="crashing"), case)
+    assert raised.value.problems == ("crashing.forward raised RuntimeError: shape mismatch in kernel",)
+    assert isinstance(raised.value.__cause__, RuntimeError), "the implementation's own traceback is kept"
 
 
 def test_error_cases_require_the_same_exception_type():
@@ -150,7 +202,7 @@ def test_float32_inputs_are_given_rounded_and_compared_against_float64_at_those_
 
 def test_expected_failures_must_name_cases_and_give_reasons():
     adapter = refnorm_adapter("switch_norm")
-    with pytest.raises(ValueError, match="matches no selected case"):
+    with pytest.raises(ValueError, match="matches no case of the op and kinds"):
         conformance_checks(adapter, op="switch_norm", expected_failures={"switch_norm/no-such-case": "typo"})
     with pytest.raises(ValueError, match="needs a reason"):
         conformance_checks(adapter, op="switch_norm", expected_failures={"switch_norm/official-*": ""})
@@ -211,6 +263,9 @@ def test_assert_allclose_named_names_case_array_index_and_values():
 def test_compare_treats_nan_as_an_error_and_checks_shapes():
     result = compare(np.array([1.0, np.nan]), np.array([1.0, 2.0]), rtol=1e-7, atol=1e-7, array="y")
     assert not result.passed and result.worst_index == (1,) and result.max_abs_error == np.inf
+    assert result.nan_count == 1 and result.inf_count == 0 and "1 NaN where refnorm's value is finite" in result.describe()
+    assert "actual NaN, expected 2.0" in result.describe() and "max abs error" not in result.describe()
+    assert result.as_dict()["actual"] == "NaN" and result.as_dict()["max_abs_error"] == "inf", "JSON has no NaN: named as strings"
     assert compare(np.array([np.nan]), np.array([np.nan]), rtol=0, atol=0).passed
     shape = compare(np.zeros((2, 3)), np.zeros((3, 2)), rtol=1e-7, atol=1e-7, array="grad.x")
     assert not shape.passed and "shape (2, 3), expected (3, 2)" in shape.describe()
@@ -242,3 +297,145 @@ def test_large_offset_cases_really_need_their_wider_float32_tolerance():
         assert not y.passed, f"{case.id}: float32 passes the default tolerance, so widening it was not needed"
         widened = recommended_tolerances(case, reference).get("float32", "forward")
         assert compare(single.outputs["y"], reference.outputs["y"], rtol=widened.rtol, atol=widened.atol).ratio <= 0.1
+
+
+# --------------------------------------------------------------------------------------------
+# select=, run_conformance, reports
+# --------------------------------------------------------------------------------------------
+
+
+def test_select_keeps_only_the_matching_cases():
+    adapter = refnorm_adapter("switch_norm")
+    params = conformance_checks(adapter, op="switch_norm", kinds=("sample",), select=["switch_norm/official-*", "switch_norm/paper-train-4d"])
+    expected = [c.id for c in cases("sample", "switch_norm") if c.name.startswith("official-") or c.name == "paper-train-4d"]
+    assert [p.id for p in params] == expected
+    assert [p.id for p in conformance_checks(adapter, op="switch_norm", kinds=("sample",), select="*-gn*")] == [
+        c.id for c in cases("sample", "switch_norm") if "-gn" in c.name
+    ]
+    with pytest.raises(ValueError, match=r"select names 'switch_norm/oficial-\*', which matches no case"):
+        conformance_checks(adapter, op="switch_norm", select=["switch_norm/oficial-*"])
+    with pytest.raises(TypeError, match="select holds 3"):
+        conformance_checks(adapter, op="switch_norm", select=["switch_norm/*", 3])
+
+
+def test_skip_and_expected_failures_apply_within_the_selection():
+    adapter = refnorm_adapter("switch_norm")
+    params = conformance_checks(adapter, op="switch_norm", kinds=("sample",), select="switch_norm/official-*",
+                                skip={"*-gn*": "no GN"}, expected_failures={"switch_norm/paper-*": "only official ones would fail"})
+    assert all(p.id.startswith("switch_norm/official-") for p in params)
+    assert {p.id for p in params if p.marks} == {"switch_norm/official-train-gn-first"}, "a pattern may match outside the selection"
+
+
+def test_run_conformance_gives_every_status_outside_pytest(tmp_path):
+    from refnorm.oracle import golden
+    from refnorm.testing import run_conformance
+
+    run = run_conformance(
+        _always_paper(), op="switch_norm", kinds=("sample",),
+        skip={"switch_norm/*-gn*": "GN is not implemented"},
+        expected_failures={"switch_norm/official-train-*": "ignores the convention", "switch_norm/paper-train-4d": "claimed, not true"},
+    )  # fmt: skip
+    statuses = run.statuses()
+    assert list(statuses) == [c.id for c in cases("sample", "switch_norm")]
+    assert statuses["switch_norm/official-train-gn-first"] == "skipped" and run["switch_norm/official-train-gn-first"].reason == "GN is not implemented"
+    assert statuses["switch_norm/official-train-4d"] == "xfailed"
+    assert statuses["switch_norm/paper-train-4d"] == "xpassed"
+    assert statuses["switch_norm/official-eval-4d"] == "failed" and statuses["switch_norm/paper-eval-4d"] == "passed"
+    failed = run["switch_norm/official-eval-4d"]
+    assert isinstance(failed.error, ConformanceError) and "intermediate.var_in" in {c.array for c in failed.mismatches}
+    assert not run.passed
+    assert run.ids("xpassed") == ["switch_norm/paper-train-4d"]
+    summary = run.summary()
+    assert summary.splitlines()[0].startswith("always-paper (float64) against refnorm (live float64), switch_norm: ")
+    assert "XPASS  switch_norm/paper-train-4d: expected to fail (claimed, not true) but passed" in summary
+    assert "FAILED switch_norm/official-eval-4d: " in summary
+
+    # error: the kit itself cannot judge a case (a golden file that no longer matches its hash)
+    golden.generate(tmp_path / "set", kinds=("sample",), ops=("switch_norm",))
+    victim = tmp_path / "set" / "switch_norm" / "paper-train-4d.npz"
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    broken = run_conformance(refnorm_adapter("switch_norm"), op="switch_norm", kinds=("sample",), select="switch_norm/paper-train-[34]d",
+                             source=tmp_path / "set")  # fmt: skip
+    assert broken.statuses() == {"switch_norm/paper-train-3d": "passed", "switch_norm/paper-train-4d": "error"}
+    assert not broken.passed and "does not match its file_sha256" in str(broken["switch_norm/paper-train-4d"].error)
+    assert run_conformance(refnorm_adapter("switch_norm"), op="switch_norm", kinds=("sample",), select="switch_norm/paper-*").passed
+
+
+def test_run_conformance_writes_json_and_junit_reports(tmp_path):
+    import json
+    import xml.etree.ElementTree as ElementTree
+
+    from refnorm.testing import run_conformance
+
+    run = run_conformance(_always_paper(), op="switch_norm", kinds=("sample",), select=["switch_norm/*-train-4d", "switch_norm/*-gn*"],
+                          skip={"*-gn*": "GN is not implemented"}, expected_failures={"switch_norm/official-train-4d": "ignores the convention"})  # fmt: skip
+    run.write_json(tmp_path / "report.json")
+    run.write_junit_xml(tmp_path / "report.xml")
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["schema"] == "refnorm-report" and report["tool"] == "refnorm.testing.run_conformance" and report["passed"] is True
+    assert report["counts"] == {"passed": 1, "failed": 0, "xfailed": 1, "xpassed": 0, "skipped": 2, "error": 0}
+    xfailed = next(c for c in report["cases"] if c["status"] == "xfailed")
+    assert xfailed["id"] == "switch_norm/official-train-4d" and xfailed["message"].startswith("expected to fail: ignores the convention")
+    var_in = next(a for a in xfailed["arrays"] if a["array"] == "intermediate.var_in")
+    assert var_in["passed"] is False and len(var_in["worst_index"]) == 2 and var_in["actual"] != var_in["expected"]
+    suite = ElementTree.parse(tmp_path / "report.xml").getroot().find("testsuite")
+    assert suite.get("tests") == "4" and suite.get("failures") == "0" and suite.get("skipped") == "3"
+    kinds = {case.get("name"): [child.tag for child in case] for case in suite.iter("testcase")}
+    assert kinds == {"paper-train-4d": [], "official-train-4d": ["skipped"], "paper-train-gn": ["skipped"], "official-train-gn-first": ["skipped"]}
+
+
+@pytest.mark.parametrize("name", ["gamma-shape", "x-nan", "eps-zero", "x-integer"])
+def test_error_cases_reach_a_float32_adapter_in_float32(name):
+    seen = {}
+    correct = refnorm_adapter("switch_norm", dtype="float32")
+
+    def forward(inputs, params):
+        seen.update({key: a.dtype for key, a in inputs.items()})
+        return correct.forward(inputs, params)
+
+    check_conformance(Adapter(forward, dtype="float32"), _case(f"switch_norm/{name}"), check_error_messages=True)
+    floating = {key: dtype for key, dtype in seen.items() if dtype.kind == "f"}
+    assert floating and set(floating.values()) == {np.dtype(np.float32)}
+    if name == "x-integer":
+        assert seen["x"] == np.dtype(np.int64), "an integer input stays an integer: that is the bad input"
+
+
+def test_a_dtype_mismatch_error_case_keeps_its_mismatch_in_float32():
+    from refnorm.oracle.conformance import error_case_inputs
+
+    case = _case("switch_norm/gamma-float32")
+    inputs, swapped = error_case_inputs(case, "float32")
+    assert swapped and inputs["x"].dtype == np.float32 and inputs["gamma"].dtype == np.float64
+    report = check_conformance(refnorm_adapter("switch_norm", dtype="float32"), case, check_error_messages=True)
+    assert any("message not checked" in note for note in report.notes)
+    unchanged, swapped = error_case_inputs(case, "float64")
+    assert not swapped and {k: a.dtype for k, a in unchanged.items()} == {k: a.dtype for k, a in case.inputs().items()}
+
+
+def test_a_failing_case_prints_under_25_lines_in_pytest(pytester: pytest.Pytester):
+    pytester.makepyfile(test_testing_helpers=f"from refnorm.testing import Adapter, refnorm_adapter\n{_ALWAYS_PAPER_SOURCE}")
+    pytester.makepyfile(
+        textwrap.dedent(
+            """
+            from refnorm.testing import parametrize_conformance
+            from test_testing_helpers import always_paper
+
+            @parametrize_conformance(always_paper(), op="switch_norm", kinds=("sample",), select="switch_norm/official-train-4d")
+            def test_conformance(check):
+                check()
+            """
+        )
+    )
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    lines = result.stdout.lines
+    start = next(i for i, line in enumerate(lines) if "test_conformance[switch_norm/official-train-4d]" in line and line.startswith("_"))
+    end = next(i for i, line in enumerate(lines) if "short test summary info" in line)
+    section = lines[start:end]
+    print("\n".join(section))
+    assert len(section) < 25, f"{len(section)} lines"
+    text = "\n".join(section)
+    assert "check()" in text and "ConformanceError: switch_norm/official-train-4d: always-paper (float64) differs" in text
+    assert "def check_conformance" not in text and "__tracebackhide__" not in text, "the kit's own source is hidden"

@@ -1,21 +1,25 @@
-"""Evaluate an op of the catalog at given inputs on an array backend, into named host arrays.
+"""Run an op of the catalog at given inputs on an array backend: named host arrays, and gradient checks of catalog cases.
 
 The one bridge between an :class:`~refnorm.oracle.catalog.OpInfo` and the arrays a golden file or a
 comparison holds: golden generation, golden verification and the conformance kit all call
-:func:`evaluate`. An evaluation has five groups of named arrays:
+:func:`evaluate`, which runs the op's forward once (:attr:`OpInfo.forward <refnorm.oracle.catalog.base.OpInfo.forward>`)
+and pulls the upstream gradient back through that same forward. An evaluation has five groups of
+named arrays:
 
 ``input``
     the op's arguments and state (running statistics, ...), as given;
 ``output``
-    the arrays of ``linearize(...).out``, named by :meth:`refnorm.oracle.catalog.base.OpInfo.output_names` (``y`` for SN);
+    the arrays of the forward's output, named by :meth:`refnorm.oracle.catalog.base.OpInfo.output_names` (``y`` for SN);
 ``intermediate``
-    the forward's intermediates and new state (``OpInfo.intermediates``);
+    the forward's intermediates and new state (:attr:`Forward.intermediates <refnorm.oracle.catalog.base.Forward.intermediates>`);
 ``upstream``
     the cotangent of each output (the "upstream gradient" ``dL/dy``);
 ``grad``
     the pullback of ``upstream``, one gradient per differentiable argument, named after it.
 
 The upstream gradient of a case is drawn on the host, in float64, by :func:`draw_upstream`.
+:func:`gradcheck_case` runs :func:`refnorm.gradcheck` on a catalog case, as ``refnorm check`` and
+the test suite do.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import numpy as np
 
 from .._xp import API_VERSION, to_numpy
 from .catalog import OPS, Case, OpInfo
+from .gradient_check import GradcheckResult, gradcheck
 
 GROUPS = ("input", "output", "intermediate", "upstream", "grad")
 """The groups of an :class:`Evaluation`, in the order golden files list them."""
@@ -123,7 +128,7 @@ def evaluate(
     backend: str = "numpy",
     dtype: Any = None,
 ) -> Evaluation:
-    """Run ``op`` at host ``inputs`` on ``backend``: outputs, intermediates and the pullback.
+    """Run ``op`` at host ``inputs`` on ``backend``: outputs, intermediates and the pullback, from one forward.
 
     Parameters
     ----------
@@ -146,7 +151,7 @@ def evaluate(
         inputs = cast_floating(inputs, dtype)
     with array_backend(backend) as (xp, device):
         moved = {name: xp.asarray(a, device=device) for name, a in inputs.items()}
-        linearized = op.linearize(moved, params)
+        linearized, named = op.forward(moved, params)
         out = linearized.out
         out_arrays = tuple(out) if isinstance(out, tuple | list) else (out,)
         outputs = {name: _host(a) for name, a in zip(op.output_names(out), out_arrays, strict=True)}
@@ -156,7 +161,7 @@ def evaluate(
         cotangents = tuple(xp.asarray(upstream[name], device=device) for name in outputs)
         pulled = linearized.pullback(cotangents if isinstance(out, tuple | list) else cotangents[0])
         gradients = {name: _host(g) for name, g in zip(op.arguments, pulled, strict=True) if g is not None}
-        intermediates = {name: _host(a) for name, a in op.intermediates(moved, params).items() if a is not None}
+        intermediates = {name: _host(a) for name, a in named.items() if a is not None}
     return Evaluation(inputs, outputs, intermediates, upstream, gradients)
 
 
@@ -165,3 +170,33 @@ def evaluate_case(case: Case, *, backend: str = "numpy") -> Evaluation:
     if case.kind == "error":
         raise ValueError(f"{case.id} is an error case: it has no values to evaluate, only an exception to raise")
     return evaluate(case.op, case.params, case.inputs(), seed=case.seed, backend=backend)
+
+
+def gradcheck_case(case: Case, *, directions: int = 3, backend: str = "numpy", **overrides: Any) -> GradcheckResult:
+    """:func:`refnorm.gradcheck` of a catalog case's backward at its own inputs.
+
+    The point is the case's differentiable arguments (:meth:`OpInfo.arguments_of
+    <refnorm.oracle.catalog.base.OpInfo.arguments_of>`), on ``backend``; every other input (running
+    statistics, ...) and the case's params stay fixed. The checker draws its directions from the
+    case's seed, and takes the case's own options (:attr:`Case.gradcheck
+    <refnorm.oracle.catalog.base.Case.gradcheck>`, e.g. a larger first step for a large offset);
+    ``overrides`` (any keyword of :func:`refnorm.gradcheck`: ``seed``, ``step``, ``mode``, ``wrt``,
+    ...) take precedence over both. The report names each argument as the op does (``x``,
+    ``gamma``, ...).
+
+    Raises
+    ------
+    ValueError
+        For an error case (it has no gradient, only an exception to raise).
+    """
+    if case.kind == "error":
+        raise ValueError(f"{case.id} is an error case: it has no gradient to check, only an exception to raise")
+    op = OPS[case.op]
+    options = {"directions": directions, "seed": case.seed, **case.gradcheck, **overrides}
+    with array_backend(backend) as (xp, device):
+        inputs = {name: xp.asarray(a, device=device) for name, a in case.inputs().items()}
+
+        def linearized(*point: Any) -> Any:
+            return op.linearize(op.with_arguments(inputs, point), case.params)
+
+        return gradcheck(linearized, op.arguments_of(inputs), names=op.arguments, **options)

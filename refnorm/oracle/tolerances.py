@@ -85,6 +85,26 @@ def default_tolerance(dtype: Any, direction: str = "forward") -> Tolerance:
     return DEFAULT_TOLERANCES[dtype_name(dtype)][direction]
 
 
+def format_value(value: float | None) -> str:
+    """A float for a message: ``NaN``, ``inf`` and ``-inf`` named as such, others as ``repr``."""
+    if value is None:
+        return "n/a"
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return repr(value)
+
+
+def json_float(value: float | None) -> float | str | None:
+    """A float for JSON, which has no NaN or infinity: those become the strings ``"NaN"``,
+    ``"inf"`` and ``"-inf"`` (every machine-readable report of refnorm writes them so)."""
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else format_value(value)
+
+
 @dataclass(frozen=True)
 class Comparison:
     """The outcome of comparing one array against refnorm's value (:func:`compare`)."""
@@ -96,38 +116,111 @@ class Comparison:
     atol: float
     mismatched: int = 0
     max_abs_error: float = 0.0
+    """Largest ``|a - e|``; infinite when ``a`` holds NaN or infinity where ``e`` is finite."""
     max_rel_error: float = 0.0
+    """Largest ``|a - e| / |e|``; infinite where ``e = 0`` and ``a`` is not."""
     worst_index: tuple[int, ...] | None = None
+    """The index of the largest ``|a - e| / (atol + rtol |e|)`` (a NaN or infinity first)."""
     actual: float | None = None
     expected: float | None = None
     ratio: float = 0.0
     """Largest ``|a - e| / (atol + rtol |e|)``: above 1 fails; how far from failing it is."""
     problem: str = ""
     """A structural failure (shape, missing array) instead of a numerical one."""
+    nan_count: int = 0
+    """Elements where ``a`` is NaN and ``e`` is not."""
+    inf_count: int = 0
+    """Elements where ``a`` is infinite and ``e`` is not that same infinity."""
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def abs_error(self) -> float | None:
+        """``|a - e|`` at :attr:`worst_index` (NaN where ``a`` is NaN)."""
+        if self.actual is None or self.expected is None:
+            return None
+        return abs(self.actual - self.expected)
+
+    @property
+    def rel_error(self) -> float | None:
+        """``|a - e| / |e|`` at :attr:`worst_index` (``None`` where ``e = 0``: not applicable)."""
+        error = self.abs_error
+        if error is None or self.expected == 0:
+            return None
+        return error / abs(self.expected)  # type: ignore[arg-type]
+
+    def _nonfinite(self) -> str:
+        parts = [f"{count} {name}" for count, name in ((self.nan_count, "NaN"), (self.inf_count, "inf")) if count]
+        return " and ".join(parts) + " where refnorm's value is finite" if parts else ""
 
     def describe(self) -> str:
         """One paragraph: the array, how many elements fail, the worst index with both values."""
         if self.problem:
             return f"{self.array}: {self.problem}"
-        size = math.prod(self.shape)
-        head = f"{self.array}: {self.mismatched} of {size} elements differ" if not self.passed else f"{self.array}: ok"
-        text = (
-            f"{head} (|actual - expected| <= atol + rtol*|expected| with rtol={self.rtol:.3g}, atol={self.atol:.3g}); "
-            f"max abs error {self.max_abs_error:.3e}, max rel error {self.max_rel_error:.3e}"
-        )
+        head = f"{self.array}: {self.mismatched} of {self.size} elements differ" if not self.passed else f"{self.array}: ok"
+        text = f"{head} (|actual - expected| <= atol + rtol*|expected| with rtol={self.rtol:.3g}, atol={self.atol:.3g})"
+        nonfinite = self._nonfinite()
+        if nonfinite:
+            text += f"; {nonfinite}"
+        else:
+            text += f"; max abs error {self.max_abs_error:.3e}, max rel error {self.max_rel_error:.3e}"
         if self.worst_index is not None:
             text += (
-                f"; worst at index {self.worst_index}: actual {self.actual!r}, expected {self.expected!r}, "
-                f"abs error {abs(self.actual - self.expected):.3e}"  # type: ignore[operator]
+                f"; worst at index {self.worst_index}: actual {format_value(self.actual)}, expected {format_value(self.expected)}, "
+                f"abs error {format_value(self.abs_error) if nonfinite else f'{self.abs_error:.3e}'}"
             )
         return text
+
+    def brief(self) -> str:
+        """One line for a failure message: how many elements, the worst one, its errors and the tolerance."""
+        if self.problem:
+            return f"{self.array}: {self.problem}"
+        if self.passed:
+            return f"{self.array}: ok (max abs error {self.max_abs_error:.3e})"
+        nonfinite = self._nonfinite()
+        rel = self.rel_error
+        errors = (
+            f"abs error {format_value(self.abs_error)}" if nonfinite or self.abs_error is None or not math.isfinite(self.abs_error)
+            else f"abs error {self.abs_error:.3e}, rel error {'n/a' if rel is None else f'{rel:.3e}'}"
+        )  # fmt: skip
+        return (
+            f"{self.array}: {self.mismatched} of {self.size} elements differ" + (f" ({nonfinite})" if nonfinite else "")
+            + f"; worst at {self.worst_index}: actual {format_value(self.actual)}, expected {format_value(self.expected)}, "
+            + f"{errors} (rtol {self.rtol:.3g}, atol {self.atol:.3g})"
+        )  # fmt: skip
+
+    def as_dict(self) -> dict[str, Any]:
+        """The comparison as JSON data (non-finite floats as ``"NaN"``, ``"inf"``, ``"-inf"``)."""
+        return {
+            "array": self.array,
+            "passed": self.passed,
+            "problem": self.problem or None,
+            "shape": list(self.shape),
+            "rtol": self.rtol,
+            "atol": self.atol,
+            "mismatched": self.mismatched,
+            "size": self.size,
+            "nan": self.nan_count,
+            "inf": self.inf_count,
+            "max_abs_error": json_float(self.max_abs_error),
+            "max_rel_error": json_float(self.max_rel_error),
+            "worst_index": None if self.worst_index is None else list(self.worst_index),
+            "actual": json_float(self.actual),
+            "expected": json_float(self.expected),
+            "abs_error": json_float(self.abs_error),
+            "rel_error": json_float(self.rel_error),
+            "ratio": json_float(self.ratio),
+        }
 
 
 def compare(actual: Any, expected: Any, *, rtol: float, atol: float, array: str = "array") -> Comparison:
     """Compare ``actual`` with refnorm's ``expected`` elementwise (module docstring rule).
 
     Both are converted to NumPy float64 (integer/boolean arrays compare exactly). NaN or infinity
-    in ``actual`` where ``expected`` is finite counts as an infinite error.
+    in ``actual`` where ``expected`` is finite counts as an infinite error, and is counted as such
+    (:attr:`Comparison.nan_count`, :attr:`Comparison.inf_count`).
     """
     actual = np.asarray(actual)
     expected = np.asarray(expected)
@@ -163,6 +256,8 @@ def compare(actual: Any, expected: Any, *, rtol: float, atol: float, array: str 
         actual=float(a[worst_index]),
         expected=float(e[worst_index]),
         ratio=float(ratio.max()),
+        nan_count=int(np.sum(np.isnan(a) & ~np.isnan(e))),
+        inf_count=int(np.sum(np.isinf(a) & (a != e))),
     )
 
 

@@ -1,79 +1,45 @@
-"""The op registry and the catalog of named cases every check runs over (:mod:`refnorm.oracle.catalog.base` defines them)."""
+"""The op registry and the catalog of named cases every check runs over (:mod:`refnorm.oracle.catalog.base` defines them).
+
+One module per op family declares its ops and cases: :mod:`~refnorm.oracle.catalog.switchnorm` (SN and
+the plain normalizers), :mod:`~refnorm.oracle.catalog.exemplarnorm` (EN and the stages of its ratio
+generator), :mod:`~refnorm.oracle.catalog.sparsestmax` (sparsemax and SparsestMax) and
+:mod:`~refnorm.oracle.catalog.sparse_switchnorm`; :mod:`~refnorm.oracle.catalog.seeds` fixes every
+case's seed by its id.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from .base import KINDS, OPS, Case, OpInfo
-from .exemplarnorm import (
-    EN_CHANNEL_CONV, EN_CHANNEL_MEAN, EN_EMBEDDING, EN_SOFTMAX, EN_STANDARDIZE, EXEMPLAR_NORM, _channel_conv_references,
-    _channel_conv_samples, _channel_mean_samples, _embedding_errors, _embedding_references, _embedding_samples,
-    _exemplar_norm_errors, _exemplar_norm_references, _exemplar_norm_samples, _softmax_references, _softmax_samples,
-    _standardize_references, _standardize_samples,
-)  # fmt: skip
-from .sparse_switchnorm import SPARSE_SWITCH_NORM, _sparse_switch_norm_errors, _sparse_switch_norm_references, _sparse_switch_norm_samples
-from .sparsestmax import (
-    SPARSEMAX, SPARSESTMAX, _sparsemax_errors, _sparsemax_references, _sparsemax_samples, _sparsestmax_errors,
-    _sparsestmax_references, _sparsestmax_samples,
-)  # fmt: skip
-from .switchnorm import (
-    PLAIN_NORM, SWITCH_NORM, _plain_norm_errors, _plain_norm_references, _plain_norm_samples, _switch_norm_errors,
-    _switch_norm_references, _switch_norm_samples,
-)  # fmt: skip
+from . import exemplarnorm, sparse_switchnorm, sparsestmax, switchnorm
+from .base import KINDS, OPS, Case, CaseMaker, Forward, OpInfo
 
-__all__ = ["KINDS", "OPS", "Case", "OpInfo", "cases"]
-
-# --------------------------------------------------------------------------------------------
-# Registry
-# --------------------------------------------------------------------------------------------
+__all__ = ["KINDS", "OPS", "Case", "CaseMaker", "Forward", "OpInfo", "cases"]
 
 OPS.update({
     op.name: op
     for op in (
-        SWITCH_NORM,
-        PLAIN_NORM,
-        SPARSEMAX,
-        SPARSESTMAX,
-        SPARSE_SWITCH_NORM,
-        EXEMPLAR_NORM,
-        EN_EMBEDDING,
-        EN_CHANNEL_CONV,
-        EN_CHANNEL_MEAN,
-        EN_STANDARDIZE,
-        EN_SOFTMAX,
+        switchnorm.SWITCH_NORM,
+        switchnorm.PLAIN_NORM,
+        sparsestmax.SPARSEMAX,
+        sparsestmax.SPARSESTMAX,
+        sparse_switchnorm.SPARSE_SWITCH_NORM,
+        exemplarnorm.EXEMPLAR_NORM,
+        exemplarnorm.EN_EMBEDDING,
+        exemplarnorm.EN_CHANNEL_CONV,
+        exemplarnorm.EN_CHANNEL_MEAN,
+        exemplarnorm.EN_STANDARDIZE,
+        exemplarnorm.EN_SOFTMAX,
     )
 })
 
-_CASE_SOURCES: tuple[Callable[[], Iterator[Case]], ...] = (
-    _switch_norm_samples,
-    _switch_norm_references,
-    _switch_norm_errors,
-    _plain_norm_samples,
-    _plain_norm_references,
-    _plain_norm_errors,
-    _exemplar_norm_samples,
-    _exemplar_norm_references,
-    _exemplar_norm_errors,
-    _embedding_samples,
-    _embedding_references,
-    _embedding_errors,
-    _channel_conv_samples,
-    _channel_conv_references,
-    _channel_mean_samples,
-    _standardize_samples,
-    _standardize_references,
-    _softmax_samples,
-    _softmax_references,
-    _sparsemax_samples,
-    _sparsemax_references,
-    _sparsemax_errors,
-    _sparsestmax_samples,
-    _sparsestmax_references,
-    _sparsestmax_errors,
-    _sparse_switch_norm_samples,
-    _sparse_switch_norm_references,
-    _sparse_switch_norm_errors,
+CASE_SOURCES: tuple[Callable[[], Iterator[Case]], ...] = (
+    *switchnorm.CASE_SOURCES,
+    *exemplarnorm.CASE_SOURCES,
+    *sparsestmax.CASE_SOURCES,
+    *sparse_switchnorm.CASE_SOURCES,
 )
+"""Every case source, in catalog order (the order golden manifests list cases in)."""
 
 
 def cases(kind: str | None = None, op: str | None = None) -> list[Case]:
@@ -82,10 +48,9 @@ def cases(kind: str | None = None, op: str | None = None) -> list[Case]:
         raise ValueError(f"unknown kind {kind!r}; expected one of {KINDS}")
     if op is not None and op not in OPS:
         raise ValueError(f"unknown op {op!r}; expected one of {tuple(OPS)}")
-    selected = [c for source in _CASE_SOURCES for c in source() if (kind is None or c.kind == kind) and (op is None or c.op == op)]
+    selected = [c for source in CASE_SOURCES for c in source() if (kind is None or c.kind == kind) and (op is None or c.op == op)]
     ids = [c.id for c in selected]
     if len(set(ids)) != len(ids):
         duplicates = sorted({i for i in ids if ids.count(i) > 1})
         raise RuntimeError(f"the catalog has duplicate case ids {duplicates}")  # a bug in refnorm, not in the caller
     return selected
-

@@ -5,14 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+import functools
+
 import numpy as np
 
 from ...ops import exemplarnorm as en
 from ...ops.linearized import Linearized
 from ...ops.running import RunningStats
 from .base import (
-    _LARGE_OFFSET, _REFERENCE_SHAPES, Case, OpInfo, _drop, _explicit, _gradcheck_options, _modes, _new_running_arrays, _replace,
-    _with_element,
+    LARGE_OFFSET, MODES, REFERENCE_SHAPES, Case, CaseMaker, Forward, OpInfo, drop_inputs, explicit_values, new_running_arrays,
+    offset_gradcheck_options, output_only, replace_input, with_defaults, with_element,
 )  # fmt: skip
 
 # --------------------------------------------------------------------------------------------
@@ -27,6 +29,11 @@ from .base import (
 # with two seeds. Only the step changes; the tolerances stay.
 _EN_STEP_EQUAL_SCORES = {"step": 1e-4}
 _EN_STEP = {"step": 1e-3}
+
+
+def _en_gradcheck_options(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The first finite-difference step of an EN case: smaller at the initialisation (above)."""
+    return _EN_STEP_EQUAL_SCORES if params.get("init") == "default" else _EN_STEP
 
 
 def _running_inputs(rng: np.random.Generator, params: Mapping[str, Any], C: int) -> dict[str, np.ndarray]:
@@ -63,7 +70,7 @@ def _exemplar_norm_inputs(rng: np.random.Generator, params: Mapping[str, Any]) -
         inputs.update({name: np.asarray(value) for name, value in zip(defaults._fields, defaults, strict=True)})
     for name in ("conv_weight", "conv_bias", "temperature"):
         if name in params:
-            inputs[name] = _explicit(params[name], inputs[name].shape)
+            inputs[name] = explicit_values(params[name], inputs[name].shape)
     return {**inputs, **_running_inputs(rng, params, C)}
 
 
@@ -81,23 +88,20 @@ def _exemplar_norm_config(inputs: Mapping[str, Any], params: Mapping[str, Any]) 
     )
 
 
-def _exemplar_norm_linearize(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> Linearized:
-    args = [inputs[name] for name in en.EXEMPLAR_NORM_ARGUMENTS]
-    return en.exemplar_norm_linearize(*args, **_exemplar_norm_config(inputs, params))
-
-
-def _exemplar_norm_intermediates(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
-    args = [inputs[name] for name in en.EXEMPLAR_NORM_ARGUMENTS]
-    _, cache, running = en.exemplar_norm_forward(*args, **_exemplar_norm_config(inputs, params))
-    return {**cache.arrays(), **_new_running_arrays(running)}
+def _exemplar_norm_forward(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> Forward:
+    """EN once at ``inputs``; the active set is the ReLU's sign pattern, as in :func:`~refnorm.exemplar_norm_linearize`."""
+    y, cache, running = en.exemplar_norm_forward(*EXEMPLAR_NORM.arguments_of(inputs), **_exemplar_norm_config(inputs, params))
+    linearized = Linearized(
+        out=y, pullback=lambda dy: tuple(en.exemplar_norm_backward(dy, cache)), active_set=cache.generator.pre_activation > 0.0
+    )
+    return Forward(linearized, {**cache.arrays(), **new_running_arrays(running)})
 
 
 EXEMPLAR_NORM = OpInfo(
     name="exemplar_norm",
     arguments=en.EXEMPLAR_NORM_ARGUMENTS,
     make_inputs=_exemplar_norm_inputs,
-    linearize=_exemplar_norm_linearize,
-    intermediates=_exemplar_norm_intermediates,
+    forward=_exemplar_norm_forward,
     description="Exemplar Normalization: per-sample ratios from the ratio generator (SPEC §4)",
 )
 
@@ -109,15 +113,11 @@ _EN_CLOSE_SCORES = (
 
 
 def _exemplar_norm_samples() -> Iterator[Case]:
-    def case(name: str, conditioning: str = "", **params: Any) -> Case:
-        step = _EN_STEP_EQUAL_SCORES if params.get("init") == "default" else _EN_STEP
-        return Case("exemplar_norm", name, "sample", params, gradcheck=step, conditioning=conditioning)
-
+    case = CaseMaker("exemplar_norm", "sample", gradcheck=_en_gradcheck_options)
     shapes = {"2d": (3, 4), "3d": (2, 3, 5), "4d": (2, 4, 3, 3), "5d": (2, 3, 2, 3, 2)}
     for init in ("default", "random"):
         for mixing in ("output", "statistics"):
-            for training in (True, False):
-                mode = "train" if training else "eval"
+            for mode, training in MODES:
                 for rank, shape in {**shapes, "N1": (1, 4, 3, 2)}.items():
                     yield case(f"{init}-{mixing}-{mode}-{rank}", shape=shape, init=init, mixing=mixing, training=training)
     yield case("random-output-train-gn", shape=(2, 4, 3, 2), normalizers=("in", "ln", "bn", "gn"), groups=2)
@@ -129,7 +129,7 @@ def _exemplar_norm_samples() -> Iterator[Case]:
     yield case("random-output-train-M1", shape=(3, 4, 1, 1))
     yield case("random-output-train-C1", shape=(3, 1, 2, 2), kernel_size=1)
     yield case("random-output-train-K1", shape=(2, 4, 3), normalizers=("bn",))
-    yield case("random-output-train-offset", shape=(2, 4, 3, 3), offset=1e4, conditioning=_LARGE_OFFSET)
+    yield case("random-output-train-offset", shape=(2, 4, 3, 3), offset=1e4, conditioning=LARGE_OFFSET)
 
 
 def _embedding_inputs(rng: np.random.Generator, params: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -148,19 +148,19 @@ EN_EMBEDDING = OpInfo(
     name="en_embedding",
     arguments=("x",),
     make_inputs=_embedding_inputs,
-    linearize=lambda inputs, params: en.embedding_linearize(inputs["x"], **_embedding_config(inputs, params)),
-    intermediates=lambda inputs, params: {"embedding": en.embedding_linearize(inputs["x"], **_embedding_config(inputs, params)).out},
+    forward=lambda inputs, params: output_only(en.embedding_linearize(inputs["x"], **_embedding_config(inputs, params)), "embedding"),
     description="EN ratio generator, stage 1: spatial mean of each normalized map, as a function of x",
 )
 
 
 def _embedding_samples() -> Iterator[Case]:
-    yield Case("en_embedding", "train-4d", "sample", dict(shape=(2, 4, 3, 3)))
-    yield Case("en_embedding", "eval-4d", "sample", dict(shape=(2, 4, 3, 3), training=False))
-    yield Case("en_embedding", "train-2d", "sample", dict(shape=(3, 4)))
-    yield Case("en_embedding", "train-3d-gn", "sample", dict(shape=(2, 4, 5), normalizers=("in", "ln", "bn", "gn"), groups=2))
-    yield Case("en_embedding", "official-eval-5d", "sample", dict(shape=(2, 3, 2, 2, 3), convention="official", training=False))
-    yield Case("en_embedding", "train-N1", "sample", dict(shape=(1, 4, 3, 2)))
+    case = CaseMaker("en_embedding", "sample")
+    yield case("train-4d", shape=(2, 4, 3, 3))
+    yield case("eval-4d", shape=(2, 4, 3, 3), training=False)
+    yield case("train-2d", shape=(3, 4))
+    yield case("train-3d-gn", shape=(2, 4, 5), normalizers=("in", "ln", "bn", "gn"), groups=2)
+    yield case("official-eval-5d", shape=(2, 3, 2, 2, 3), convention="official", training=False)
+    yield case("train-N1", shape=(1, 4, 3, 2))
 
 
 def _array_inputs(names_and_shapes: Mapping[str, str]) -> Callable[[np.random.Generator, Mapping[str, Any]], dict[str, np.ndarray]]:
@@ -176,103 +176,106 @@ def _array_inputs(names_and_shapes: Mapping[str, str]) -> Callable[[np.random.Ge
     return make
 
 
+def _channel_conv_forward(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> Forward:
+    """Stage 2 once, as :func:`~refnorm.ops.exemplarnorm.channel_conv_linearize` (active set: the ReLU's sign pattern),
+    keeping the pre-activation ``z`` as an intermediate."""
+    embedding, conv_weight, conv_bias = EN_CHANNEL_CONV.arguments_of(inputs)
+    z = en.channel_conv(embedding, conv_weight, conv_bias)
+    linearized = Linearized(
+        out=en.relu(z), pullback=lambda da: en.channel_conv_vjp(en.relu_vjp(da, z), embedding, conv_weight), active_set=z > 0.0
+    )
+    return Forward(linearized, {"pre_activation": z})
+
+
 EN_CHANNEL_CONV = OpInfo(
     name="en_channel_conv",
     arguments=("embedding", "conv_weight", "conv_bias"),
     make_inputs=_array_inputs({"embedding": "shape", "conv_weight": "kernel", "conv_bias": "bias"}),
-    linearize=lambda inputs, params: en.channel_conv_linearize(inputs["embedding"], inputs["conv_weight"], inputs["conv_bias"]),
-    intermediates=lambda inputs, params: {
-        "pre_activation": en.channel_conv(inputs["embedding"], inputs["conv_weight"], inputs["conv_bias"])
-    },
+    forward=_channel_conv_forward,
     description="EN ratio generator, stage 2: shared 1-D convolution along channels (zero 'same' padding), then ReLU",
 )
 
 
 def _channel_conv_samples() -> Iterator[Case]:
-    yield Case("en_channel_conv", "q3", "sample", dict(shape=(2, 3, 5), kernel=(3,)))
-    yield Case("en_channel_conv", "q1", "sample", dict(shape=(2, 3, 4), kernel=(1,)))
-    yield Case("en_channel_conv", "q5-C5", "sample", dict(shape=(2, 2, 5), kernel=(5,)))
-    yield Case("en_channel_conv", "q3-C3-N1", "sample", dict(shape=(1, 3, 3), kernel=(3,)))
-    yield Case("en_channel_conv", "q3-all-active", "sample", dict(shape=(2, 3, 6), kernel=(3,), conv_bias_loc=10.0))
+    case = CaseMaker("en_channel_conv", "sample")
+    yield case("q3", shape=(2, 3, 5), kernel=(3,))
+    yield case("q1", shape=(2, 3, 4), kernel=(1,))
+    yield case("q5-C5", shape=(2, 2, 5), kernel=(5,))
+    yield case("q3-C3-N1", shape=(1, 3, 3), kernel=(3,))
+    yield case("q3-all-active", shape=(2, 3, 6), kernel=(3,), conv_bias_loc=10.0)
 
 
 EN_CHANNEL_MEAN = OpInfo(
     name="en_channel_mean",
     arguments=("activation",),
     make_inputs=_array_inputs({"activation": "shape"}),
-    linearize=lambda inputs, params: en.channel_mean_linearize(inputs["activation"]),
-    intermediates=lambda inputs, params: {"scores": en.channel_mean(inputs["activation"])},
+    forward=lambda inputs, params: output_only(en.channel_mean_linearize(inputs["activation"]), "scores"),
     description="EN ratio generator, stage 3: mean over channels",
 )
 
 
 def _channel_mean_samples() -> Iterator[Case]:
-    yield Case("en_channel_mean", "2x3x5", "sample", dict(shape=(2, 3, 5)))
-    yield Case("en_channel_mean", "1x2x1", "sample", dict(shape=(1, 2, 1)))
+    case = CaseMaker("en_channel_mean", "sample")
+    yield case("2x3x5", shape=(2, 3, 5))
+    yield case("1x2x1", shape=(1, 2, 1))
 
 
 EN_STANDARDIZE = OpInfo(
     name="en_standardize",
     arguments=("scores",),
     make_inputs=_array_inputs({"scores": "shape"}),
-    linearize=lambda inputs, params: en.standardize_linearize(inputs["scores"]),
-    intermediates=lambda inputs, params: {"standardized": en.standardize(inputs["scores"])[0]},
+    forward=lambda inputs, params: output_only(en.standardize_linearize(inputs["scores"]), "standardized"),
     description="EN ratio generator, stage 4: standardisation of the scores over the normalizers (eps_r = 1e-5)",
 )
 
 
 def _standardize_samples() -> Iterator[Case]:
-    yield Case("en_standardize", "K3", "sample", dict(shape=(4, 3)))
-    yield Case("en_standardize", "K2", "sample", dict(shape=(3, 2)))
-    yield Case("en_standardize", "K4", "sample", dict(shape=(2, 4)))
+    case = CaseMaker("en_standardize", "sample")
+    yield case("K3", shape=(4, 3))
+    yield case("K2", shape=(3, 2))
+    yield case("K4", shape=(2, 4))
     # Scores spread by ~sqrt(eps_r), and exactly equal scores (the initialisation): small first
     # steps, for the reason given at _EN_STEP_EQUAL_SCORES.
     near_equal = dict(shape=(3, 3), scores_loc=1.0, scores_scale=3e-3)
-    yield Case("en_standardize", "K3-near-equal", "sample", near_equal, gradcheck={"step": 1e-3}, conditioning=_EN_CLOSE_SCORES)
-    yield Case("en_standardize", "K3-equal", "sample", dict(shape=(3, 3), scores_loc=1.0, scores_scale=0.0), gradcheck=_EN_STEP_EQUAL_SCORES)
+    yield case("K3-near-equal", **near_equal, gradcheck={"step": 1e-3}, conditioning=_EN_CLOSE_SCORES)
+    yield case("K3-equal", shape=(3, 3), scores_loc=1.0, scores_scale=0.0, gradcheck=_EN_STEP_EQUAL_SCORES)
 
 
 EN_SOFTMAX = OpInfo(
     name="en_softmax",
     arguments=("standardized", "temperature"),
     make_inputs=_array_inputs({"standardized": "shape", "temperature": "temperature_shape"}),
-    linearize=lambda inputs, params: en.tempered_softmax_linearize(inputs["standardized"], inputs["temperature"]),
-    intermediates=lambda inputs, params: {"ratios": en.tempered_softmax(inputs["standardized"], inputs["temperature"])},
+    forward=lambda inputs, params: output_only(en.tempered_softmax_linearize(inputs["standardized"], inputs["temperature"]), "ratios"),
     description="EN ratio generator, stage 5: softmax of the standardised scores times a learnable temperature",
 )
 
 
 def _softmax_samples() -> Iterator[Case]:
-    yield Case("en_softmax", "K3", "sample", dict(shape=(4, 3), temperature_loc=1.0, temperature_scale=0.3))
-    yield Case("en_softmax", "K2-negative-tau", "sample", dict(shape=(3, 2), temperature_loc=-1.0, temperature_scale=0.3))
-    yield Case("en_softmax", "K4-hot", "sample", dict(shape=(2, 4), temperature_loc=5.0, temperature_scale=0.3))
+    case = CaseMaker("en_softmax", "sample")
+    yield case("K3", shape=(4, 3), temperature_loc=1.0, temperature_scale=0.3)
+    yield case("K2-negative-tau", shape=(3, 2), temperature_loc=-1.0, temperature_scale=0.3)
+    yield case("K4-hot", shape=(2, 4), temperature_loc=5.0, temperature_scale=0.3)
 
 
 def _exemplar_norm_references() -> Iterator[Case]:
-    seed = iter(range(3000, 4000))
-
-    def case(name: str, note: str = "", conditioning: str = "", ship: bool = False, **params: Any) -> Case:
-        params.setdefault("init", "random")
-        step = _EN_STEP_EQUAL_SCORES if params["init"] == "default" else _EN_STEP
-        return Case("exemplar_norm", name, "reference", params, seed=next(seed), gradcheck=step, note=note, conditioning=conditioning, ship=ship)
-
+    case = CaseMaker("exemplar_norm", "reference", complete=functools.partial(with_defaults, init="random"), gradcheck=_en_gradcheck_options)
     # Both initialisations, both mixings, both modes, every rank (paper convention, default normalizers).
     for init in ("default", "random"):
         for mixing in ("output", "statistics"):
-            for mode, training in _modes():
-                for rank, shape in _REFERENCE_SHAPES.items():
+            for mode, training in MODES:
+                for rank, shape in REFERENCE_SHAPES.items():
                     yield case(f"{init}-{mixing}-{mode}-rank{len(shape)}", shape=shape, init=init, mixing=mixing, training=training,
                                ship=init == "random" and rank == "4d")  # fmt: skip
     # The official convention at every rank.
-    for mode, training in _modes():
-        for rank, shape in _REFERENCE_SHAPES.items():
+    for mode, training in MODES:
+        for rank, shape in REFERENCE_SHAPES.items():
             # The rank-2 training case has samples whose scores lie within ~1e-2 of each other.
             close = _EN_CLOSE_SCORES if (rank, training) == ("2d", True) else ""
             yield case(f"official-output-{mode}-rank{len(shape)}", shape=shape, convention="official", training=training, conditioning=close)
     yield case("official-statistics-train-rank4", shape=(3, 4, 3, 2), convention="official", mixing="statistics")
     # Edge cases from bug reports: N = 1, C = 1, M = 1, size-1 axes.
     for mixing in ("output", "statistics"):
-        for mode, training in _modes():
+        for mode, training in MODES:
             yield case(f"random-{mixing}-{mode}-batch1", shape=(1, 4, 3, 2), mixing=mixing, training=training,
                        note="a batch of one: BN equals IN in training", conditioning=_EN_CLOSE_SCORES, ship=mixing == "output" and training)  # fmt: skip
             yield case(f"random-{mixing}-{mode}-HW1", shape=(4, 3, 1, 1), mixing=mixing, training=training,
@@ -307,10 +310,10 @@ def _exemplar_norm_references() -> Iterator[Case]:
     # amplified by the standardisation of close (or, at the initialisation, equal) scores, puts the
     # float64 finite differences of the generator's parameters above the checker's rtol for some
     # directions at every starting step tried (1e-4 to 1e-1). Its forward is SN's mixture.
-    for mode, training in _modes():
+    for mode, training in MODES:
         yield case(f"random-output-{mode}-offset1e4", shape=(3, 4, 3, 3), training=training, offset=1e4,
-                   note="mean 1e4, std 1", conditioning=_LARGE_OFFSET, ship=training)  # fmt: skip
-    yield case("default-output-train-offset1e4", shape=(3, 4, 3, 3), init="default", offset=1e4, conditioning=_LARGE_OFFSET)
+                   note="mean 1e4, std 1", conditioning=LARGE_OFFSET, ship=training)  # fmt: skip
+    yield case("default-output-train-offset1e4", shape=(3, 4, 3, 3), init="default", offset=1e4, conditioning=LARGE_OFFSET)
     # Small and large scales, eps, running statistics.
     yield case("random-output-train-scale1e-3", shape=(3, 4, 3, 3), scale=1e-3, note="variance 1e-6 below eps = 1e-5: eps dominates",
                conditioning=_EN_CLOSE_SCORES)  # fmt: skip
@@ -323,31 +326,27 @@ def _exemplar_norm_references() -> Iterator[Case]:
 
 
 def _exemplar_norm_errors() -> Iterator[Case]:
-    base = dict(shape=(2, 4, 3, 3))
-
-    def case(name: str, raises: type[Exception], match: str, edit: Any = None, note: str = "", **params: Any) -> Case:
-        return Case("exemplar_norm", name, "error", {**base, **params}, raises=raises, match=match, edit=edit, note=note)
-
+    case = CaseMaker("exemplar_norm", "error", base=dict(shape=(2, 4, 3, 3)))
     kernel = "the kernel size of conv_weight"
-    yield case("kernel-even", ValueError, kernel + r" = 2 is even; expected an odd kernel size q", edit=_replace("conv_weight", lambda w: w[:2]),
+    yield case("kernel-even", ValueError, kernel + r" = 2 is even; expected an odd kernel size q", edit=replace_input("conv_weight", lambda w: w[:2]),
                note="an even kernel has no centre: 'same' zero padding would shift the channels")  # fmt: skip
-    yield case("kernel-4-even", ValueError, kernel + r" = 4 is even", edit=_replace("conv_weight", lambda w: np.append(w, 0.0)))
-    yield case("kernel-larger-than-C", ValueError, kernel + r" = 5 is larger than the C = 4 channels", edit=_replace("conv_weight", lambda w: np.zeros(5)))
-    yield case("kernel-empty", ValueError, kernel + r" must be a positive odd int, got 0", edit=_replace("conv_weight", lambda w: w[:0]))
-    yield case("conv-weight-rank3", ValueError, r"conv_weight has shape \(1, 1, 3\), expected \(q,\)", edit=_replace("conv_weight", lambda w: w[None, None, :]),
+    yield case("kernel-4-even", ValueError, kernel + r" = 4 is even", edit=replace_input("conv_weight", lambda w: np.append(w, 0.0)))
+    yield case("kernel-larger-than-C", ValueError, kernel + r" = 5 is larger than the C = 4 channels", edit=replace_input("conv_weight", lambda w: np.zeros(5)))
+    yield case("kernel-empty", ValueError, kernel + r" must be a positive odd int, got 0", edit=replace_input("conv_weight", lambda w: w[:0]))
+    yield case("conv-weight-rank3", ValueError, r"conv_weight has shape \(1, 1, 3\), expected \(q,\)", edit=replace_input("conv_weight", lambda w: w[None, None, :]),
                note="a PyTorch Conv1d(1, 1, q) weight must be reshaped to (q,)")  # fmt: skip
-    yield case("conv-bias-shape", ValueError, r"conv_bias has shape \(1,\), expected a scalar, shape = \(\)", edit=_replace("conv_bias", lambda b: b[None]))
+    yield case("conv-bias-shape", ValueError, r"conv_bias has shape \(1,\), expected a scalar, shape = \(\)", edit=replace_input("conv_bias", lambda b: b[None]))
     yield case("temperature-shape", ValueError, r"temperature has shape \(3,\), expected a scalar, shape = \(\)",
-               edit=_replace("temperature", lambda t: np.full(3, t)))  # fmt: skip
-    yield case("temperature-nan", ValueError, r"temperature contains NaN or infinity", edit=_replace("temperature", lambda t: np.asarray(np.nan)))
-    yield case("conv-weight-inf", ValueError, r"conv_weight contains NaN or infinity", edit=_replace("conv_weight", _with_element(np.inf, (1,))))
-    yield case("x-nan", ValueError, r"x contains NaN or infinity", edit=_replace("x", _with_element(np.nan, (1, 2))))
-    yield case("gamma-shape", ValueError, r"gamma has shape \(3,\), expected \(C,\) = \(4,\)", edit=_replace("gamma", lambda g: g[:3]))
-    yield case("beta-shape", ValueError, r"beta has shape \(4, 1\), expected \(C,\) = \(4,\)", edit=_replace("beta", lambda b: b[:, None]))
+               edit=replace_input("temperature", lambda t: np.full(3, t)))  # fmt: skip
+    yield case("temperature-nan", ValueError, r"temperature contains NaN or infinity", edit=replace_input("temperature", lambda t: np.asarray(np.nan)))
+    yield case("conv-weight-inf", ValueError, r"conv_weight contains NaN or infinity", edit=replace_input("conv_weight", with_element(np.inf, (1,))))
+    yield case("x-nan", ValueError, r"x contains NaN or infinity", edit=replace_input("x", with_element(np.nan, (1, 2))))
+    yield case("gamma-shape", ValueError, r"gamma has shape \(3,\), expected \(C,\) = \(4,\)", edit=replace_input("gamma", lambda g: g[:3]))
+    yield case("beta-shape", ValueError, r"beta has shape \(4, 1\), expected \(C,\) = \(4,\)", edit=replace_input("beta", lambda b: b[:, None]))
     yield case("gamma-float32", TypeError, r"gamma has dtype (\w+\.)?float32, expected (\w+\.)?float64 \(the dtype of x\)",
-               edit=_replace("gamma", lambda g: g.astype(np.float32)))  # fmt: skip
-    yield case("x-integer", TypeError, r"x has dtype (\w+\.)?int64, expected a real floating dtype", edit=_replace("x", lambda x: np.round(x).astype(np.int64)))
-    yield case("x-rank1", ValueError, r"x has shape \(4,\), expected \(N, C, \*spatial\) with rank >= 2", edit=_replace("x", lambda x: x[0, :, 0, 0]))
+               edit=replace_input("gamma", lambda g: g.astype(np.float32)))  # fmt: skip
+    yield case("x-integer", TypeError, r"x has dtype (\w+\.)?int64, expected a real floating dtype", edit=replace_input("x", lambda x: np.round(x).astype(np.int64)))
+    yield case("x-rank1", ValueError, r"x has shape \(4,\), expected \(N, C, \*spatial\) with rank >= 2", edit=replace_input("x", lambda x: x[0, :, 0, 0]))
     yield case("unknown-mixing", ValueError, r"unknown mixing 'both'; expected one of 'output', 'statistics'", mixing="both")
     yield case("unknown-normalizer", ValueError, r"unknown normalizer 'xn'", normalizers=("in", "xn"))
     yield case("gn-without-groups", ValueError, r"'gn' but groups is None", normalizers=("in", "gn"))
@@ -359,9 +358,9 @@ def _exemplar_norm_errors() -> Iterator[Case]:
     yield case("official-HW1", ValueError, r"divides the instance variance by M - 1 = 0", shape=(4, 3, 1, 1), convention="official",
                note="the official SN code returns NaN here (SN issue #5); refnorm says why")  # fmt: skip
     yield case("eval-without-running", ValueError, r"evaluation mode with 'bn' in normalizers needs running statistics",
-               training=False, edit=_drop("running_mean", "running_var"))  # fmt: skip
+               training=False, edit=drop_inputs("running_mean", "running_var"))  # fmt: skip
     yield case("running-var-shape", ValueError, r"running\.var has shape \(5,\), expected \(C,\) = \(4,\)",
-               training=False, edit=_replace("running_var", lambda v: np.append(v, 1.0)))  # fmt: skip
+               training=False, edit=replace_input("running_var", lambda v: np.append(v, 1.0)))  # fmt: skip
 
 
 # The stages of the ratio generator. Their sample cases exercise each stage's VJP; the reference
@@ -372,13 +371,8 @@ def _exemplar_norm_errors() -> Iterator[Case]:
 
 
 def _embedding_references() -> Iterator[Case]:
-    seed = iter(range(4000, 4100))
-
-    def case(name: str, note: str = "", conditioning: str = "", gradcheck: Mapping[str, Any] | None = None, **params: Any) -> Case:
-        return Case("en_embedding", name, "reference", params, seed=next(seed), note=note, conditioning=conditioning,
-                    gradcheck=gradcheck or _gradcheck_options(params))  # fmt: skip
-
-    for rank, shape in _REFERENCE_SHAPES.items():
+    case = CaseMaker("en_embedding", "reference", gradcheck=offset_gradcheck_options)
+    for rank, shape in REFERENCE_SHAPES.items():
         # (N, C) = (5, 3): one row's three features have variance 1e-3, so its LN-normalized values
         # curve on the scale of their std, 0.03; a first step of 1e-3 keeps the finite
         # differences in their asymptotic range (1e-2 fails some directions as too noisy to decide).
@@ -387,39 +381,53 @@ def _embedding_references() -> Iterator[Case]:
     yield case("paper-train-gn-groupsC", shape=(2, 4, 2, 3), normalizers=("in", "ln", "gn"), groups=4, note="GN with C groups: its embedding is IN's, 0")
     yield case("paper-train-HW1", shape=(4, 3, 1, 1), note="H*W = 1")
     yield case("paper-train-C1", shape=(3, 1, 2, 2), note="one channel")
-    yield case("paper-eval-offset1e4", shape=(3, 4, 3, 3), training=False, offset=1e4, conditioning=_LARGE_OFFSET)
+    yield case("paper-eval-offset1e4", shape=(3, 4, 3, 3), training=False, offset=1e4, conditioning=LARGE_OFFSET)
 
 
 def _embedding_errors() -> Iterator[Case]:
-    def case(name: str, raises: type[Exception], match: str, edit: Any = None, **params: Any) -> Case:
-        return Case("en_embedding", name, "error", {"shape": (2, 4, 3, 3), **params}, raises=raises, match=match, edit=edit)
-
-    yield case("x-rank1", ValueError, r"x has shape \(4,\), expected \(N, C, \*spatial\) with rank >= 2", edit=_replace("x", lambda x: x[0, :, 0, 0]))
+    case = CaseMaker("en_embedding", "error", base={"shape": (2, 4, 3, 3)})
+    yield case("x-rank1", ValueError, r"x has shape \(4,\), expected \(N, C, \*spatial\) with rank >= 2", edit=replace_input("x", lambda x: x[0, :, 0, 0]))
     yield case("unknown-normalizer", ValueError, r"unknown normalizer 'xn'", normalizers=("in", "xn"))
     yield case("gn-without-groups", ValueError, r"'gn' but groups is None", normalizers=("gn",))
     yield case("unknown-convention", ValueError, r"unknown convention 'pytorch'", convention="pytorch")
     yield case("official-HW1", ValueError, r"divides the instance variance by M - 1 = 0", shape=(4, 3, 1, 1), convention="official")
-    yield case("eval-without-running", ValueError, r"needs running statistics", training=False, edit=_drop("running_mean", "running_var"))
-    yield case("nan-x", ValueError, r"x contains NaN or infinity", edit=_replace("x", _with_element(float("nan"))))
+    yield case("eval-without-running", ValueError, r"needs running statistics", training=False, edit=drop_inputs("running_mean", "running_var"))
+    yield case("nan-x", ValueError, r"x contains NaN or infinity", edit=replace_input("x", with_element(float("nan"))))
 
 
 def _channel_conv_references() -> Iterator[Case]:
-    yield Case("en_channel_conv", "q7-C8", "reference", dict(shape=(2, 3, 8), kernel=(7,)), seed=4100)
-    yield Case("en_channel_conv", "q1-C1", "reference", dict(shape=(3, 2, 1), kernel=(1,)), seed=4101, note="one channel")
-    yield Case("en_channel_conv", "q3-N1-K1", "reference", dict(shape=(1, 1, 4), kernel=(3,)), seed=4102, note="one sample, one normalizer")
+    case = CaseMaker("en_channel_conv", "reference")
+    yield case("q7-C8", shape=(2, 3, 8), kernel=(7,))
+    yield case("q1-C1", shape=(3, 2, 1), kernel=(1,), note="one channel")
+    yield case("q3-N1-K1", shape=(1, 1, 4), kernel=(3,), note="one sample, one normalizer")
 
 
 def _standardize_references() -> Iterator[Case]:
-    yield Case("en_standardize", "K5", "reference", dict(shape=(3, 5)), seed=4200)
-    yield Case("en_standardize", "K1", "reference", dict(shape=(3, 1)), seed=4201, note="one normalizer: standardised scores 0, gradient 0")
-    yield Case("en_standardize", "K3-spread1e3", "reference", dict(shape=(3, 3), scores_scale=1e3), seed=4202,
-               note="scores spread 1e3: eps_r negligible, the standardisation scale-free")  # fmt: skip
+    case = CaseMaker("en_standardize", "reference")
+    yield case("K5", shape=(3, 5))
+    yield case("K1", shape=(3, 1), note="one normalizer: standardised scores 0, gradient 0")
+    yield case("K3-spread1e3", shape=(3, 3), scores_scale=1e3, note="scores spread 1e3: eps_r negligible, the standardisation scale-free")
 
 
 def _softmax_references() -> Iterator[Case]:
-    yield Case("en_softmax", "K5-tau8", "reference", dict(shape=(3, 5), temperature_loc=8.0, temperature_scale=0.0), seed=4300,
-               note="temperature 8: nearly one-hot ratios")  # fmt: skip
-    yield Case("en_softmax", "K3-tau0", "reference", dict(shape=(3, 3), temperature_loc=0.0, temperature_scale=0.0), seed=4301,
-               note="temperature 0: uniform ratios, the temperature still gets a gradient")  # fmt: skip
+    case = CaseMaker("en_softmax", "reference")
+    yield case("K5-tau8", shape=(3, 5), temperature_loc=8.0, temperature_scale=0.0, note="temperature 8: nearly one-hot ratios")
+    yield case("K3-tau0", shape=(3, 3), temperature_loc=0.0, temperature_scale=0.0, note="temperature 0: uniform ratios, the temperature still gets a gradient")
 
 
+CASE_SOURCES = (
+    _exemplar_norm_samples,
+    _exemplar_norm_references,
+    _exemplar_norm_errors,
+    _embedding_samples,
+    _embedding_references,
+    _embedding_errors,
+    _channel_conv_samples,
+    _channel_conv_references,
+    _channel_mean_samples,
+    _standardize_samples,
+    _standardize_references,
+    _softmax_samples,
+    _softmax_references,
+)
+"""This family's case sources, in catalog order (EN, then the stages of its ratio generator in forward order)."""

@@ -1,4 +1,4 @@
-"""The catalog of Sparse Switchable Normalization: the ops and their named cases."""
+"""The catalog of Sparse Switchable Normalization: the op and its named cases."""
 
 from __future__ import annotations
 
@@ -10,15 +10,15 @@ import math
 import numpy as np
 
 from ...ops.linearized import Linearized
-from ...ops.sparse_switchnorm import FixedSides, radius_schedule, sparse_switch_norm_forward, sparse_switch_norm_linearize
+from ...ops.sparse_switchnorm import FixedSides, radius_schedule, sparse_switch_norm_backward, sparse_switch_norm_forward
 from ...ops.sparsestmax import SparsestMaxStages, max_radius
 from ...ops.switchnorm import SWITCH_NORM_ARGUMENTS
 from .base import (
-    _LARGE_OFFSET, _REFERENCE_SHAPES, Case, OpInfo, _drop, _explicit, _gradcheck_options, _modes, _new_running_arrays, _replace,
-    _with_element,
+    CENTRE_KINK, LARGE_OFFSET, MARGIN, MODES, ONE_HOT_KINK, ONE_HOT_LOGITS, REFERENCE_SHAPES, Case, CaseMaker, Forward, OpInfo,
+    drop_inputs, explicit_values, logit_row, mixture_active_set, new_running_arrays, normalization_config, normalization_inputs,
+    offset_gradcheck_options, replace_input, with_default_normalizers, with_defaults, with_element,
 )  # fmt: skip
-from .sparsestmax import _CENTRE_KINK, _MARGIN, _ONE_HOT_KINK, _ONE_HOT_LOGITS, _logit_row
-from .switchnorm import _switch_norm_config, _switch_norm_inputs
+from .seeds import case_seed
 
 # --------------------------------------------------------------------------------------------
 # Sparse Switchable Normalization
@@ -29,98 +29,91 @@ def _sparse_switch_norm_inputs(rng: np.random.Generator, params: Mapping[str, An
     """SN's inputs, with logits scaled by ``logit_scale`` (small: ratios inside the simplex).
 
     ``margin``: each logit vector is then redrawn (``logit_scale * N(0, 1)``, the stream going on)
-    until its SparsestMax stages survive moves of ``margin`` (:func:`_stages_survive`), with
-    ``sphere_steps = (mean, var)`` sphere steps if given. ``mean_logits`` / ``var_logits``: explicit values.
+    until its SparsestMax stages survive moves of ``margin`` (:func:`~refnorm.oracle.catalog.base.stages_survive`),
+    with ``sphere_steps = (mean, var)`` sphere steps if given. ``mean_logits`` / ``var_logits``: explicit values.
     """
-    inputs = _switch_norm_inputs(rng, params)
+    inputs = normalization_inputs(rng, params, logits=len(params["normalizers"]))
     scale = params.get("logit_scale", 1.0)
     for name in ("mean_logits", "var_logits"):
         inputs[name] = scale * inputs[name]
     if params.get("margin"):
         steps = params.get("sphere_steps", (None, None))
         for name, wanted in zip(("mean_logits", "var_logits"), steps, strict=True):
-            inputs[name] = _logit_row(rng, inputs[name].shape[0], radius=params["radius"], variant=params.get("variant", "paper"),
-                                      scale=scale, steps=wanted, margin=params["margin"])  # fmt: skip
+            inputs[name] = logit_row(rng, inputs[name].shape[0], radius=params["radius"], variant=params.get("variant", "paper"),
+                                     scale=scale, steps=wanted, margin=params["margin"])  # fmt: skip
     for name in ("mean_logits", "var_logits"):
         if name in params:
-            inputs[name] = _explicit(params[name], inputs[name].shape)
+            inputs[name] = explicit_values(params[name], inputs[name].shape)
     return inputs
 
 
-def _sparse_switch_norm_config(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
-    """SN's configuration, SSN's momentum default (the convention's SSN preset: 0.997 official), radius, variant, fixed sides."""
-    return dict(
-        _switch_norm_config(inputs, params),
+def _sparse_switch_norm_forward(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> Forward:
+    """SSN once at ``inputs``: SN's configuration with SSN's momentum default (``None``: the convention's
+    SSN preset, 0.997 official), radius, variant and fixed sides. The intermediates add each free
+    side's SparsestMax stages and the new fixed sides (``new_fixed_mean``, ``new_fixed_var``; -1: free)."""
+    config = dict(
+        normalization_config(inputs, params),
+        normalizers=params["normalizers"],
         momentum=params.get("momentum"),
         radius=params["radius"],
         variant=params.get("variant", "paper"),
         fixed=FixedSides(*params.get("fixed", (None, None))),
     )
-
-
-def _sparse_switch_norm_linearize(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> Linearized:
-    args = [inputs[name] for name in SWITCH_NORM_ARGUMENTS]
-    return sparse_switch_norm_linearize(*args, **_sparse_switch_norm_config(inputs, params))
-
-
-def _sparse_switch_norm_intermediates(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
-    args = [inputs[name] for name in SWITCH_NORM_ARGUMENTS]
-    _, cache, running, fixed = sparse_switch_norm_forward(*args, **_sparse_switch_norm_config(inputs, params))
+    y, cache, running, fixed = sparse_switch_norm_forward(*SPARSE_SWITCH_NORM.arguments_of(inputs), **config)
+    linearized = Linearized(out=y, pullback=lambda dy: tuple(sparse_switch_norm_backward(dy, cache)), active_set=mixture_active_set(cache))
     named = cache.arrays()
     for side, aux in (("mean", cache.mixture.mean_aux), ("var", cache.mixture.var_aux)):
         if isinstance(aux, SparsestMaxStages):
             named.update({f"{side}_ratio_{key}": value for key, value in aux.arrays().items()})
         named[f"new_fixed_{side}"] = np.asarray(-1 if getattr(fixed, side) is None else getattr(fixed, side))
-    return {**named, **_new_running_arrays(running)}
+    return Forward(linearized, {**named, **new_running_arrays(running)})
 
 
 SPARSE_SWITCH_NORM = OpInfo(
     name="sparse_switch_norm",
     arguments=SWITCH_NORM_ARGUMENTS,
     make_inputs=_sparse_switch_norm_inputs,
-    linearize=_sparse_switch_norm_linearize,
-    intermediates=_sparse_switch_norm_intermediates,
+    forward=_sparse_switch_norm_forward,
     description="Sparse Switchable Normalization: SN with SparsestMax ratios and fixed sides",
 )
 
 
 def _sparse_switch_norm_samples() -> Iterator[Case]:
+    case = CaseMaker("sparse_switch_norm", "sample")
     base = dict(shape=(2, 4, 3, 3), normalizers=("in", "ln", "bn"), radius=0.3, logit_scale=0.3)
     for variant, convention in (("paper", "paper"), ("official", "official")):
-        for training in (True, False):
-            mode = "train" if training else "eval"
-            params = dict(base, variant=variant, convention=convention, training=training)
-            yield Case("sparse_switch_norm", f"{variant}-{mode}-4d", "sample", params)
+        for mode, training in MODES:
+            yield case(f"{variant}-{mode}-4d", **base, variant=variant, convention=convention, training=training)
     # The same input under both variants: the variance logits' sparsemax is on an edge, inside the
     # official ball about the edge midpoint but outside the paper's ball about the centre.
-    for variant in ("paper", "official"):
-        params = dict(base, radius=0.45, logit_scale=0.5, variant=variant, convention="official")
-        yield Case("sparse_switch_norm", f"{variant}-train-4d-edge", "sample", params, seed=3)
-    yield Case("sparse_switch_norm", "paper-train-mean-fixed", "sample", dict(base, fixed=(1, None)))
-    yield Case("sparse_switch_norm", "official-eval-both-fixed", "sample", dict(base, fixed=(0, 2), training=False, variant="official", convention="official"))
-    yield Case("sparse_switch_norm", "paper-train-2d", "sample", dict(shape=(6, 4), normalizers=("ln", "bn"), radius=0.1, logit_scale=0.5))
-    yield Case("sparse_switch_norm", "paper-train-gn", "sample", dict(shape=(2, 4, 2, 2), normalizers=("in", "ln", "bn", "gn"), groups=2, radius=0.4, logit_scale=0.3))
+    edge = {**base, "radius": 0.45, "logit_scale": 0.5}
+    yield case("paper-train-4d-edge", **edge, variant="paper", convention="official")
+    yield case("official-train-4d-edge", **edge, variant="official", convention="official", seed=case_seed("sparse_switch_norm/paper-train-4d-edge"))
+    yield case("paper-train-mean-fixed", **base, fixed=(1, None))
+    yield case("official-eval-both-fixed", **base, fixed=(0, 2), training=False, variant="official", convention="official")
+    yield case("paper-train-2d", shape=(6, 4), normalizers=("ln", "bn"), radius=0.1, logit_scale=0.5)
+    yield case("paper-train-gn", shape=(2, 4, 2, 2), normalizers=("in", "ln", "bn", "gn"), groups=2, radius=0.4, logit_scale=0.3)
+
+
+def _with_reference_defaults(params: Mapping[str, Any]) -> dict[str, Any]:
+    """A reference case's params with the default normalizers, radius 0.3, logit scale 0.5 and, for
+    drawn logits, a margin (:data:`~refnorm.oracle.catalog.base.MARGIN` times the logit scale) that
+    keeps them away from SparsestMax's kinks."""
+    params = with_defaults(with_default_normalizers(params), radius=0.3, logit_scale=0.5)
+    if "mean_logits" in params or params.get("logits") == "equal":
+        return params  # explicit logits, placed where they are on purpose
+    # The large-offset cases start the finite differences with a 10 times larger step
+    # (offset_gradcheck_options): their logits keep a margin 4 times larger.
+    widen = 4.0 if offset_gradcheck_options(params) else 1.0
+    return with_defaults(params, margin=widen * MARGIN * params["logit_scale"])
 
 
 def _sparse_switch_norm_references() -> Iterator[Case]:
-    seed = iter(range(6500, 7500))
-
-    def case(name: str, note: str = "", conditioning: str = "", kink: str = "", ship: bool = False, **params: Any) -> Case:
-        params.setdefault("normalizers", ("ln", "bn") if len(params["shape"]) == 2 else ("in", "ln", "bn"))
-        params.setdefault("radius", 0.3)
-        params.setdefault("logit_scale", 0.5)
-        if not (kink or "mean_logits" in params or params.get("logits") == "equal"):
-            # The large-offset cases start the finite differences with a 10 times larger step
-            # (_gradcheck_options): their logits keep a margin 4 times larger.
-            widen = 4.0 if _gradcheck_options(params) else 1.0
-            params.setdefault("margin", widen * _MARGIN * params["logit_scale"])
-        return Case("sparse_switch_norm", name, "reference", params, seed=next(seed), note=note, conditioning=conditioning,
-                    kink=kink, ship=ship, gradcheck=_gradcheck_options(params))  # fmt: skip
-
+    case = CaseMaker("sparse_switch_norm", "reference", complete=_with_reference_defaults, gradcheck=offset_gradcheck_options)
     # Every rank, mode and convention, with the variant of the same name (SSN2d is official + official).
     for convention in ("paper", "official"):
-        for mode, training in _modes():
-            for rank, shape in _REFERENCE_SHAPES.items():
+        for mode, training in MODES:
+            for rank, shape in REFERENCE_SHAPES.items():
                 yield case(f"{convention}-{mode}-rank{len(shape)}", shape=shape, convention=convention, variant=convention, training=training,
                            ship=rank == "4d" and convention == "official" and training)  # fmt: skip
     yield case("paper-variant-official-convention-train-4d", shape=(3, 4, 3, 2), variant="paper", convention="official")
@@ -134,12 +127,12 @@ def _sparse_switch_norm_references() -> Iterator[Case]:
                    note=f"official radius schedule r = step / total_steps = {step}/20" + ("; beyond sqrt(2/3): one-hot ratios, both sides become fixed" if beyond else ""),
                    ship=step == 17)  # fmt: skip
     for convention, variant in (("paper", "paper"), ("official", "official")):
-        for mode, training in _modes():
+        for mode, training in MODES:
             yield case(f"{convention}-{mode}-steps1-2", shape=(3, 4, 3, 2), convention=convention, variant=variant, training=training,
                        radius=0.5, logit_scale=0.3, sphere_steps=(1, 2), note="mean ratios after one sphere step, variance ratios after two")  # fmt: skip
     # Fixed sides (the state the official SSN reaches): their logits are ignored and get no gradient.
     for convention, variant in (("paper", "paper"), ("official", "official")):
-        for mode, training in _modes():
+        for mode, training in MODES:
             yield case(f"{convention}-{mode}-fixed-mean", shape=(3, 4, 3, 2), convention=convention, variant=variant, training=training, fixed=(1, None))
             yield case(f"{convention}-{mode}-fixed-var", shape=(3, 4, 3, 2), convention=convention, variant=variant, training=training, fixed=(None, 2))
             yield case(f"{convention}-{mode}-fixed-both", shape=(3, 4, 3, 2), convention=convention, variant=variant, training=training, fixed=(0, 2))
@@ -148,14 +141,16 @@ def _sparse_switch_norm_references() -> Iterator[Case]:
                note="one side fixed, the other reaches a vertex at this radius and becomes fixed too")  # fmt: skip
     one_hot = (0.0, 1.0, 0.0)
     yield case("official-train-one-hot-logits", shape=(3, 4, 3, 2), convention="official", variant="official", mean_logits=one_hot, var_logits=one_hot,
-               radius=0.5, note=_ONE_HOT_LOGITS + "; both sides become fixed to LN", kink=_ONE_HOT_KINK, ship=True)  # fmt: skip
+               radius=0.5, note=ONE_HOT_LOGITS + "; both sides become fixed to LN", kink=ONE_HOT_KINK, ship=True)  # fmt: skip
     yield case("official-train-one-hot-logits-fixed", shape=(3, 4, 3, 2), convention="official", variant="official", mean_logits=one_hot,
                var_logits=one_hot, radius=0.5, fixed=(1, 1), note="the state after fixing: one-hot logits, both sides fixed to LN (no ratio gradient)")  # fmt: skip
     # The official initialisation: equal logits. Smooth at r = 0; at r > 0 sparsemax is the centre.
     yield case("official-train-equal-logits-r0", shape=(3, 4, 3, 2), convention="official", variant="official", logits="equal", radius=0.0,
                note="logits ones(3), the official initialisation, at the first step of the schedule (r = 0): uniform ratios")  # fmt: skip
     yield case("official-train-equal-logits-r0.1", shape=(3, 4, 3, 2), convention="official", variant="official", logits="equal", radius=0.1,
-               note="logits ones(3) at r > 0: sparsemax is the centre, where the official code divides by zero (NaN)", kink=_CENTRE_KINK, ship=True)  # fmt: skip
+               note="logits ones(3) at r > 0: sparsemax is the centre, distance zero; the released official code does not return NaN here: "
+                    "its centre is float32(1/3), ~1e-8 from sparsemax's 1/3, so it steps to float32(1/3) - r/sqrt(3) = 0.2756 in every "
+                    "ratio (sum 1 - sqrt(3) r, off the simplex), in float32 and float64", kink=CENTRE_KINK, ship=True)  # fmt: skip
     yield case("paper-train-logits30", shape=(3, 4, 3, 2), logit_scale=30.0, note="logits of size ~30: sparsemax already a vertex, both sides become fixed")
     # Normalizer sets (K = 2, 4) and GN.
     yield case("paper-train-set-in-ln", shape=(3, 4, 3, 2), normalizers=("in", "ln"), radius=0.5, note="K = 2: a sphere step inside the edge has Jacobian 0")
@@ -165,7 +160,7 @@ def _sparse_switch_norm_references() -> Iterator[Case]:
                sphere_steps=(3, 2), note="K = 4 in another logit order, three and two sphere steps")  # fmt: skip
     # Edge cases from bug reports.
     hw1 = "H*W = 1 (N x C x 1 x 1): the official SSN returns NaN here (its IN variance is unbiased); paper convention"
-    for mode, training in _modes():
+    for mode, training in MODES:
         yield case(f"paper-{mode}-HW1", shape=(4, 3, 1, 1), training=training, note=hw1, ship=not training)
         yield case(f"paper-{mode}-batch1", shape=(1, 4, 3, 2), training=training, note="a batch of one: BN equals IN in training")
         yield case(f"official-{mode}-channels1", shape=(3, 1, 4, 2), convention="official", variant="official", training=training, note="one channel")
@@ -175,21 +170,23 @@ def _sparse_switch_norm_references() -> Iterator[Case]:
     # Logits of scale 1 here: the finite differences of the logits then take steps twice as large,
     # further above the rounding noise of a mean of 1e4 (some directional derivatives are ~1e-5).
     for convention, variant in (("paper", "paper"), ("official", "official")):
-        for mode, training in _modes():
+        for mode, training in MODES:
             yield case(f"{convention}-{mode}-offset1e4", shape=(3, 4, 3, 3), convention=convention, variant=variant, training=training, offset=1e4,
-                       logit_scale=1.0, note="mean 1e4, std 1", conditioning=_LARGE_OFFSET, ship=convention == "official" and training)  # fmt: skip
+                       logit_scale=1.0, note="mean 1e4, std 1", conditioning=LARGE_OFFSET, ship=convention == "official" and training)  # fmt: skip
+    yield case("official-train-offset1e4-interior", shape=(3, 4, 3, 3), convention="official", variant="official", offset=1e4,
+               logit_scale=0.2, radius=0.1, conditioning=LARGE_OFFSET,
+               note="mean 1e4, std 1, with both ratio vectors inside the simplex (every normalizer weighted): the float32 "
+                    "cancellation of every scope's statistics reaches y, where official-train-offset1e4's vertex ratios use IN alone")  # fmt: skip
     yield case("paper-train-eps1e-3", shape=(3, 4, 3, 2), eps=1e-3)
     yield case("official-train-ema0.997", shape=(3, 4, 2, 2, 2), running=True, momentum=0.997, convention="official", variant="official",
                note="official SSN momentum: the running statistics are updated in training")  # fmt: skip
+    yield case("official-train-4d-ema-default", shape=(3, 4, 3, 2), running=True, convention="official", variant="official",
+               note="official SSN2d, 4-D input, no momentum given: the official SSN preset's 0.997 (not SN's 0.9)")  # fmt: skip
     yield case("paper-train-ema-default", shape=(3, 4, 3, 2), running=True, note="no momentum given: the paper preset's 0.9")
 
 
 def _sparse_switch_norm_errors() -> Iterator[Case]:
-    base = dict(shape=(2, 4, 3, 3), normalizers=("in", "ln", "bn"), radius=0.3, logit_scale=0.5)
-
-    def case(name: str, raises: type[Exception], match: str, edit: Any = None, note: str = "", **params: Any) -> Case:
-        return Case("sparse_switch_norm", name, "error", {**base, **params}, raises=raises, match=match, edit=edit, note=note)
-
+    case = CaseMaker("sparse_switch_norm", "error", base=dict(shape=(2, 4, 3, 3), normalizers=("in", "ln", "bn"), radius=0.3, logit_scale=0.5))
     yield case("radius-negative", ValueError, r"radius must be a finite number >= 0, got -0\.5", radius=-0.5)
     yield case("radius-nan", ValueError, r"radius must be a finite number >= 0, got nan", radius=math.nan)
     yield case("radius-inf", ValueError, r"radius must be a finite number >= 0, got inf", radius=math.inf)
@@ -202,18 +199,22 @@ def _sparse_switch_norm_errors() -> Iterator[Case]:
     yield case("single-normalizer", ValueError, r"logits has shape \(1,\), expected \(\.\.\., K\) with K >= 2", normalizers=("bn",),
                note="SparsestMax needs at least two normalizers to choose from")  # fmt: skip
     yield case("mean-logits-rank2", ValueError, r"mean_logits has shape \(1, 3\), expected \(K,\), one logit per normalizer",
-               edit=_replace("mean_logits", lambda w: w[None, :]))  # fmt: skip
+               edit=replace_input("mean_logits", lambda w: w[None, :]))  # fmt: skip
     yield case("var-logits-length", ValueError, r"var_logits has shape \(4,\), expected one logit per normalizer",
-               edit=_replace("var_logits", lambda w: np.append(w, 0.0)))  # fmt: skip
+               edit=replace_input("var_logits", lambda w: np.append(w, 0.0)))  # fmt: skip
     yield case("mean-logits-integer", TypeError, r"mean_logits has dtype (\w+\.)?int64, expected a real floating dtype",
-               edit=_replace("mean_logits", lambda w: np.round(w).astype(np.int64)))  # fmt: skip
-    yield case("var-logits-nan", ValueError, r"var_logits contains NaN or infinity", edit=_replace("var_logits", _with_element(np.nan, (1,))))
-    yield case("x-integer", TypeError, r"x has dtype (\w+\.)?int64, expected a real floating dtype", edit=_replace("x", lambda x: np.round(x).astype(np.int64)))
-    yield case("gamma-shape", ValueError, r"gamma has shape \(5,\), expected \(C,\) = \(4,\)", edit=_replace("gamma", lambda g: np.append(g, 1.0)))
+               edit=replace_input("mean_logits", lambda w: np.round(w).astype(np.int64)))  # fmt: skip
+    yield case("var-logits-nan", ValueError, r"var_logits contains NaN or infinity", edit=replace_input("var_logits", with_element(np.nan, (1,))))
+    yield case("x-integer", TypeError, r"x has dtype (\w+\.)?int64, expected a real floating dtype", edit=replace_input("x", lambda x: np.round(x).astype(np.int64)))
+    yield case("gamma-shape", ValueError, r"gamma has shape \(5,\), expected \(C,\) = \(4,\)", edit=replace_input("gamma", lambda g: np.append(g, 1.0)))
     yield case("official-HW1", ValueError, r"divides the instance variance by M - 1 = 0", shape=(4, 3, 1, 1), convention="official",
                note="the official SSN returns NaN here (SN issue #5); refnorm says why")  # fmt: skip
     yield case("eval-without-running", ValueError, r"evaluation mode with 'bn' in normalizers needs running statistics",
-               training=False, edit=_drop("running_mean", "running_var"))  # fmt: skip
+               training=False, edit=drop_inputs("running_mean", "running_var"))  # fmt: skip
     yield case("momentum-above-1", ValueError, r"momentum must lie in \[0, 1\], got 1\.5", momentum=1.5)
 
 
+
+
+CASE_SOURCES = (_sparse_switch_norm_samples, _sparse_switch_norm_references, _sparse_switch_norm_errors)
+"""This family's case sources, in catalog order."""

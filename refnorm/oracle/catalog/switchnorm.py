@@ -7,85 +7,31 @@ from typing import Any
 
 import numpy as np
 
+from ...ops.plainnorm import PLAIN_NORM_ARGUMENTS, plain_norm_backward, plain_norm_forward
 from ...ops.linearized import Linearized
-from ...ops.plainnorm import PLAIN_NORM_ARGUMENTS, plain_norm_forward, plain_norm_linearize
-from ...ops.running import RunningStats
-from ...ops.switchnorm import SWITCH_NORM_ARGUMENTS, switch_norm_forward, switch_norm_linearize
-from .base import _LARGE_OFFSET, _REFERENCE_SHAPES, Case, OpInfo, _drop, _gradcheck_options, _modes, _new_running_arrays, _replace, _with_element
+from ...ops.switchnorm import SWITCH_NORM_ARGUMENTS, switch_norm_backward, switch_norm_forward
+from .base import (
+    LARGE_OFFSET, MODES, REFERENCE_SHAPES, Case, CaseMaker, Forward, OpInfo, drop_inputs, mixture_active_set, new_running_arrays,
+    normalization_config, normalization_inputs, offset_gradcheck_options, replace_input, with_default_normalizers, with_element,
+)  # fmt: skip
 
 # --------------------------------------------------------------------------------------------
 # Switchable Normalization
 # --------------------------------------------------------------------------------------------
 
 
-def _normalization_inputs(rng: np.random.Generator, params: Mapping[str, Any], logits: int | None) -> dict[str, np.ndarray]:
-    """``x``, ``gamma``, ``beta``, two logit vectors of length ``logits`` (none if ``None``) and, when
-    the case uses them, running statistics.
-
-    ``params`` options (all optional but ``shape``): ``offset`` and ``scale`` of ``x``
-    (``x = scale * N(0, 1) + offset``), ``logit_std`` (logits ``logit_std * N(0, 1)``; large ones
-    make near one-hot ratios. Not ``logit_scale``: SSN's inputs scale these logits again by that),
-    ``logits="equal"`` (all ones: the official initialisation, a tie), ``running=True`` (pass
-    running statistics in training, so the new running state is computed). Evaluation always
-    gets running statistics.
-    """
-    shape = tuple(params["shape"])
-    C = shape[1]
-    inputs = {
-        "x": rng.standard_normal(shape) * params.get("scale", 1.0) + params.get("offset", 0.0),
-        "gamma": 1.0 + 0.5 * rng.standard_normal(C),
-        "beta": 0.5 * rng.standard_normal(C),
-    }
-    if logits is not None:
-        for name in ("mean_logits", "var_logits"):
-            drawn = rng.standard_normal(logits) * params.get("logit_std", 1.0)
-            inputs[name] = np.ones(logits) if params.get("logits") == "equal" else drawn
-    if not params.get("training", True) or params.get("running", False):
-        inputs["running_mean"] = params.get("offset", 0.0) + 0.3 * params.get("scale", 1.0) * rng.standard_normal(C)
-        inputs["running_var"] = params.get("scale", 1.0) ** 2 * rng.uniform(0.5, 1.5, C)
-    return inputs
-
-
-def _switch_norm_inputs(rng: np.random.Generator, params: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    return _normalization_inputs(rng, params, logits=len(params["normalizers"]))
-
-
-def _normalization_config(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
-    """The keyword arguments of the forward shared by SN and the plain normalizers."""
-    running = None
-    if "running_mean" in inputs:
-        running = RunningStats(inputs["running_mean"], inputs["running_var"])
-    return dict(
-        running=running,
-        training=params.get("training", True),
-        groups=params.get("groups"),
-        convention=params.get("convention", "paper"),
-        eps=params.get("eps", 1e-5),
-        momentum=params.get("momentum", 0.9),
-    )
-
-
-def _switch_norm_config(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
-    return dict(_normalization_config(inputs, params), normalizers=params["normalizers"])
-
-
-def _switch_norm_linearize(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> Linearized:
-    args = [inputs[name] for name in SWITCH_NORM_ARGUMENTS]
-    return switch_norm_linearize(*args, **_switch_norm_config(inputs, params))
-
-
-def _switch_norm_intermediates(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
-    args = [inputs[name] for name in SWITCH_NORM_ARGUMENTS]
-    _, cache, running = switch_norm_forward(*args, **_switch_norm_config(inputs, params))
-    return {**cache.arrays(), **_new_running_arrays(running)}
+def _switch_norm_forward(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> Forward:
+    config = dict(normalization_config(inputs, params), normalizers=params["normalizers"])
+    y, cache, running = switch_norm_forward(*SWITCH_NORM.arguments_of(inputs), **config)
+    linearized = Linearized(out=y, pullback=lambda dy: tuple(switch_norm_backward(dy, cache)), active_set=mixture_active_set(cache))
+    return Forward(linearized, {**cache.arrays(), **new_running_arrays(running)})
 
 
 SWITCH_NORM = OpInfo(
     name="switch_norm",
     arguments=SWITCH_NORM_ARGUMENTS,
-    make_inputs=_switch_norm_inputs,
-    linearize=_switch_norm_linearize,
-    intermediates=_switch_norm_intermediates,
+    make_inputs=lambda rng, params: normalization_inputs(rng, params, logits=len(params["normalizers"])),
+    forward=_switch_norm_forward,
     description="Switchable Normalization with softmax ratios",
 )
 
@@ -94,20 +40,18 @@ _SHAPES = {"2d": (3, 4), "3d": (2, 3, 5), "4d": (2, 4, 3, 3), "5d": (2, 2, 2, 3,
 
 
 def _switch_norm_samples() -> Iterator[Case]:
+    case = CaseMaker("switch_norm", "sample")
     for convention in ("paper", "official"):
-        for mode, training in _modes():
+        for mode, training in MODES:
             for rank, shape in _SHAPES.items():
                 normalizers = ("ln", "bn") if rank == "2d" else ("in", "ln", "bn")
-                yield Case(
-                    "switch_norm", f"{convention}-{mode}-{rank}", "sample",
-                    dict(shape=shape, normalizers=normalizers, convention=convention, training=training),
-                )  # fmt: skip
-    yield Case("switch_norm", "paper-train-gn", "sample", dict(shape=(2, 4, 3, 2), normalizers=("in", "ln", "bn", "gn"), groups=2))
-    yield Case("switch_norm", "official-train-gn-first", "sample", dict(shape=(2, 6, 2, 2), normalizers=("gn", "bn"), groups=3, convention="official"))
-    yield Case("switch_norm", "paper-train-N1", "sample", dict(shape=(1, 3, 2, 2), normalizers=("in", "ln", "bn")))
-    yield Case("switch_norm", "paper-train-C1", "sample", dict(shape=(3, 1, 2, 2), normalizers=("in", "ln", "bn")))
-    yield Case("switch_norm", "paper-train-M1", "sample", dict(shape=(3, 4, 1, 1), normalizers=("in", "ln", "bn")))
-    yield Case("switch_norm", "paper-eval-M1", "sample", dict(shape=(3, 4, 1, 1), normalizers=("in", "ln", "bn"), training=False))
+                yield case(f"{convention}-{mode}-{rank}", shape=shape, normalizers=normalizers, convention=convention, training=training)
+    yield case("paper-train-gn", shape=(2, 4, 3, 2), normalizers=("in", "ln", "bn", "gn"), groups=2)
+    yield case("official-train-gn-first", shape=(2, 6, 2, 2), normalizers=("gn", "bn"), groups=3, convention="official")
+    yield case("paper-train-N1", shape=(1, 3, 2, 2), normalizers=("in", "ln", "bn"))
+    yield case("paper-train-C1", shape=(3, 1, 2, 2), normalizers=("in", "ln", "bn"))
+    yield case("paper-train-M1", shape=(3, 4, 1, 1), normalizers=("in", "ln", "bn"))
+    yield case("paper-eval-M1", shape=(3, 4, 1, 1), normalizers=("in", "ln", "bn"), training=False)
 
 
 _SUBSETS = {
@@ -135,21 +79,17 @@ order, and the edge cases of the bug reports."""
 
 
 def _switch_norm_references() -> Iterator[Case]:
-    seed = iter(range(1000, 2000))
-
-    def case(name: str, note: str = "", conditioning: str = "", **params: Any) -> Case:
-        params.setdefault("normalizers", ("ln", "bn") if len(params["shape"]) == 2 else ("in", "ln", "bn"))
-        return Case("switch_norm", name, "reference", params, seed=next(seed), note=note, conditioning=conditioning,
-                    gradcheck=_gradcheck_options(params), ship=name in _SHIPPED_SWITCH_NORM)  # fmt: skip
-
+    case = CaseMaker(
+        "switch_norm", "reference", complete=with_default_normalizers, gradcheck=offset_gradcheck_options, shipped=_SHIPPED_SWITCH_NORM
+    )
     # Every rank, convention and mode with the default normalizer set.
     for convention in ("paper", "official"):
-        for mode, training in _modes():
-            for rank, shape in _REFERENCE_SHAPES.items():
+        for mode, training in MODES:
+            for rank, shape in REFERENCE_SHAPES.items():
                 yield case(f"{convention}-{mode}-rank{len(shape)}", shape=shape, convention=convention, training=training)
     # Every normalizer subset (and logit orders other than the official one).
     for convention in ("paper", "official"):
-        for mode, training in _modes():
+        for mode, training in MODES:
             for label, (normalizers, groups) in _SUBSETS.items():
                 yield case(
                     f"{convention}-{mode}-set-{label}", shape=(3, 4, 3, 2), normalizers=normalizers, groups=groups,
@@ -160,7 +100,7 @@ def _switch_norm_references() -> Iterator[Case]:
     yield case("paper-train-gn-groupsC", shape=(2, 4, 2, 3), normalizers=("gn", "in"), groups=4, note="GN with C groups equals IN")
     # Edge cases from bug reports: H*W = 1, N = 1, C = 1, size-1 axes.
     hw1 = "H*W = 1 (N x C x 1 x 1 after global pooling): the official code returns NaN here (SN issue #5)"
-    for mode, training in _modes():
+    for mode, training in MODES:
         yield case(f"paper-{mode}-HW1", shape=(4, 3, 1, 1), training=training, note=hw1)
         yield case(f"paper-{mode}-L1", shape=(4, 3, 1), training=training, note="(N, C, 1): one position")
         yield case(f"paper-{mode}-2d-C1", shape=(5, 1), training=training, note="(N, 1): LN over a single feature")
@@ -175,10 +115,10 @@ def _switch_norm_references() -> Iterator[Case]:
     yield case("paper-eval-all1", shape=(1, 1, 1, 1), training=False, note="every axis of size 1, running statistics")
     # Large offsets, small scales, large logits, ties, eps.
     for convention in ("paper", "official"):
-        for mode, training in _modes():
+        for mode, training in MODES:
             yield case(f"{convention}-{mode}-offset1e4", shape=(3, 4, 3, 3), convention=convention, training=training, offset=1e4,
-                       note="mean 1e4, std 1: E[x^2] - mean^2 would lose 8 of float64's 16 digits and all of float32's", conditioning=_LARGE_OFFSET)  # fmt: skip
-        yield case(f"{convention}-train-2d-offset1e4", shape=(6, 5), convention=convention, offset=1e4, conditioning=_LARGE_OFFSET)
+                       note="mean 1e4, std 1: E[x^2] - mean^2 would lose 8 of float64's 16 digits and all of float32's", conditioning=LARGE_OFFSET)  # fmt: skip
+        yield case(f"{convention}-train-2d-offset1e4", shape=(6, 5), convention=convention, offset=1e4, conditioning=LARGE_OFFSET)
     yield case("paper-train-scale1e-3", shape=(3, 4, 3, 3), scale=1e-3, note="variance 1e-6 below eps = 1e-5: eps dominates")
     yield case("official-eval-scale1e3", shape=(3, 4, 3, 3), scale=1e3, convention="official", training=False, note="variance 1e6",
                conditioning="std 1e3: the statistics are ~1e2 to 1e6, and a float32 default atol of 1e-5 is below their rounding")  # fmt: skip
@@ -194,32 +134,31 @@ def _switch_norm_references() -> Iterator[Case]:
     yield case("paper-train-ema0.9", shape=(3, 4, 3, 2), running=True, momentum=0.9, note="EMA update, PyTorch momentum 0.1")
     yield case("official-train-ema0.997", shape=(3, 4, 2, 2, 2), running=True, momentum=0.997, convention="official",
                note="official SwitchNorm3d momentum")  # fmt: skip
+    yield case("official-train-4d-ema0.9", shape=(3, 4, 3, 2), running=True, momentum=0.9, convention="official",
+               note="official SwitchNorm2d: 4-D input, momentum 0.9, the running statistics updated in training")  # fmt: skip
     yield case("official-train-2d-ema0.997", shape=(6, 5), running=True, momentum=0.997, convention="official",
                note="official SwitchNorm1d: unbiased LN over C, BN over N")  # fmt: skip
     yield case("paper-train-ema0", shape=(3, 4, 3, 2), running=True, momentum=0.0, note="momentum 0: running = batch statistics")
 
 
 def _switch_norm_errors() -> Iterator[Case]:
-    base = dict(shape=(2, 4, 3, 3), normalizers=("in", "ln", "bn"))
-
-    def case(name: str, raises: type[Exception], match: str, edit: Any = None, note: str = "", **params: Any) -> Case:
-        return Case("switch_norm", name, "error", {**base, **params}, raises=raises, match=match, edit=edit, note=note)
+    case = CaseMaker("switch_norm", "error", base=dict(shape=(2, 4, 3, 3), normalizers=("in", "ln", "bn")))
 
     yield case("x-rank1", ValueError, r"x has shape \(4,\), expected \(N, C, \*spatial\) with rank >= 2",
-               edit=_replace("x", lambda x: x[0, :, 0, 0]), shape=(2, 4, 3, 3))  # fmt: skip
+               edit=replace_input("x", lambda x: x[0, :, 0, 0]), shape=(2, 4, 3, 3))  # fmt: skip
     yield case("x-empty-axis", ValueError, r"x has shape \(2, 0, 3, 3\), expected every axis to have size >= 1",
-               edit=_replace("x", lambda x: x[:, :0]))  # fmt: skip
-    yield case("x-integer", TypeError, r"x has dtype (\w+\.)?int64, expected a real floating dtype", edit=_replace("x", lambda x: np.round(x).astype(np.int64)))
+               edit=replace_input("x", lambda x: x[:, :0]))  # fmt: skip
+    yield case("x-integer", TypeError, r"x has dtype (\w+\.)?int64, expected a real floating dtype", edit=replace_input("x", lambda x: np.round(x).astype(np.int64)))
     yield case("gamma-float32", TypeError, r"gamma has dtype (\w+\.)?float32, expected (\w+\.)?float64 \(the dtype of x\)",
-               edit=_replace("gamma", lambda g: g.astype(np.float32)), note="refnorm never promotes silently")  # fmt: skip
-    yield case("gamma-shape", ValueError, r"gamma has shape \(5,\), expected \(C,\) = \(4,\)", edit=_replace("gamma", lambda g: np.append(g, 1.0)))
-    yield case("beta-shape", ValueError, r"beta has shape \(1, 4\), expected \(C,\) = \(4,\)", edit=_replace("beta", lambda b: b[None, :]))
+               edit=replace_input("gamma", lambda g: g.astype(np.float32)), note="refnorm never promotes silently")  # fmt: skip
+    yield case("gamma-shape", ValueError, r"gamma has shape \(5,\), expected \(C,\) = \(4,\)", edit=replace_input("gamma", lambda g: np.append(g, 1.0)))
+    yield case("beta-shape", ValueError, r"beta has shape \(1, 4\), expected \(C,\) = \(4,\)", edit=replace_input("beta", lambda b: b[None, :]))
     yield case("mean-logits-length", ValueError, r"mean_logits has shape \(2,\), expected one logit per normalizer",
-               edit=_replace("mean_logits", lambda w: w[:2]))  # fmt: skip
+               edit=replace_input("mean_logits", lambda w: w[:2]))  # fmt: skip
     yield case("var-logits-length", ValueError, r"var_logits has shape \(4,\), expected one logit per normalizer",
-               edit=_replace("var_logits", lambda w: np.append(w, 0.0)))  # fmt: skip
-    yield case("x-nan", ValueError, r"x contains NaN or infinity", edit=_replace("x", _with_element(np.nan)))
-    yield case("gamma-inf", ValueError, r"gamma contains NaN or infinity", edit=_replace("gamma", _with_element(np.inf)))
+               edit=replace_input("var_logits", lambda w: np.append(w, 0.0)))  # fmt: skip
+    yield case("x-nan", ValueError, r"x contains NaN or infinity", edit=replace_input("x", with_element(np.nan)))
+    yield case("gamma-inf", ValueError, r"gamma contains NaN or infinity", edit=replace_input("gamma", with_element(np.inf)))
     yield case("unknown-normalizer", ValueError, r"unknown normalizer 'xn'", normalizers=("in", "xn"))
     yield case("repeated-normalizer", ValueError, r"repeats a name", normalizers=("in", "in"))
     yield case("empty-normalizers", ValueError, r"normalizers is empty", normalizers=())
@@ -239,9 +178,9 @@ def _switch_norm_errors() -> Iterator[Case]:
     yield case("official-2d-N1", ValueError, r"BN variance of \(N, C\) input unbiased over its scope, which divides by zero for N = 1",
                shape=(1, 4), normalizers=("ln", "bn"), convention="official")  # fmt: skip
     yield case("eval-without-running", ValueError, r"evaluation mode with 'bn' in normalizers needs running statistics",
-               training=False, edit=_drop("running_mean", "running_var"))  # fmt: skip
+               training=False, edit=drop_inputs("running_mean", "running_var"))  # fmt: skip
     yield case("running-mean-shape", ValueError, r"running.mean has shape \(3,\), expected \(C,\) = \(4,\)",
-               training=False, edit=_replace("running_mean", lambda m: m[:3]))  # fmt: skip
+               training=False, edit=replace_input("running_mean", lambda m: m[:3]))  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------
@@ -249,41 +188,29 @@ def _switch_norm_errors() -> Iterator[Case]:
 # --------------------------------------------------------------------------------------------
 
 
-def _plain_norm_inputs(rng: np.random.Generator, params: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    return _normalization_inputs(rng, params, logits=None)
-
-
-def _plain_norm_config(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
-    return dict(_normalization_config(inputs, params), normalizer=params["normalizer"])
-
-
-def _plain_norm_linearize(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> Linearized:
-    args = [inputs[name] for name in PLAIN_NORM_ARGUMENTS]
-    return plain_norm_linearize(*args, **_plain_norm_config(inputs, params))
-
-
-def _plain_norm_intermediates(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
-    args = [inputs[name] for name in PLAIN_NORM_ARGUMENTS]
-    _, cache, running = plain_norm_forward(*args, **_plain_norm_config(inputs, params))
-    return {**cache.arrays(), **_new_running_arrays(running)}
+def _plain_norm_forward(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> Forward:
+    config = dict(normalization_config(inputs, params), normalizer=params["normalizer"])
+    y, cache, running = plain_norm_forward(*PLAIN_NORM.arguments_of(inputs), **config)
+    linearized = Linearized(out=y, pullback=lambda dy: tuple(plain_norm_backward(dy, cache)))
+    return Forward(linearized, {**cache.arrays(), **new_running_arrays(running)})
 
 
 PLAIN_NORM = OpInfo(
     name="plain_norm",
     arguments=PLAIN_NORM_ARGUMENTS,
-    make_inputs=_plain_norm_inputs,
-    linearize=_plain_norm_linearize,
-    intermediates=_plain_norm_intermediates,
+    make_inputs=lambda rng, params: normalization_inputs(rng, params, logits=None),
+    forward=_plain_norm_forward,
     description="One normalizer alone: instance, layer, batch or group normalization",
 )
 
 
 def _plain_norm_samples() -> Iterator[Case]:
+    case = CaseMaker("plain_norm", "sample")
     for normalizer, groups in (("in", None), ("ln", None), ("bn", None), ("gn", 2)):
-        yield Case("plain_norm", f"paper-train-{normalizer}", "sample", dict(shape=(2, 4, 3, 3), normalizer=normalizer, groups=groups))
-    yield Case("plain_norm", "official-train-bn", "sample", dict(shape=(2, 4, 3, 3), normalizer="bn", convention="official"))
-    yield Case("plain_norm", "paper-eval-bn", "sample", dict(shape=(2, 4, 3, 3), normalizer="bn", training=False))
-    yield Case("plain_norm", "paper-train-2d-ln", "sample", dict(shape=(3, 4), normalizer="ln"))
+        yield case(f"paper-train-{normalizer}", shape=(2, 4, 3, 3), normalizer=normalizer, groups=groups)
+    yield case("official-train-bn", shape=(2, 4, 3, 3), normalizer="bn", convention="official")
+    yield case("paper-eval-bn", shape=(2, 4, 3, 3), normalizer="bn", training=False)
+    yield case("paper-train-2d-ln", shape=(3, 4), normalizer="ln")
 
 
 _SHIPPED_PLAIN_NORM = frozenset({
@@ -294,16 +221,12 @@ _SHIPPED_PLAIN_NORM = frozenset({
 
 
 def _plain_norm_references() -> Iterator[Case]:
-    seed = iter(range(2000, 3000))
-
-    def case(name: str, note: str = "", conditioning: str = "", **params: Any) -> Case:
-        return Case("plain_norm", name, "reference", params, seed=next(seed), note=note, conditioning=conditioning,
-                    gradcheck=_gradcheck_options(params), ship=name in _SHIPPED_PLAIN_NORM)  # fmt: skip
+    case = CaseMaker("plain_norm", "reference", gradcheck=offset_gradcheck_options, shipped=_SHIPPED_PLAIN_NORM)
 
     for normalizer, groups in (("in", None), ("ln", None), ("bn", None), ("gn", 2)):
         for convention in ("paper", "official"):
-            for mode, training in _modes():
-                for rank, shape in _REFERENCE_SHAPES.items():
+            for mode, training in MODES:
+                for rank, shape in REFERENCE_SHAPES.items():
                     if rank == "2d" and normalizer in ("in", "gn"):
                         continue  # IN of (N, C) input is x itself; GN of it is not in the official code
                     shape = (3, 4, *shape[2:]) if normalizer == "gn" else shape
@@ -313,23 +236,31 @@ def _plain_norm_references() -> Iterator[Case]:
     yield case("ln-paper-train-C1", shape=(3, 1, 2, 2), normalizer="ln", note="LN of one channel is IN")
     yield case("in-paper-train-HW1", shape=(3, 4, 1, 1), normalizer="in", note="IN of a single position: variance 0, y = beta")
     yield case("bn-paper-train-running", shape=(4, 3, 2, 2), normalizer="bn", running=True, momentum=0.9)
-    yield case("bn-official-train-offset1e4", shape=(4, 3, 3, 3), normalizer="bn", convention="official", offset=1e4, conditioning=_LARGE_OFFSET)
-    yield case("ln-paper-eval-offset1e4", shape=(4, 3, 3, 3), normalizer="ln", training=False, offset=1e4, conditioning=_LARGE_OFFSET)
+    yield case("bn-official-train-offset1e4", shape=(4, 3, 3, 3), normalizer="bn", convention="official", offset=1e4, conditioning=LARGE_OFFSET)
+    yield case("ln-paper-eval-offset1e4", shape=(4, 3, 3, 3), normalizer="ln", training=False, offset=1e4, conditioning=LARGE_OFFSET)
 
 
 def _plain_norm_errors() -> Iterator[Case]:
-    base = dict(shape=(2, 4, 3, 3), normalizer="bn")
-
-    def case(name: str, raises: type[Exception], match: str, edit: Any = None, **params: Any) -> Case:
-        return Case("plain_norm", name, "error", {**base, **params}, raises=raises, match=match, edit=edit)
+    case = CaseMaker("plain_norm", "error", base=dict(shape=(2, 4, 3, 3), normalizer="bn"))
 
     yield case("unknown-normalizer", ValueError, r"unknown normalizer 'bm'", normalizer="bm")
     yield case("normalizer-tuple", TypeError, r"normalizer must be one name such as 'bn', got \('in', 'ln'\); for a mixture use switch_norm",
                normalizer=("in", "ln"))  # fmt: skip
     yield case("gn-without-groups", ValueError, r"'gn' but groups is None", normalizer="gn")
-    yield case("gamma-shape", ValueError, r"gamma has shape \(3,\), expected \(C,\) = \(4,\)", edit=_replace("gamma", lambda g: g[:3]))
-    yield case("x-integer", TypeError, r"x has dtype (\w+\.)?int32, expected a real floating dtype", edit=_replace("x", lambda x: x.astype(np.int32)))
+    yield case("gamma-shape", ValueError, r"gamma has shape \(3,\), expected \(C,\) = \(4,\)", edit=replace_input("gamma", lambda g: g[:3]))
+    yield case("x-integer", TypeError, r"x has dtype (\w+\.)?int32, expected a real floating dtype", edit=replace_input("x", lambda x: x.astype(np.int32)))
     yield case("official-HW1", ValueError, r"M - 1 = 0", shape=(2, 4, 1, 1), normalizer="in", convention="official")
-    yield case("eval-without-running", ValueError, r"needs running statistics", training=False, edit=_drop("running_mean", "running_var"))
+    yield case("eval-without-running", ValueError, r"needs running statistics", training=False, edit=drop_inputs("running_mean", "running_var"))
 
 
+
+
+CASE_SOURCES = (
+    _switch_norm_samples,
+    _switch_norm_references,
+    _switch_norm_errors,
+    _plain_norm_samples,
+    _plain_norm_references,
+    _plain_norm_errors,
+)
+"""This family's case sources, in catalog order."""
