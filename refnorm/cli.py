@@ -293,11 +293,12 @@ def _golden_generate(args: argparse.Namespace) -> int:
             args.out, kinds=args.kind, ops=args.op, backend=args.backend, force=args.force, selection=args.selection,
             progress=_ProgressLine("generating", args.quiet),
         )  # fmt: skip
-    except (GoldenError, RuntimeError) as error:
+    except (GoldenError, RuntimeError, ValueError, OSError) as error:
         print(f"refnorm golden generate: {error}", file=sys.stderr)
         return 2
     elapsed = time.perf_counter() - started
-    size = sum(p.stat().st_size for p in Path(args.out).rglob("*") if p.is_file())
+    out = Path(args.out).resolve()
+    size = sum((out / name).stat().st_size for name in ["manifest.json", "manifest.json.sha256", *(c["file"] for c in manifest["cases"])])
     counts = ", ".join(f"{sum(c['kind'] == k for c in manifest['cases'])} {k}" for k in manifest["kinds"])
     print(f"wrote {len(manifest['cases'])} cases ({counts}) to {args.out}: {size / 1e6:.2f} MB in {elapsed:.1f} s on {args.backend}")
     return 0
@@ -310,11 +311,18 @@ def _golden_verify(args: argparse.Namespace) -> int:
         print("refnorm golden verify: give a directory or --shipped (one of them)", file=sys.stderr)
         return 2
     directory = SHIPPED if args.shipped else Path(args.directory)
+    selection = args.selection or ("shipped" if args.shipped else "all")
     started = time.perf_counter()
-    report = verify(directory, backend=args.backend, recompute=not args.no_recompute, progress=_ProgressLine("verifying", args.quiet))
+    report = verify(
+        directory, kinds=args.kind, ops=args.op, selection=selection, backend=args.backend, recompute=not args.no_recompute,
+        progress=_ProgressLine("verifying", args.quiet),
+    )  # fmt: skip
     elapsed = time.perf_counter() - started
+    expected = report.expected
+    kinds = "every kind" if args.kind is None else "kinds " + ", ".join(expected["kinds"])
+    ops = "every op" if args.op is None else "ops " + ", ".join(expected["ops"])
     header = f"{'case':<52}{'status':<8}{'max abs err':>13}{'max rel err':>13}"
-    print(f"golden set {directory}")
+    print(f"golden set {directory} (expected: {kinds}, {ops}, selection {expected['selection']})")
     for problem in report.problems:
         print(f"  FAIL {problem}")
     print(header)
@@ -326,12 +334,12 @@ def _golden_verify(args: argparse.Namespace) -> int:
         if case.passed and args.failures_only:
             continue
         status = "ok" if case.passed else "FAIL"
-        print(f"{case.id:<52}{status:<8}{case.max_abs_error:>13.2e}{case.max_rel_error:>13.2e}")
+        print(f"{case.id:<52}{status:<8}{_rel(case.max_abs_error)}{_rel(case.max_rel_error)}")
         for problem in case.problems:
             print(f"    {case.file}: {problem}")
     print("-" * len(header))
     failed = sum(not c.passed for c in shown)
-    action = f"recomputed on {args.backend}" if not args.no_recompute else "hashes only"
+    action = f"recomputed on {args.backend}" if not args.no_recompute else "hashes only: values and tolerances not recomputed"
     print(f"{len(shown)} cases: {len(shown) - failed} ok, {failed} failed, {len(report.problems)} set problems ({action}, {elapsed:.1f} s)")
     _emit_reports(_verify_report(report, shown, args, elapsed), args)
     return 0 if shown and not failed and not report.problems else 1
@@ -345,7 +353,8 @@ def _verify_report(report: Any, shown: Sequence[Any], args: argparse.Namespace, 
                            "max_rel_error": case.max_rel_error})  # fmt: skip
         for case in shown
     )
-    context = {"directory": str(report.directory), "backend": args.backend, "recompute": not args.no_recompute, "cases": list(args.case or ())}
+    context = {"directory": str(report.directory), "backend": args.backend, "recompute": not args.no_recompute, "cases": list(args.case or ()),
+               "expected": report.expected, "missing": list(report.missing)}  # fmt: skip
     return Report("refnorm golden verify", entries, tuple(report.problems), context=context, subject="golden set", seconds=elapsed)
 
 
@@ -513,6 +522,11 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("directory", nargs="?", help="the golden set")
     verify.add_argument("--shipped", action="store_true", help="verify the set shipped inside the package")
     verify.add_argument("--backend", choices=BACKENDS, default="numpy", help="array library recomputing the values")
+    verify.add_argument("--kind", action="append", choices=KINDS, help="the set holds only these kinds (repeatable; default all)")
+    verify.add_argument("--op", action="append", choices=sorted(OPS), help="the set holds only these ops (repeatable; default all)")
+    verify.add_argument(
+        "--selection", choices=("all", "shipped"), help="the set's selection (default: all; with --shipped: shipped)"
+    )  # fmt: skip
     verify.add_argument("--no-recompute", action="store_true", help="check hashes and catalog consistency only")
     _case_option(verify)
     verify.add_argument("--failures-only", action="store_true", help="print only the cases that fail (and the summary)")

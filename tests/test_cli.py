@@ -196,10 +196,14 @@ def golden_copy(tmp_path):
     return tmp_path / "set"
 
 
+SUBSET = ["--kind", "sample", "--op", "sparsemax", "--op", "en_softmax"]
+"""What golden_copy was generated for: verify checks a set against what it is asked to expect."""
+
+
 def test_verify_selects_cases_and_writes_reports(golden_copy, tmp_path, capsys):
     import xml.etree.ElementTree as ElementTree
 
-    assert main(["golden", "verify", str(golden_copy), "--quiet", "--case", "sparsemax/*", "--json", str(tmp_path / "v.json"),
+    assert main(["golden", "verify", str(golden_copy), *SUBSET, "--quiet", "--case", "sparsemax/*", "--json", str(tmp_path / "v.json"),
                  "--junit-xml", str(tmp_path / "v.xml")]) == 0  # fmt: skip
     out = capsys.readouterr().out
     assert "en_softmax/" not in out and "sparsemax/K3 " in out
@@ -208,7 +212,7 @@ def test_verify_selects_cases_and_writes_reports(golden_copy, tmp_path, capsys):
     assert [c["id"] for c in report["cases"]] == [c.id for c in catalog.cases(kind="sample", op="sparsemax")]
     assert report["cases"][0]["details"]["recomputed"] is True
     assert ElementTree.parse(tmp_path / "v.xml").getroot().find("testsuite").get("failures") == "0"
-    assert main(["golden", "verify", str(golden_copy), "--quiet", "--case", "nothing/*"]) == 2
+    assert main(["golden", "verify", str(golden_copy), *SUBSET, "--quiet", "--case", "nothing/*"]) == 2
 
 
 def test_verify_failures_only_and_json_on_standard_output(golden_copy, capsys):
@@ -216,7 +220,7 @@ def test_verify_failures_only_and_json_on_standard_output(golden_copy, capsys):
     data = bytearray(victim.read_bytes())
     data[len(data) // 2] ^= 0xFF
     victim.write_bytes(bytes(data))
-    assert main(["golden", "verify", str(golden_copy), "--quiet", "--failures-only", "--json", "-"]) == 1
+    assert main(["golden", "verify", str(golden_copy), *SUBSET, "--quiet", "--failures-only", "--json", "-"]) == 1
     captured = capsys.readouterr()
     report = json.loads(captured.out)
     assert report["counts"]["failed"] == 1 and next(c for c in report["cases"] if c["status"] == "failed")["id"] == "sparsemax/K3"

@@ -50,7 +50,7 @@ def reseal(directory: Path, case_id: str, arrays: dict[str, np.ndarray]) -> None
 
 
 def test_generate_then_verify_passes(sample_set: Path):
-    report = golden.verify(sample_set)
+    report = golden.verify(sample_set, **SMALL)
     assert report.passed, report.failures
     assert len(report.cases) == len(cases("sample")) + len(cases("error"))
     assert all(c.recomputed for c in report.cases)
@@ -62,7 +62,7 @@ def test_a_flipped_byte_is_detected_and_the_file_named(sample_set: Path, tmp_pat
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0x01
     path.write_bytes(bytes(data))
-    report = golden.verify(directory)
+    report = golden.verify(directory, **SMALL)
     assert not report.passed
     failures = "\n".join(report.failures)
     assert "switch_norm/paper-train-4d.npz" in failures
@@ -75,7 +75,7 @@ def test_an_edited_array_with_fixed_hashes_fails_the_recomputation_naming_the_ca
     arrays = golden.load_arrays(directory / golden.case_file(case_id))
     arrays["grad.gamma"] = arrays["grad.gamma"] + np.array([0.0, 1e-6, 0.0])
     reseal(directory, case_id, arrays)
-    report = golden.verify(directory)
+    report = golden.verify(directory, **SMALL)
     assert not report.passed
     failing = [c for c in report.cases if not c.passed]
     assert [c.id for c in failing] == [case_id]
@@ -93,7 +93,7 @@ def test_an_edited_input_with_recomputed_outputs_is_caught_by_the_catalog_draw(s
     forged = evaluate(case.op, case.params, inputs, upstream=evaluation.upstream)
     arrays = {f"{g}.{n}": a for g, named in forged.groups().items() for n, a in named.items()}
     reseal(directory, case.id, arrays)
-    report = golden.verify(directory)
+    report = golden.verify(directory, **SMALL)
     problems = next(c for c in report.cases if c.id == case.id).problems
     assert problems == ["input.x is not the catalog case's seeded draw"]
 
@@ -102,7 +102,7 @@ def test_an_edited_manifest_is_detected(sample_set: Path, tmp_path: Path):
     directory = copy_of(sample_set, tmp_path)
     path = directory / golden.MANIFEST
     path.write_text(path.read_text().replace('"seed": 0', '"seed": 1', 1))
-    report = golden.verify(directory)
+    report = golden.verify(directory, **SMALL)
     assert not report.passed
     assert "does not match the hash in manifest.json.sha256" in report.failures[0]
 
@@ -111,9 +111,9 @@ def test_extra_and_missing_files_are_detected(sample_set: Path, tmp_path: Path):
     directory = copy_of(sample_set, tmp_path)
     (directory / "switch_norm" / "stray.npz").write_bytes(b"")
     (directory / "plain_norm" / "paper-train-bn.npz").unlink()
-    failures = "\n".join(golden.verify(directory).failures)
+    failures = "\n".join(golden.verify(directory, **SMALL).failures)
     assert "switch_norm/stray.npz is not listed in the manifest" in failures
-    assert "plain_norm/paper-train-bn (plain_norm/paper-train-bn.npz): file missing" in failures
+    assert "plain_norm/paper-train-bn (plain_norm/paper-train-bn.npz): plain_norm/paper-train-bn.npz is missing" in failures
 
 
 def test_generating_twice_gives_identical_hashes_and_bytes(sample_set: Path, tmp_path: Path):
@@ -185,11 +185,11 @@ def test_generation_on_another_backend_equals_numpy_to_float64_rounding(backend_
     golden.generate(on_numpy, selection="shipped")
     golden.generate(other, backend=backend_name, selection="shipped")
     _assert_same_to_rounding(on_numpy, other)
-    assert golden.verify(other, backend=backend_name).passed
+    assert golden.verify(other, backend=backend_name, selection="shipped").passed
 
 
 def test_the_shipped_set_verifies():
-    report = golden.verify(golden.SHIPPED)
+    report = golden.verify(golden.SHIPPED, selection="shipped")
     assert report.passed, report.failures
 
 
@@ -250,11 +250,11 @@ def test_cli_round_trip_and_exit_codes(tmp_path: Path, capsys: pytest.CaptureFix
     assert "wrote 7 cases (7 sample)" in capsys.readouterr().out
     assert main(["golden", "generate", "--out", str(out), "--kind", "sample", "--quiet"]) == 2
     assert "refusing to overwrite" in capsys.readouterr().err
-    assert main(["golden", "verify", str(out), "--quiet"]) == 0
+    assert main(["golden", "verify", str(out), "--kind", "sample", "--op", "plain_norm", "--quiet"]) == 0
     assert "7 cases: 7 ok, 0 failed" in capsys.readouterr().out
     path = out / "plain_norm" / "paper-train-in.npz"
     path.write_bytes(path.read_bytes()[:-1] + bytes([path.read_bytes()[-1] ^ 0xFF]))
-    assert main(["golden", "verify", str(out), "--quiet"]) == 1
+    assert main(["golden", "verify", str(out), "--kind", "sample", "--op", "plain_norm", "--quiet"]) == 1
     printed = capsys.readouterr().out
     assert "plain_norm/paper-train-in.npz: file does not match its file_sha256" in printed
     assert main(["golden", "list", "--kind", "error", "--op", "plain_norm"]) == 0

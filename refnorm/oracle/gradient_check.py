@@ -37,11 +37,38 @@ SparsestMax stage change), where the derivative does not exist; the checker retr
 *skipped*: never as passed.
 
 **Adjoint test.** When the op has a ``pushforward``, ``<v, J u>`` (JVP) and ``<J^T v, u>`` (VJP)
-must agree to rounding: an exact test, no finite differences.
+must agree to rounding: an exact test, no finite differences. In Jacobian mode the JVP's Jacobian
+(one pushforward per input element) must equal the VJP's (one pullback per output element).
 
 **Full Jacobian** (``mode="jacobian"``, tiny inputs): the analytic Jacobian row by row (one
 pullback per output element) against :func:`scipy.differentiate.jacobian` column by column; the
 result names the worst ``(output index, input index)`` entry.
+
+**Fail closed.** The checker judges what the op under test returns; it never lets a malformed
+answer pass. Each of these is a *failed* argument (a verdict, never an exception), with a message
+that says where:
+
+* a pullback or pushforward that raises, returns something that is not a tuple of arrays (one
+  gradient per argument; a tangent shaped like the output), the wrong number of gradients, a
+  gradient of another shape or dtype than its argument (a float32 gradient of a float64 argument
+  included), or ``None`` for an argument being checked;
+* any NaN or infinity in a gradient, a pushforward, a finite-difference derivative or a Jacobian
+  entry (the message names the argument, the direction or the entry);
+* ``fun`` raising at a point the finite differences evaluate;
+* an output that is not finite at the point itself (every argument fails: nothing can be checked);
+* an argument with nothing compared: no elements, or every direction (column) skipped at a kink.
+
+What is wrong with the *call* is a ``TypeError`` or ``ValueError`` naming the parameter: ``fun``
+not callable or not returning a :class:`~refnorm.ops.linearized.Linearized`, an output that is not
+a real floating array (or tuple of them), and every parameter of :func:`gradcheck` (``args``
+float64 arrays with finite values; ``names`` unique strings, one per argument; ``wrt`` known
+names; ``mode``; ``directions`` an int >= 1; ``seed`` an int >= 0; ``rtol`` and ``adjoint_rtol``
+in ``(0, 1)``; ``atol`` finite and >= 0; ``step`` in ``(0, 1]``). An exception raised by ``fun`` at
+the point itself propagates unchanged (the point, not the gradient, is wrong).
+
+Errors that do not apply are NaN, never 0: :attr:`ArgumentResult.max_rel_error` is NaN where the
+absolute tolerance dominates every direction (a zero gradient has no scale to be relative to), and
+both maxima are NaN where nothing was compared or a derivative was not finite.
 
 All checking happens in float64 on the host (NumPy): a float32 implementation is compared
 against the float64 reference, never against finite differences.
@@ -50,15 +77,19 @@ against the float64 reference, never against finite differences.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import scipy.differentiate
 
 from .._xp import to_numpy
 from ..ops.linearized import Linearized
+
+MODES = ("directional", "jacobian")
+"""The two kinds of check :func:`gradcheck` runs."""
 
 
 @dataclass(frozen=True)
@@ -72,7 +103,7 @@ class DirectionResult:
     abs_error: float
     rel_error: float
     """``abs_error / scale``; NaN where ``atol`` dominates the tolerance (a gradient that is zero,
-    or zero up to rounding, has no scale to be relative to)."""
+    or zero up to rounding, has no scale to be relative to), and where a value was not finite."""
     fd_error: float
     """scipy's estimate of the error of ``numeric``."""
     step: float
@@ -86,23 +117,27 @@ class ArgumentResult:
     name: str
     directions: tuple[DirectionResult, ...] = ()
     adjoint_error: float | None = None
-    """Largest relative mismatch of ``<v, J u>`` between JVP and VJP (None without a JVP)."""
+    """Largest relative mismatch between JVP and VJP (None without a JVP, or when not computed)."""
     worst_entry: tuple[tuple[int, ...], tuple[int, ...]] | None = None
     """Jacobian mode: the (output index, input index) of the largest error."""
     jacobian_abs_error: float | None = None
     jacobian_rel_error: float | None = None
     jacobian_skipped_columns: int = 0
     failures: tuple[str, ...] = ()
+    mode: str = "directional"
+    jacobian_columns: int = 0
+    """Jacobian mode: the number of Jacobian columns (input elements) compared."""
 
     @property
     def passed(self) -> bool:
+        """No failure, and at least one direction (or Jacobian column) compared."""
         return not self.failures and self.checked > 0
 
     @property
     def checked(self) -> int:
         """Number of directions (or Jacobian columns) that were actually compared."""
-        if self.jacobian_abs_error is not None:
-            return 1
+        if self.mode == "jacobian":
+            return self.jacobian_columns
         return sum(d.status != "skipped" for d in self.directions)
 
     @property
@@ -110,16 +145,47 @@ class ArgumentResult:
         return sum(d.status == "skipped" for d in self.directions) + self.jacobian_skipped_columns
 
     @property
+    def nonfinite(self) -> bool:
+        """Whether an error could not be computed (a NaN or infinite derivative)."""
+        if self.mode == "jacobian":
+            return self.jacobian_abs_error is not None and not math.isfinite(self.jacobian_abs_error)
+        return any(not math.isfinite(d.abs_error) for d in self.directions if d.status != "skipped")
+
+    @property
     def max_abs_error(self) -> float:
-        if self.jacobian_abs_error is not None:
-            return self.jacobian_abs_error
-        return max((d.abs_error for d in self.directions if d.status != "skipped"), default=0.0)
+        """Largest absolute error compared; NaN when nothing was compared or an error is NaN."""
+        if self.mode == "jacobian":
+            return self.jacobian_abs_error if self.jacobian_abs_error is not None else math.nan
+        errors = [d.abs_error for d in self.directions if d.status != "skipped"]
+        if not errors or any(math.isnan(e) for e in errors):
+            return math.nan
+        return max(errors)
 
     @property
     def max_rel_error(self) -> float:
-        if self.jacobian_rel_error is not None:
-            return self.jacobian_rel_error
-        return max((d.rel_error for d in self.directions if d.status != "skipped" and not math.isnan(d.rel_error)), default=0.0)
+        """Largest relative error where one applies; NaN where none applies (every direction judged
+        in absolute terms, nothing compared) and where an error is not finite."""
+        if self.mode == "jacobian":
+            return self.jacobian_rel_error if self.jacobian_rel_error is not None else math.nan
+        checked = [d for d in self.directions if d.status != "skipped"]
+        if not checked or any(math.isnan(d.abs_error) for d in checked):
+            return math.nan
+        if any(math.isinf(d.abs_error) for d in checked):
+            return math.inf
+        applicable = [d.rel_error for d in checked if not math.isnan(d.rel_error)]
+        return max(applicable) if applicable else math.nan
+
+
+def _nan_max(values: Sequence[float]) -> float:
+    """Largest of ``values`` ignoring NaN ("not applicable"); NaN when all are NaN or none given."""
+    present = [v for v in values if not math.isnan(v)]
+    return max(present) if present else math.nan
+
+
+def format_error(value: float) -> str:
+    """An error for a table: ``1.23e-09``, ``inf``, or ``n/a`` for NaN (nothing applies, or nothing
+    could be computed: the verdict says which)."""
+    return "n/a" if math.isnan(value) else f"{value:.2e}"
 
 
 @dataclass(frozen=True)
@@ -134,8 +200,9 @@ class GradcheckResult:
 
     @property
     def passed(self) -> bool:
-        """True when every checked argument passed (an argument with only skipped directions fails)."""
-        return all(a.passed for a in self.arguments)
+        """True when there is at least one argument and every one passed (an argument with only
+        skipped directions fails)."""
+        return bool(self.arguments) and all(a.passed for a in self.arguments)
 
     def __getitem__(self, name: str) -> ArgumentResult:
         for argument in self.arguments:
@@ -145,18 +212,30 @@ class GradcheckResult:
 
     @property
     def max_abs_error(self) -> float:
-        return max((a.max_abs_error for a in self.arguments), default=0.0)
+        """Largest absolute error over the arguments; NaN if any argument's is NaN (nothing
+        compared, or a non-finite derivative)."""
+        values = [a.max_abs_error for a in self.arguments]
+        if not values or any(math.isnan(v) for v in values):
+            return math.nan
+        return max(values)
 
     @property
     def max_rel_error(self) -> float:
-        return max((a.max_rel_error for a in self.arguments), default=0.0)
+        """Largest relative error where one applies; NaN where none applies, or where any argument
+        has no finite error (nothing compared, a non-finite derivative)."""
+        if not self.arguments or any(math.isnan(a.max_abs_error) for a in self.arguments):
+            return math.nan
+        return _nan_max([a.max_rel_error for a in self.arguments])
 
     def summary(self) -> str:
-        """A plain-text table: one row per argument."""
+        """A plain-text table: one row per argument (``n/a``: no error applies or none was computed;
+        the verdict says why)."""
         lines = [f"{'argument':<14}{'checked':>8}{'skipped':>8}{'max abs err':>13}{'max rel err':>13}  verdict"]
         for a in self.arguments:
             verdict = "ok" if a.passed else "FAIL: " + "; ".join(a.failures or ("nothing checked",))
-            lines.append(f"{a.name:<14}{a.checked:>8}{a.skipped:>8}{a.max_abs_error:>13.2e}{a.max_rel_error:>13.2e}  {verdict}")
+            lines.append(
+                f"{a.name:<14}{a.checked:>8}{a.skipped:>8}{format_error(a.max_abs_error):>13}{format_error(a.max_rel_error):>13}  {verdict}"
+            )
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -169,9 +248,23 @@ class GradcheckError(AssertionError):
 
 _DIRECTION_SALT = 0x67726164  # "grad"
 
+def _quiet() -> Any:
+    """Around the checker's own arithmetic on what the op returned: an overflow there is a finding,
+    reported as a failure, not a warning (which a ``-W error`` test suite would turn into a crash)."""
+    return np.errstate(over="ignore", invalid="ignore")
+
+
+# --------------------------------------------------------------------------------------------
+# Host views of what the op returns, checked
+# --------------------------------------------------------------------------------------------
+
+
+class _Malformed(Exception):
+    """What an op under test returned is not what the checker can judge (the message says why)."""
+
 
 def _flatten(value: Any) -> list[np.ndarray]:
-    """The arrays of an output or active set (array, number, or nested tuple), as float64 host arrays."""
+    """The arrays of an output or active set (array, number, or nested tuple), as host arrays."""
     if value is None:
         return []
     if isinstance(value, tuple | list):
@@ -179,6 +272,129 @@ def _flatten(value: Any) -> list[np.ndarray]:
     if isinstance(value, bool | int | float | str):
         return [np.asarray(value)]
     return [np.asarray(to_numpy(value))]
+
+
+def _describe(value: Any) -> str:
+    """``"a list"``, ``"an ndarray"``, ``"None"``: what a value is, for messages."""
+    if value is None:
+        return "None"
+    name = type(value).__name__
+    return f"{'an' if name[0].lower() in 'aeiou' else 'a'} {name}"
+
+
+def _host(value: Any, what: str) -> np.ndarray:
+    """A host copy of an array returned by the op under test; ``_Malformed`` if it is no array."""
+    # np.float64 is a subclass of float, yet a NumPy scalar (what a NumPy reduction returns) is
+    # a 0-d array as far as the checker is concerned.
+    plain = isinstance(value, bool | int | float | complex | str | bytes | list | tuple | dict) and not isinstance(value, np.generic)
+    if value is None or plain:
+        raise _Malformed(f"{what} is {_describe(value)}, expected an array")
+    if not (hasattr(value, "shape") and hasattr(value, "dtype")):
+        raise _Malformed(f"{what} is {_describe(value)}, expected an array")
+    try:
+        return np.asarray(to_numpy(value))
+    except Exception as error:  # noqa: BLE001 - any failure to read it is the finding
+        raise _Malformed(f"{what} ({type(value).__name__}) cannot be read as an array: {type(error).__name__}: {error}") from None
+
+
+def _first_nonfinite(host: np.ndarray) -> str:
+    """``"NaN at (1, 2)"``: the first non-finite element of ``host`` (which has one)."""
+    index = tuple(int(i) for i in np.argwhere(~np.isfinite(host))[0])
+    value = host[index]
+    kind = "NaN" if np.isnan(value) else ("inf" if value > 0 else "-inf")
+    return f"{kind} at {index}"
+
+
+def _finite(host: np.ndarray, what: str) -> np.ndarray:
+    if not np.all(np.isfinite(host)):
+        raise _Malformed(f"{what} holds {_first_nonfinite(host)}")
+    return host
+
+
+def _matching(value: Any, like: np.ndarray, what: str, expected: str) -> np.ndarray:
+    """``value`` as a finite host array with the shape and dtype of ``like`` (``expected`` names it)."""
+    host = _host(value, what)
+    if host.dtype != like.dtype:
+        raise _Malformed(f"{what} has dtype {host.dtype}, expected {like.dtype} ({expected})")
+    if host.shape != like.shape:
+        raise _Malformed(f"{what} has shape {host.shape}, expected {like.shape} ({expected})")
+    return _finite(host, what)
+
+
+def _output_parts(out: Any) -> list[np.ndarray]:
+    """The arrays of ``fun``'s output (an array or a tuple of them); ``TypeError`` for anything else."""
+    if isinstance(out, tuple | list):
+        if not out:
+            raise TypeError("fun returned an empty output tuple; gradcheck needs at least one output array")
+        return [part for item in out for part in _output_parts(item)]
+    try:
+        host = _host(out, "fun's output")
+    except _Malformed as error:
+        raise TypeError(f"{error} (or a tuple of arrays)") from None
+    if host.dtype.kind != "f":
+        raise TypeError(f"fun's output has dtype {host.dtype}; gradcheck differentiates real floating outputs only")
+    return [host]
+
+
+def _like_out(value: Any, parts: list[np.ndarray], out: Any, what: str) -> list[np.ndarray]:
+    """A pushforward's tangent checked against the output: same structure, shapes, dtypes, finite."""
+    if isinstance(out, tuple | list):
+        if not isinstance(value, tuple | list):
+            raise _Malformed(f"{what} is {_describe(value)}, expected a tuple of {len(out)} arrays like the output")
+        if len(value) != len(out):
+            raise _Malformed(f"{what} has {len(value)} parts, expected {len(out)} (one per output)")
+        found: list[np.ndarray] = []
+        for number, (v, o) in enumerate(zip(value, out, strict=True)):
+            count = len(_flatten(o))
+            found += _like_out(v, parts[len(found) : len(found) + count], o, f"{what}[{number}]")
+        return found
+    return [_matching(value, parts[0], what, "the output's")]
+
+
+class _Pulled(NamedTuple):
+    """A pullback's gradients, host copies (``None`` where it returned ``None``), and what was wrong
+    with each argument's (by argument index)."""
+
+    gradients: tuple[np.ndarray | None, ...]
+    problems: dict[int, str]
+
+
+def _pull(pullback: Callable[[Any], Any], cotangent: Any, hosts: Sequence[np.ndarray], names: Sequence[str], what: str) -> _Pulled:
+    """Call ``pullback(cotangent)`` and check its answer (module docstring, "Fail closed")."""
+    count = len(hosts)
+    try:
+        raw = pullback(cotangent)
+    except Exception as error:  # noqa: BLE001 - a pullback that raises is a failed check
+        problem = f"{what} raised {type(error).__name__}: {error}"
+        return _Pulled((None,) * count, dict.fromkeys(range(count), problem))
+    if not isinstance(raw, tuple | list):
+        problem = f"{what} returned {_describe(raw)}, expected a tuple with one gradient per argument ({count})"
+        return _Pulled((None,) * count, dict.fromkeys(range(count), problem))
+    if len(raw) != count:
+        problem = f"{what} returned {len(raw)} gradients, expected one per argument ({count}: {', '.join(names)})"
+        return _Pulled((None,) * count, dict.fromkeys(range(count), problem))
+    gradients: list[np.ndarray | None] = []
+    problems: dict[int, str] = {}
+    for index, (gradient, host, name) in enumerate(zip(raw, hosts, names, strict=True)):
+        if gradient is None:
+            gradients.append(None)
+            continue
+        try:
+            gradients.append(_matching(gradient, host, f"{what}'s gradient for {name}", "the argument's"))
+        except _Malformed as error:
+            gradients.append(None)
+            problems[index] = str(error)
+    return _Pulled(tuple(gradients), problems)
+
+
+def _gradient_of(pulled: _Pulled, index: int, name: str, what: str) -> np.ndarray:
+    """The checked gradient of argument ``index``; ``_Malformed`` with the reason if there is none."""
+    if index in pulled.problems:
+        raise _Malformed(pulled.problems[index])
+    gradient = pulled.gradients[index]
+    if gradient is None:
+        raise _Malformed(f"{what} returned no gradient (None) for {name}")
+    return gradient
 
 
 def _dot(a: Any, b: Any) -> float:
@@ -207,6 +423,71 @@ def _to_backend(host: np.ndarray, like: Any) -> Any:
     return asarray_on(host, like, namespace(like))
 
 
+# --------------------------------------------------------------------------------------------
+# The checker's own arguments
+# --------------------------------------------------------------------------------------------
+
+
+def _real(name: str, value: Any, *, low: float, high: float = math.inf, low_open: bool = True, high_open: bool = True, why: str = "") -> float:
+    """``value`` as a float in the given interval; ``TypeError``/``ValueError`` naming ``name`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {_describe(value)}")
+    number = float(value)
+    low_ok = number > low if low_open else number >= low
+    high_ok = number < high if high_open else number <= high
+    if not math.isfinite(number) or not low_ok or not high_ok:
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        raise ValueError(f"{name} must be finite and in {interval}, got {value!r}" + (f" ({why})" if why else ""))
+    return number
+
+
+def _integer(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {_describe(value)}")
+    if int(value) < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _strings(name: str, value: Any) -> tuple[str, ...]:
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
+        raise TypeError(f"{name} must be a list or tuple of strings, got {_describe(value)}")
+    if not all(isinstance(item, str) for item in value):
+        raise TypeError(f"{name} must hold strings only, got {[type(item).__name__ for item in value]}")
+    if len(set(value)) != len(value):
+        raise ValueError(f"{name} names an argument twice: {list(value)}")
+    return tuple(value)
+
+
+def _point(args: Any, names: Any) -> tuple[tuple[Any, ...], tuple[str, ...], tuple[np.ndarray, ...]]:
+    """The checked point: ``(args, names, host copies)``."""
+    if not isinstance(args, tuple | list):
+        raise TypeError(f"args must be a list or tuple of arrays, one per argument of fun; got {_describe(args)}")
+    args = tuple(args)
+    if not args:
+        raise ValueError("args is empty; gradcheck needs at least one argument to check")
+    names = _strings("names", names) if names is not None else tuple(f"arg{i}" for i in range(len(args)))
+    if len(names) != len(args):
+        raise ValueError(f"names has {len(names)} entries, expected one per argument ({len(args)})")
+    hosts = []
+    for position, (name, a) in enumerate(zip(names, args, strict=True)):
+        try:
+            host = _host(a, f"args[{position}] ({name})")
+        except _Malformed as error:
+            raise TypeError(f"{error}; gradcheck needs float64 arrays") from None
+        if host.dtype != np.float64:
+            raise TypeError(f"argument {name} has dtype {host.dtype}; gradcheck needs float64 arguments")
+        if not np.all(np.isfinite(host)):
+            raise ValueError(f"argument {name} holds {_first_nonfinite(host)}; gradcheck needs a finite point")
+        hosts.append(host)
+    return args, names, tuple(hosts)
+
+
+# --------------------------------------------------------------------------------------------
+# The checker
+# --------------------------------------------------------------------------------------------
+
+
 def gradcheck(
     fun: Callable[..., Linearized],
     args: Sequence[Any],
@@ -228,75 +509,113 @@ def gradcheck(
     fun
         ``fun(*args) -> Linearized``.
     args
-        The point: arrays of any array-API library. They must be float64 (finite differences in
-        float32 cannot check a gradient to a meaningful tolerance).
+        The point: a list or tuple of arrays of any array-API library, float64 (finite differences
+        in float32 cannot check a gradient to a meaningful tolerance), with finite values.
     names
-        A name per argument, for the report (default ``arg0, arg1, ...``).
+        A name per argument, unique, for the report (default ``arg0, arg1, ...``).
     wrt
-        Names of the arguments to check (default: every argument whose gradient is not ``None``).
+        Names of the arguments to check (default: every argument whose gradient is not ``None``;
+        an explicit empty list is an error: it would check nothing).
     mode
         ``"directional"`` (dot-product tests over ``directions`` random directions per argument)
         or ``"jacobian"`` (full Jacobians; for tiny inputs).
+    directions
+        Random directions (and cotangents) per argument, an int >= 1 (directional mode).
     seed
-        Seed of the NumPy generator that draws directions and cotangents.
+        Seed (an int >= 0) of the NumPy generator that draws directions and cotangents.
     rtol, atol
         Pass when ``|analytic - numeric| <= rtol * scale + atol * ||v|| ||u||`` (module docstring).
+        ``rtol`` in ``(0, 1)``: at ``rtol >= 1`` a gradient of zero would pass every direction.
+        ``atol >= 0``; it is an absolute bound, so a large one passes small gradients (it is
+        reported in the result).
     step
-        Initial finite-difference step per element, relative to the spread (standard deviation,
-        or 1 if it is 0) of the argument being perturbed; halved up to three times.
+        Initial finite-difference step per element, in ``(0, 1]``, relative to the spread
+        (standard deviation, or the magnitude if that is 0) of the argument being perturbed;
+        halved up to three times.
     adjoint_rtol
         Largest relative mismatch allowed between ``<v, pushforward(u)>`` and
-        ``<pullback(v), u>`` (both exact up to rounding).
+        ``<pullback(v), u>`` (both exact up to rounding), in ``(0, 1)``.
 
     Returns
     -------
     GradcheckResult
-        Per argument: every direction's errors, skips (kinks) and failures.
+        Per argument: every direction's errors, skips (kinks) and failures. Anything malformed or
+        non-finite that the op returns is a failure (module docstring, "Fail closed").
+
+    Raises
+    ------
+    TypeError, ValueError
+        For a malformed call (module docstring): the message names the parameter.
     """
-    if mode not in ("directional", "jacobian"):
+    if not callable(fun):
+        raise TypeError(f"fun must be callable (returning a Linearized), got {_describe(fun)}")
+    if not isinstance(mode, str) or mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; expected 'directional' or 'jacobian'")
-    if isinstance(directions, bool) or not isinstance(directions, int) or directions < 1:
-        raise ValueError(f"directions must be a positive int, got {directions!r}")
-    args = tuple(args)
-    names = tuple(names) if names is not None else tuple(f"arg{i}" for i in range(len(args)))
-    if len(names) != len(args):
-        raise ValueError(f"names has {len(names)} entries, expected one per argument ({len(args)})")
-    for name, a in zip(names, args, strict=True):
-        if to_numpy(a).dtype != np.float64:
-            raise TypeError(f"argument {name} has dtype {a.dtype}; gradcheck needs float64 arguments")
+    directions = _integer("directions", directions, 1)
+    seed = _integer("seed", seed, 0)
+    rtol = _real("rtol", rtol, low=0.0, high=1.0, why="at rtol >= 1 a zero gradient passes")
+    atol = _real("atol", atol, low=0.0, low_open=False)
+    step = _real("step", step, low=0.0, high=1.0, high_open=False)
+    adjoint_rtol = _real("adjoint_rtol", adjoint_rtol, low=0.0, high=1.0)
+    args, names, hosts = _point(args, names)
+    if wrt is not None:
+        wrt = _strings("wrt", wrt)
+        unknown = set(wrt) - set(names)
+        if unknown:
+            raise ValueError(f"wrt names unknown arguments {sorted(unknown)}; arguments are {names}")
+        if not wrt:
+            raise ValueError("wrt is empty; name at least one argument to check")
 
     base = fun(*args)
+    if not isinstance(base, Linearized):
+        raise TypeError(f"fun must return a refnorm.Linearized, got {_describe(base)}")
+    if not callable(base.pullback):
+        raise TypeError(f"fun's Linearized has a pullback that is {_describe(base.pullback)}, not callable")
+    if base.pushforward is not None and not callable(base.pushforward):
+        raise TypeError(f"fun's Linearized has a pushforward that is {_describe(base.pushforward)}, not callable (or None)")
+    out_parts = _output_parts(base.out)
+
     # Salted, so the directions never repeat a stream the caller drew its inputs from with the
     # same seed (an output direction equal to x is nearly orthogonal to a normalization's range).
     rng = np.random.default_rng([seed, _DIRECTION_SALT])
-    cotangents = [
-        _like_output(base.out, lambda h: rng.standard_normal(h.shape), _to_backend) for _ in range(directions)
-    ]
-    pullbacks = [base.pullback(v) for v in cotangents]
-    if any(len(p) != len(args) for p in pullbacks):
-        raise ValueError(f"pullback returned {len(pullbacks[0])} gradients, expected one per argument ({len(args)})")
+    if mode == "directional":
+        cotangents = [_like_output(base.out, lambda h: rng.standard_normal(h.shape), _to_backend) for _ in range(directions)]
+        pulled = [_pull(base.pullback, v, hosts, names, f"pullback(v[{k}])") for k, v in enumerate(cotangents)]
+    else:
+        cotangents, pulled = _one_hot_rows(base, out_parts, hosts, names)
 
+    # Jacobian mode on an empty output has no pullback at all: nothing says what is differentiated.
+    first = pulled[0] if pulled else _Pulled((None,) * len(args), dict.fromkeys(range(len(args)), "no pullback"))
     if wrt is None:
-        wrt = tuple(n for i, n in enumerate(names) if pullbacks[0][i] is not None)
-    unknown = set(wrt) - set(names)
-    if unknown:
-        raise ValueError(f"wrt names unknown arguments {sorted(unknown)}; arguments are {names}")
-    for index, name in enumerate(names):
-        if name in wrt and pullbacks[0][index] is None:
-            raise ValueError(f"the pullback returns no gradient (None) for {name}, which wrt asks to check")
+        # A pullback that answers nothing usable leaves no way to tell which arguments it
+        # differentiates: check them all (and fail them all).
+        wrt = tuple(n for i, n in enumerate(names) if i in first.problems or first.gradients[i] is not None)
+        if not wrt:
+            raise ValueError("the pullback returns no gradient (None) for every argument; there is nothing to check")
+    else:
+        for index, name in enumerate(names):
+            if name in wrt and index not in first.problems and first.gradients[index] is None:
+                raise ValueError(f"the pullback returns no gradient (None) for {name}, which wrt asks to check")
 
+    nonfinite_output = [
+        f"the output at the point holds {_first_nonfinite(part)}" + (f" (output part {number})" if len(out_parts) > 1 else "")
+        for number, part in enumerate(out_parts)
+        if not np.all(np.isfinite(part))
+    ]
+    if not any(part.size for part in out_parts):
+        nonfinite_output.append("the output has no elements")  # <v, f> = 0 for every v: nothing to compare
     results = []
     for index, name in enumerate(names):
         if name not in wrt:
             continue
-        if mode == "directional":
-            results.append(
-                _check_directional(
-                    fun, args, index, name, base, cotangents, pullbacks, rng, rtol, atol, step, adjoint_rtol
-                )
-            )
+        if nonfinite_output:
+            results.append(ArgumentResult(name=name, mode=mode, failures=(nonfinite_output[0] + "; nothing can be checked",)))
+        elif hosts[index].size == 0:
+            results.append(ArgumentResult(name=name, mode=mode, failures=(f"{name} has no elements; nothing was checked",)))
+        elif mode == "directional":
+            results.append(_check_directional(fun, args, hosts, index, name, base, cotangents, pulled, rng, rtol, atol, step, adjoint_rtol))
         else:
-            results.append(_check_jacobian(fun, args, index, name, base, rtol, atol, step))
+            results.append(_check_jacobian(fun, args, hosts, index, name, base, out_parts, pulled, rtol, atol, step, adjoint_rtol))
     return GradcheckResult(arguments=tuple(results), mode=mode, rtol=rtol, atol=atol)
 
 
@@ -316,6 +635,18 @@ def _spread(a: Any) -> float:
     return spread if spread > 1e-8 * magnitude else max(magnitude, 1.0)
 
 
+def _value_at(fun: Callable[..., Linearized], point: tuple) -> Linearized:
+    """``fun`` at a point the finite differences evaluate; ``_Malformed`` if it raises or returns no
+    :class:`Linearized`."""
+    try:
+        evaluated = fun(*point)
+    except Exception as error:  # noqa: BLE001 - fun failing next to the point is a finding
+        raise _Malformed(f"fun raised {type(error).__name__} at a point the finite differences evaluate: {error}") from None
+    if not isinstance(evaluated, Linearized):
+        raise _Malformed(f"fun returned {_describe(evaluated)} at a point the finite differences evaluate, expected a Linearized")
+    return evaluated
+
+
 def _directional_derivative(
     fun: Callable[..., Linearized], args: tuple, index: int, direction: np.ndarray, weight: Any, h0: float, base_active: Any
 ) -> tuple[float, float, bool]:
@@ -326,10 +657,13 @@ def _directional_derivative(
         nonlocal crossed
         values = np.empty(t.shape)
         for position, ti in np.ndenumerate(t):
-            evaluated = fun(*_perturbed(args, index, direction, float(ti)))
+            evaluated = _value_at(fun, _perturbed(args, index, direction, float(ti)))
             if base_active is not None and not _same_active_set(evaluated.active_set, base_active):
                 crossed = True
-            values[position] = _dot(weight, evaluated.out)
+            try:
+                values[position] = _dot(weight, evaluated.out)
+            except Exception as error:  # noqa: BLE001 - an output that changed structure is a finding
+                raise _Malformed(f"fun's output changed structure near the point ({type(error).__name__}: {error})") from None
         return values
 
     result = scipy.differentiate.derivative(
@@ -338,53 +672,80 @@ def _directional_derivative(
     return float(result.df), float(result.error), crossed
 
 
-def _check_directional(
-    fun, args, index, name, base, cotangents, pullbacks, rng, rtol, atol, step, adjoint_rtol
-) -> ArgumentResult:
-    host = to_numpy(args[index])
+def _failed_direction(note: str, step: float) -> DirectionResult:
+    nan = math.nan
+    return DirectionResult("failed", nan, nan, nan, nan, nan, step, note)
+
+
+def _check_directional(fun, args, hosts, index, name, base, cotangents, pulled, rng, rtol, atol, step, adjoint_rtol) -> ArgumentResult:
+    host = hosts[index]
     # u has unit norm, so each element moves by about t / sqrt(size): scale the step so that every
     # element moves by about step * spread.
     h0 = step * _spread(args[index]) * math.sqrt(host.size)
     outcomes, failures = [], []
     adjoint_error = None
-    for k, (v, grads) in enumerate(zip(cotangents, pullbacks, strict=True)):
+    for k, (v, answer) in enumerate(zip(cotangents, pulled, strict=True)):
+        # Drawn first, whatever happens next, so every direction sees the same u as in a passing run.
         u = rng.standard_normal(host.shape)
         u /= np.linalg.norm(u) or 1.0
-        grad = to_numpy(grads[index])
-        if grad.shape != host.shape:
-            raise ValueError(f"pullback gradient for {name} has shape {grad.shape}, expected {host.shape}")
-        analytic = float(np.vdot(grad, u))
+        try:
+            grad = _gradient_of(answer, index, name, f"pullback(v[{k}])")
+        except _Malformed as error:
+            failures.append(f"direction {k}: {error}")
+            outcomes.append(_failed_direction(failures[-1], h0))
+            continue
+        with _quiet():
+            analytic = float(np.vdot(grad, u))
         if base.pushforward is not None:
-            tangents = tuple(
-                _to_backend(u if i == index else np.zeros(to_numpy(a).shape), a) for i, a in enumerate(args)
-            )
-            pushed = base.pushforward(*tangents)
-            adjoint_scale = max(float(np.linalg.norm(grad)), _norm(v) * _norm(pushed))
-            mismatch = abs(_dot(v, pushed) - analytic)
-            adjoint_error = max(adjoint_error or 0.0, mismatch / adjoint_scale if adjoint_scale > 0 else mismatch)
-        numeric, fd_error, crossed = _directional_derivative(fun, args, index, u, v, h0, base.active_set)
-        used_step = h0
+            try:
+                mismatch = _adjoint_mismatch(base, args, hosts, index, u, v, analytic, grad, f"pushforward(u[{k}])")
+            except _Malformed as error:
+                failures.append(f"direction {k}: {error}")
+            else:
+                adjoint_error = max(adjoint_error or 0.0, mismatch)
+        try:
+            numeric, fd_error, crossed = _directional_derivative(fun, args, index, u, v, h0, base.active_set)
+            used_step = h0
+            if crossed:
+                used_step = h0 / 100.0
+                numeric, fd_error, crossed = _directional_derivative(fun, args, index, u, v, used_step, base.active_set)
+        except _Malformed as error:
+            failures.append(f"direction {k}: {error}")
+            outcomes.append(_failed_direction(failures[-1], h0))
+            continue
         if crossed:
-            used_step = h0 / 100.0
-            numeric, fd_error, crossed = _directional_derivative(fun, args, index, u, v, used_step, base.active_set)
-        scale = max(float(np.linalg.norm(grad)), abs(numeric))
-        abs_error = abs(analytic - numeric)
-        tolerance = rtol * scale + atol * _norm(v)
+            outcomes.append(
+                DirectionResult("skipped", analytic, numeric, math.nan, math.nan, fd_error, used_step, "direction crosses a kink (active set changes within the stencil)")
+            )
+            continue
+        if not math.isfinite(numeric):
+            note = f"direction {k}: the finite-difference derivative is {numeric} (fun is not finite near the point)"
+            failures.append(note)
+            outcomes.append(DirectionResult("failed", analytic, numeric, math.nan, math.nan, fd_error, used_step, note))
+            continue
+        with _quiet():
+            scale = max(float(np.linalg.norm(grad)), abs(numeric))
+            abs_error = abs(analytic - numeric)
+            tolerance = rtol * scale + atol * _norm(v)
+        if not (math.isfinite(analytic) and math.isfinite(tolerance)):
+            # Finite gradients whose products overflow: an infinite tolerance would pass anything.
+            note = f"direction {k}: <gradient, u> = {analytic:.3g} with tolerance {tolerance:.3g}: not finite, cannot be judged"
+            failures.append(note)
+            outcomes.append(DirectionResult("failed", analytic, numeric, math.nan, math.nan, fd_error, used_step, note))
+            continue
         # A gradient that is zero, or zero up to rounding (a zero-gradient region, a parameter at
         # its initialisation), has no scale to be relative to: where the absolute term dominates
         # the tolerance the direction is judged in absolute terms, and its relative error is NaN
-        # (left out of max_rel_error) instead of a meaningless ~1.
+        # (not applicable) instead of a meaningless ~1.
         rel_error = abs_error / scale if rtol * scale > atol * _norm(v) else math.nan
-        if crossed:
-            status, note = "skipped", "direction crosses a kink (active set changes within the stencil)"
-        elif abs_error <= tolerance:
+        if abs_error <= tolerance:
             status, note = "passed", ""
         else:
             status = "failed"
-            noisy = fd_error > tolerance
+            noisy = not (fd_error <= tolerance)  # a NaN estimate cannot vouch for the value either
             note = (
                 f"direction {k}: analytic {analytic:.12g} vs numeric {numeric:.12g} (error {abs_error:.3g} > tolerance {tolerance:.3g})"
-                + ("; the finite differences are too noisy to decide (error estimate {:.3g})".format(fd_error) if noisy else "")
+                + (f"; the finite differences are too noisy to decide (error estimate {fd_error:.3g})" if noisy else "")
             )
             failures.append(note)
         outcomes.append(DirectionResult(status, analytic, numeric, abs_error, rel_error, fd_error, used_step, note))
@@ -393,21 +754,79 @@ def _check_directional(
     return ArgumentResult(name=name, directions=tuple(outcomes), adjoint_error=adjoint_error, failures=tuple(failures))
 
 
-def _check_jacobian(fun, args, index, name, base, rtol, atol, step) -> ArgumentResult:
-    host = to_numpy(args[index])
-    out_parts = _flatten(base.out)
-    out_size = sum(p.size for p in out_parts)
+def _tangents(args: tuple, hosts: Sequence[np.ndarray], index: int, u: np.ndarray) -> tuple:
+    """One tangent per argument: ``u`` for argument ``index``, zeros elsewhere, on each argument's backend."""
+    return tuple(_to_backend(u if i == index else np.zeros(h.shape), a) for i, (a, h) in enumerate(zip(args, hosts, strict=True)))
 
-    # Analytic Jacobian, one row per output element (one pullback per one-hot cotangent).
-    analytic = np.empty((out_size, host.size))
+
+def _pushed(base: Linearized, tangents: tuple, what: str) -> list[np.ndarray]:
+    """``base.pushforward(*tangents)``, checked against the output (module docstring, "Fail closed")."""
+    try:
+        raw = base.pushforward(*tangents)
+    except Exception as error:  # noqa: BLE001 - a pushforward that raises is a failed check
+        raise _Malformed(f"{what} raised {type(error).__name__}: {error}") from None
+    return _like_out(raw, _output_parts(base.out), base.out, what)
+
+
+def _adjoint_mismatch(base, args, hosts, index, u, v, analytic, grad, what) -> float:
+    """Relative mismatch of ``<v, J u>`` (JVP) and ``<J^T v, u>`` (VJP); ``_Malformed`` for a bad JVP."""
+    pushed = _pushed(base, _tangents(args, hosts, index, u), what)
+    with _quiet():
+        jvp = float(sum(np.vdot(a, b) for a, b in zip(_flatten(v), pushed, strict=True)))
+        scale = max(float(np.linalg.norm(grad)), _norm(v) * math.sqrt(sum(float(np.vdot(p, p)) for p in pushed)))
+        mismatch = abs(jvp - analytic)
+        if not (math.isfinite(mismatch) and math.isfinite(scale)):
+            return math.inf  # finite JVP and VJP whose products overflow: not shown to agree
+        return mismatch / scale if scale > 0 else (0.0 if mismatch == 0 else math.inf)
+
+
+def _one_hot_rows(base: Linearized, out_parts: list[np.ndarray], hosts, names) -> tuple[list[Any], list[_Pulled]]:
+    """Jacobian mode: one pullback per output element (the analytic Jacobian's rows), checked."""
+    cotangents, pulled = [], []
     offsets = np.cumsum([0] + [p.size for p in out_parts])
-    for row in range(out_size):
+    for row in range(int(offsets[-1])):
         part = int(np.searchsorted(offsets, row, side="right") - 1)
         pieces = [np.zeros(p.shape) for p in out_parts]
         pieces[part].reshape(-1)[row - offsets[part]] = 1.0
         cotangent = _rebuild(base.out, pieces)
-        grad = base.pullback(cotangent)[index]
-        analytic[row] = to_numpy(grad).reshape(-1)
+        cotangents.append(cotangent)
+        pulled.append(_pull(base.pullback, cotangent, hosts, names, f"pullback(one-hot at out{_unflat_index(out_parts, row)})"))
+    return cotangents, pulled
+
+
+def _check_jacobian(fun, args, hosts, index, name, base, out_parts, pulled, rtol, atol, step, adjoint_rtol) -> ArgumentResult:
+    host = hosts[index]
+    out_size = sum(p.size for p in out_parts)
+
+    def failed(*failures: str, **fields: Any) -> ArgumentResult:
+        return ArgumentResult(name=name, mode="jacobian", failures=failures, **fields)
+
+    # Analytic Jacobian, one row per output element.
+    analytic = np.empty((out_size, host.size))
+    for row, answer in enumerate(pulled):
+        try:
+            analytic[row] = _gradient_of(answer, index, name, f"pullback(one-hot at out{_unflat_index(out_parts, row)})").reshape(-1)
+        except _Malformed as error:
+            return failed(str(error))
+
+    # The JVP's Jacobian, one pushforward per input element, must be the VJP's.
+    adjoint_error = None
+    if base.pushforward is not None:
+        pushforward = np.empty((out_size, host.size))
+        for column in range(host.size):
+            tangent = np.zeros(host.size)
+            tangent[column] = 1.0
+            in_index = tuple(int(i) for i in np.unravel_index(column, host.shape))
+            try:
+                pushed = _pushed(base, _tangents(args, hosts, index, tangent.reshape(host.shape)), f"pushforward(one-hot at {name}{in_index})")
+            except _Malformed as error:
+                return failed(str(error))
+            pushforward[:, column] = np.concatenate([p.reshape(-1) for p in pushed])
+        scale = max(float(np.max(np.abs(analytic), initial=0.0)), float(np.max(np.abs(pushforward), initial=0.0)))
+        with _quiet():
+            mismatch = float(np.max(np.abs(analytic - pushforward), initial=0.0))
+        mismatch = mismatch if math.isfinite(mismatch) else math.inf
+        adjoint_error = mismatch / scale if scale > 0 else (0.0 if mismatch == 0 else math.inf)
 
     # Numeric Jacobian, one column per input element (scipy.differentiate.jacobian).
     skipped_columns: set[int] = set()
@@ -417,42 +836,70 @@ def _check_jacobian(fun, args, index, name, base, rtol, atol, step) -> ArgumentR
         values = np.empty((out_size, columns.shape[1]))
         for j in range(columns.shape[1]):
             point = columns[:, j].reshape(host.shape)
-            evaluated = fun(*(args[:index] + (_to_backend(point, args[index]),) + args[index + 1 :]))
+            evaluated = _value_at(fun, args[:index] + (_to_backend(point, args[index]),) + args[index + 1 :])
             if base.active_set is not None and not _same_active_set(evaluated.active_set, base.active_set):
                 moved = np.nonzero(point.reshape(-1) != host.reshape(-1))[0]
                 skipped_columns.update(int(m) for m in moved)
-            values[:, j] = np.concatenate([p.reshape(-1) for p in _flatten(evaluated.out)])
+            try:
+                values[:, j] = np.concatenate([p.reshape(-1) for p in _flatten(evaluated.out)])
+            except Exception as error:  # noqa: BLE001 - an output that changed structure is a finding
+                raise _Malformed(f"fun's output changed structure near the point ({type(error).__name__}: {error})") from None
         return values.reshape((out_size,) + flat.shape[1:])
 
     h0 = step * _spread(args[index])
-    result = scipy.differentiate.jacobian(
-        f, host.reshape(-1), order=4, step_factor=2.0, initial_step=h0, maxiter=4, tolerances={"atol": 0.0, "rtol": 1e-11}
-    )
-    numeric = np.asarray(result.df).reshape(out_size, host.size)
+    try:
+        result = scipy.differentiate.jacobian(
+            f, host.reshape(-1), order=4, step_factor=2.0, initial_step=h0, maxiter=4, tolerances={"atol": 0.0, "rtol": 1e-11}
+        )
+    except _Malformed as error:
+        return failed(str(error), adjoint_error=adjoint_error)
+    numeric = np.asarray(result.df, dtype=np.float64).reshape(out_size, host.size)
+    fd_error = np.asarray(result.error, dtype=np.float64).reshape(out_size, host.size)
     keep = np.ones(host.size, dtype=bool)
     keep[sorted(skipped_columns)] = False
-    error = np.abs(analytic - numeric) * keep
-    # Normwise comparison: entries are judged against the largest entry of the Jacobian.
-    scale = max(float(np.max(np.abs(analytic * keep), initial=0.0)), float(np.max(np.abs(numeric * keep), initial=0.0)))
-    tolerance = rtol * scale + atol
-    worst = np.unravel_index(int(np.argmax(error)), error.shape)
     failures = []
-    if error[worst] > tolerance:
-        out_index = _unflat_index(out_parts, int(worst[0]))
-        in_index = np.unravel_index(int(worst[1]), host.shape)
-        failures.append(
-            f"Jacobian entry d out{out_index} / d {name}{tuple(int(i) for i in in_index)}: analytic "
-            f"{analytic[worst]:.12g} vs numeric {numeric[worst]:.12g} (error {error[worst]:.3g} > tolerance {tolerance:.3g})"
-        )
-    if skipped_columns and len(skipped_columns) == host.size:
+    if not keep.any():
         failures.append("every Jacobian column crosses a kink; nothing was checked")
-    rel = float(error[worst] / scale) if scale > 0 else float(error[worst])
+    bad = ~np.isfinite(numeric) & keep[None, :]
+    if bad.any():
+        row, column = (int(i) for i in np.argwhere(bad)[0])
+        entry = f"d out{_unflat_index(out_parts, row)} / d {name}{tuple(int(i) for i in np.unravel_index(column, host.shape))}"
+        failures.append(f"Jacobian entry {entry}: the finite-difference derivative is {numeric[row, column]} (fun is not finite near the point)")
+        return failed(*failures, adjoint_error=adjoint_error, jacobian_abs_error=math.nan, jacobian_rel_error=math.nan,
+                      jacobian_skipped_columns=len(skipped_columns), jacobian_columns=int(keep.sum()))  # fmt: skip
+    with _quiet():
+        error = np.where(keep[None, :], np.abs(analytic - numeric), 0.0)
+    error = np.where(np.isfinite(error), error, np.inf)  # finite entries whose difference overflows
+    # Normwise comparison: entries are judged against the largest entry of the Jacobian.
+    scale = max(
+        float(np.max(np.abs(np.where(keep[None, :], analytic, 0.0)), initial=0.0)),
+        float(np.max(np.abs(np.where(keep[None, :], numeric, 0.0)), initial=0.0)),
+    )
+    tolerance = rtol * scale + atol
+    if not math.isfinite(tolerance):
+        failures.append(f"the Jacobian of {name} has entries too large to judge (tolerance {tolerance:.3g})")
+    worst = np.unravel_index(int(np.argmax(error)), error.shape)
+    out_index = _unflat_index(out_parts, int(worst[0]))
+    in_index = tuple(int(i) for i in np.unravel_index(int(worst[1]), host.shape))
+    if error[worst] > tolerance:
+        noisy = not (fd_error[worst] <= tolerance)
+        failures.append(
+            f"Jacobian entry d out{out_index} / d {name}{in_index}: analytic "
+            f"{analytic[worst]:.12g} vs numeric {numeric[worst]:.12g} (error {error[worst]:.3g} > tolerance {tolerance:.3g})"
+            + (f"; the finite differences are too noisy to decide (error estimate {fd_error[worst]:.3g})" if noisy else "")
+        )
+    if adjoint_error is not None and adjoint_error > adjoint_rtol:
+        failures.append(f"JVP and VJP Jacobians disagree: relative mismatch {adjoint_error:.3g}")
+    rel = float(error[worst] / scale) if rtol * scale > atol else math.nan
     return ArgumentResult(
         name=name,
-        worst_entry=(_unflat_index(out_parts, int(worst[0])), tuple(int(i) for i in np.unravel_index(int(worst[1]), host.shape))),
+        mode="jacobian",
+        adjoint_error=adjoint_error,
+        worst_entry=(out_index, in_index),
         jacobian_abs_error=float(np.max(error)),
         jacobian_rel_error=rel,
         jacobian_skipped_columns=len(skipped_columns),
+        jacobian_columns=int(keep.sum()),
         failures=tuple(failures),
     )
 
@@ -479,7 +926,11 @@ def _unflat_index(parts: list[np.ndarray], flat: int) -> tuple[int, ...]:
 
 
 def assert_gradcheck(fun: Callable[..., Linearized], args: Sequence[Any], **kwargs: Any) -> GradcheckResult:
-    """:func:`gradcheck`, raising :class:`GradcheckError` with the report when it fails."""
+    """:func:`gradcheck`, raising :class:`GradcheckError` with the report when it fails.
+
+    The keyword arguments are :func:`gradcheck`'s, validated the same way (an unknown keyword is a
+    ``TypeError``).
+    """
     result = gradcheck(fun, args, **kwargs)
     if not result.passed:
         raise GradcheckError("gradient check failed\n" + result.summary())
