@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 import refnorm
 from refnorm.ops import exemplarnorm as en
+from refnorm.ops import ratio_generator as rg
 from refnorm.oracle.catalog import OPS, cases
 from refnorm.oracle.evaluation import gradcheck_case
 from refnorm.oracle.gradient_check import gradcheck
@@ -93,9 +94,9 @@ def test_dx_includes_the_path_through_the_ratio_generator(monkeypatch):
     params = _random_params(rng, 4)
     assert _check_x(x, params).passed
 
-    def stopped(dembedding, embedding, branches):
-        dmean_in, dmeans, dvars = true_vjp(dembedding, embedding, branches)
-        return 0.0 * dmean_in, tuple(0.0 * d for d in dmeans), tuple(0.0 * d for d in dvars)
+    def stopped(dembedding, embedding, inv_stds):
+        dmean_in, dmeans, dvars = true_vjp(dembedding, embedding, inv_stds)
+        return rg.EmbeddingGrads(0.0 * dmean_in, tuple(0.0 * d for d in dmeans), tuple(0.0 * d for d in dvars))
 
     true_vjp = en.embedding_vjp
     monkeypatch.setattr(en, "embedding_vjp", stopped)
@@ -157,7 +158,7 @@ def test_one_hot_ratios_give_the_selected_plain_normalizer(selected, training, m
     branches, centered, _ = en.branch_statistics(x, None if training else running, Layout.of(x.shape), config)
     ratios = np.zeros((3, 4))
     ratios[:, normalizers.index(selected)] = 1.0
-    mixture = en.mix(branches, ratios, en.embedding(branches), mixing, 1e-5)
+    mixture = en.mix(branches, ratios, rg.embedding(branches.moments.mean, branches.scopes.means, branches.inv_stds), mixing, 1e-5)
     xhat = (mixture.scale[:, :, None] * centered + mixture.shift[:, :, None]).reshape(x.shape)
     expected = en_oracle.plain_normalizer(x, selected, groups=2, running=None if training else tuple(running))
     np.testing.assert_allclose(gamma[None, :, None, None] * xhat + beta[None, :, None, None],
@@ -226,7 +227,7 @@ def test_ratios_are_on_the_simplex_and_below_the_cap(seed, rank, temperature):
     K = ratios.shape[1]
     assert np.all(ratios >= 0.0)
     np.testing.assert_allclose(ratios.sum(axis=1), 1.0, rtol=0, atol=4e-16 * K)
-    assert np.all(ratios.max(axis=1) <= en.largest_ratio_bound(K, temperature) + 1e-15)
+    assert np.all(ratios.max(axis=1) <= rg.largest_ratio_bound(K, temperature) + 1e-15)
 
 
 def test_ratios_differ_across_samples_once_parameters_are_non_trivial():
@@ -240,22 +241,22 @@ def test_ratios_differ_across_samples_once_parameters_are_non_trivial():
 @pytest.mark.parametrize("K, temperature", [(3, 1.0), (2, 1.0), (3, 2.0), (4, 0.5), (5, 3.0)])
 def test_standardised_scores_cap_the_largest_ratio(K, temperature):
     """The bound of docs/exemplar-norm.md: approached by one leading score and K - 1 tied ones."""
-    bound = en.largest_ratio_bound(K, temperature)
+    bound = rg.largest_ratio_bound(K, temperature)
     # The extreme standardised vector (sqrt(K-1), -1/sqrt(K-1), ...), pushed through a softmax.
     extreme = np.array([math.sqrt(K - 1)] + [-1.0 / math.sqrt(K - 1)] * (K - 1))
     weights = np.exp(temperature * extreme)
     assert bound == pytest.approx(weights[0] / weights.sum(), rel=1e-14)
     leading = np.zeros((1, K))
     leading[0, 0] = 1e3  # the spread dwarfs eps_r, so the standardised scores approach the extreme vector
-    standardized, _ = en.standardize(leading)
-    ratios = en.tempered_softmax(standardized, np.asarray(temperature))
+    standardized, _ = rg.standardize(leading)
+    ratios = rg.tempered_softmax(standardized, np.asarray(temperature))
     assert ratios[0, 0] == pytest.approx(bound, rel=1e-9)
     assert ratios[0, 0] < bound
 
 
 def test_the_cap_is_0807_for_three_normalizers_at_unit_temperature():
     """spec-notes §4.3 (checked numerically there): max observed 0.80662 vs bound 0.80662."""
-    assert en.largest_ratio_bound(3, 1.0) == pytest.approx(0.80662, abs=5e-6)
+    assert rg.largest_ratio_bound(3, 1.0) == pytest.approx(0.80662, abs=5e-6)
 
 
 def test_in_embedding_is_identically_zero():
@@ -344,7 +345,7 @@ def test_channel_conv_is_pytorch_cross_correlation_with_same_zero_padding():
     w = np.array([1.0, 10.0, 100.0])
     # z[c] = b + w0 e[c-1] + w1 e[c] + w2 e[c+1], zeros outside
     expected = 0.5 + np.array([10 * 1 + 100 * 2, 1 + 10 * 2 + 100 * 3, 2 + 30 + 400, 3 + 40 + 500, 4 + 50])
-    np.testing.assert_array_equal(en.channel_conv(e, w, np.asarray(0.5))[0, 0], expected)
+    np.testing.assert_array_equal(rg.channel_conv(e, w, np.asarray(0.5))[0, 0], expected)
 
 
 def test_parameter_count_is_2c_plus_q_plus_2():
