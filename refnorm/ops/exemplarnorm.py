@@ -567,7 +567,9 @@ def exemplar_norm_backward(dy: Array, cache: ExemplarNormCache) -> ExemplarNormG
         dmeans=tuple(a + b for a, b in zip(mixed.dmeans, embedded.dmeans, strict=True)),
         dvars=tuple(a + b for a, b in zip(mixed.dvars, embedded.dvars, strict=True)),
     )
-    dx = normalized.dx + branch_statistics_vjp(statistics, branches, cache.centered, layout, config)
+    # Both paths through the statistics to x, plus the direct term gamma scale dy (statistics held fixed).
+    dx = branch_statistics_vjp(statistics, branches, cache.centered, layout, config)
+    dx = dx + normalized.direct_scale[:, :, None] * dy3
     return ExemplarNormGrads(
         dx=xp.reshape(dx, dy.shape),
         dgamma=normalized.dgamma,

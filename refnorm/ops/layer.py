@@ -159,17 +159,19 @@ def normalize(centered: Array, gamma: Array, beta: Array, scale: Array, shift: A
 class NormalizeGrads(NamedTuple):
     """What :func:`normalize_vjp` returns."""
 
-    dx: Array
-    r""":math:`\gamma\,\text{scale}\cdot dy`, shape ``(N, C, M)``: the gradient with respect to ``x``
-    with every statistic held fixed (the *direct term*; the paths through the statistics follow)."""
     dgamma: Array
     r""":math:`\partial L/\partial\gamma_c = \sum_{n,i} dy_{nci}\,\hat x_{nci}`."""
     dbeta: Array
     r""":math:`\partial L/\partial\beta_c = \sum_{n,i} dy_{nci}`."""
     sum_dxhat: Array
-    r""":math:`\sum_i \partial L/\partial \hat x_{nci} = \gamma_c \sum_i dy_{nci}`, shape ``(N, C)``."""
+    r""":math:`G_{nc} = \sum_i \partial L/\partial \hat x_{nci} = \gamma_c \sum_i dy_{nci}`, shape ``(N, C)``."""
     sum_dxhat_centered: Array
-    r""":math:`\sum_i \partial L/\partial \hat x_{nci}\,(x_{nci} - \mu^{in}_{nc})`, shape ``(N, C)``."""
+    r""":math:`P_{nc} = \sum_i \partial L/\partial \hat x_{nci}\,(x_{nci} - \mu^{in}_{nc})`, shape ``(N, C)``."""
+    direct_scale: Array
+    r""":math:`\gamma_c\,\text{scale}_{nc}`, shape ``(N, C)``: the *direct term* of the input gradient,
+    the gradient with respect to ``x`` with every statistic held fixed, is ``direct_scale * dy``
+    (per instance). The layer's backward adds it to the paths through the statistics in its
+    last line."""
 
 
 def normalize_vjp(dy: Array, centered: Array, gamma: Array, scale: Array, shift: Array) -> NormalizeGrads:
@@ -182,19 +184,21 @@ def normalize_vjp(dy: Array, centered: Array, gamma: Array, scale: Array, shift:
         = \sum_n \Big(\text{scale}_{nc} \sum_i dy_{nci}(x_{nci} - \mu^{in}_{nc})
         + \text{shift}_{nc} \sum_i dy_{nci}\Big),
 
-    the direct term :math:`\gamma\,\text{scale}\cdot dy`, and the two per-instance sums
-    through which the statistics get their gradient (each layer's ``mix_vjp`` takes them). Three
-    passes over full-size arrays: :math:`\sum_i dy`, the contraction
-    :math:`\sum_i dy\,(x - \mu^{in})` (``vecdot``: no product array) and the direct term.
-    ``dy`` has shape ``(N, C, M)``.
+    the two per-instance sums :math:`G = \sum_i \partial L/\partial\hat x` and
+    :math:`P = \sum_i \partial L/\partial\hat x\,(x - \mu^{in})`, through which the statistics get
+    their gradient (each layer's ``mix_vjp`` takes them), and the direct term's factor
+    :math:`\gamma\,\text{scale}`: with the statistics held fixed,
+    :math:`\partial \hat x_{nci}/\partial x_{nci} = \text{scale}_{nc}`. Two passes over full-size
+    arrays: :math:`\sum_i dy` and the contraction :math:`\sum_i dy\,(x - \mu^{in})` (``vecdot``:
+    no product array). ``dy`` has shape ``(N, C, M)``.
     """
     xp = namespace(dy, centered)
     sum_dy = xp.sum(dy, axis=2)
     sum_dy_centered = xp.vecdot(dy, centered, axis=-1)
     return NormalizeGrads(
-        dx=(gamma[None, :] * scale)[:, :, None] * dy,
         dgamma=xp.sum(scale * sum_dy_centered + shift * sum_dy, axis=0),
         dbeta=xp.sum(sum_dy, axis=0),
         sum_dxhat=gamma[None, :] * sum_dy,
         sum_dxhat_centered=gamma[None, :] * sum_dy_centered,
+        direct_scale=gamma[None, :] * scale,
     )

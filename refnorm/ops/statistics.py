@@ -260,7 +260,7 @@ def instance_moments_vjp(dmean: Array, dvar: Array, centered: Array, *, conventi
     d = instance_correction(convention, layout)
     offset = dmean / float(layout.M)
     slope = (2.0 / float(layout.M - d)) * dvar
-    return offset[:, :, None] + slope[:, :, None] * centered
+    return slope[:, :, None] * centered + offset[:, :, None]
 
 
 def scope_moments(

@@ -430,7 +430,9 @@ def switch_norm_backward(dy: Array, cache: SwitchNormCache) -> SwitchNormGrads:
         mixed.dmeans, mixed.dvars, mixture.moments, mixture.scopes,
         convention=config.convention, layout=layout, groups=config.groups,
     )  # fmt: skip
-    dx = normalized.dx + instance_moments_vjp(dmean_in, dvar_in, cache.centered, convention=config.convention, layout=layout)
+    # Stage 1 backwards, plus the direct term r gamma dy (every statistic held fixed).
+    dx = instance_moments_vjp(dmean_in, dvar_in, cache.centered, convention=config.convention, layout=layout)
+    dx = dx + normalized.direct_scale[:, :, None] * dy3
     return SwitchNormGrads(
         dx=xp.reshape(dx, dy.shape),
         dgamma=normalized.dgamma,

@@ -181,10 +181,11 @@ def switch_norm_sharded_backward(dys: Sequence[Array], cache: ShardedSwitchNormC
     # Stage 1 backwards on every shard's rows.
     dxs = tuple(
         xp.reshape(
-            grads.dx + instance_moments_vjp(dmean_in[shard, :], dvar_in[shard, :], centered, convention=config.convention, layout=shard_layout),
+            instance_moments_vjp(dmean_in[shard, :], dvar_in[shard, :], centered, convention=config.convention, layout=shard_layout)
+            + grads.direct_scale[:, :, None] * xp.reshape(dy, (shard_layout.N, shard_layout.C, shard_layout.M)),
             shape,
         )
-        for grads, centered, shard_layout, shape, shard in zip(normalized, cache.centered, cache.layouts, cache.shapes, rows, strict=True)
+        for grads, dy, centered, shard_layout, shape, shard in zip(normalized, dys, cache.centered, cache.layouts, cache.shapes, rows, strict=True)
     )
     dgamma, dbeta = normalized[0].dgamma, normalized[0].dbeta
     for grads in normalized[1:]:  # an all-reduce of the affine gradients
