@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 import refnorm
 from refnorm.ops import exemplarnorm as en
+from refnorm.ops import layer
 from refnorm.ops import ratio_generator as rg
 from refnorm.oracle.catalog import OPS, cases
 from refnorm.oracle.evaluation import gradcheck_case
@@ -105,6 +106,75 @@ def test_dx_includes_the_path_through_the_ratio_generator(monkeypatch):
 
 def _check_x(x, params):
     return gradcheck(en.exemplar_norm_linearize, (x, *params), names=en.EXEMPLAR_NORM_ARGUMENTS, wrt=["x"], step=1e-4, seed=9)
+
+
+# --------------------------------------------------------------------------------------------
+# The backward is the chain of the stage VJPs of docs/exemplar-norm.md §4
+# --------------------------------------------------------------------------------------------
+
+EN_STAGE_VJPS = (
+    "normalize_vjp", "mix_vjp", "ratio_generator_vjp", "embedding_vjp", "branch_statistics_vjp",
+    "scope_moments_vjp", "instance_moments_vjp",
+)  # fmt: skip
+"""What exemplar_norm_backward runs, in order (branch_statistics_vjp runs the last two)."""
+
+GENERATOR_STAGE_VJPS = ("tempered_softmax_vjp", "standardize_vjp", "channel_mean_vjp", "relu_vjp", "channel_conv_vjp")
+"""What ratio_generator_vjp runs: the VJPs of stages 5 to 2."""
+
+
+@pytest.mark.parametrize("mixing", ["output", "statistics"])
+@pytest.mark.parametrize("training", [True, False])
+def test_backward_is_the_chain_of_the_public_stage_vjps(training, mixing):
+    """exemplar_norm_backward equals its stages called one by one, every stage VJP of the ratio generator included, exactly."""
+    rng = np.random.default_rng(21)
+    x = rng.standard_normal((3, 4, 2, 3)) + 1.5
+    params = _random_params(rng, 4)
+    running, dy = _running(rng, 4), rng.standard_normal(x.shape)
+    out = en.exemplar_norm_forward(x, *params, running=running, training=training, mixing=mixing)
+    grads = en.exemplar_norm_backward(dy, out.cache)
+
+    layout, config = Layout.of(x.shape), out.cache.config
+    branches, centered, _ = en.branch_statistics(x, running, layout, config)
+    e = rg.embedding(branches.moments.mean, branches.scopes.means, branches.inv_stds)
+    z = rg.channel_conv(e, params.conv_weight, params.conv_bias)
+    scores = rg.channel_mean(rg.relu(z))
+    standardized, score_inv_std = rg.standardize(scores)
+    ratios = rg.tempered_softmax(standardized, params.temperature)
+    mixture = en.mix(branches, ratios, e, mixing, config.eps)
+    np.testing.assert_array_equal(layer.normalize(centered, params.gamma, params.beta, mixture.scale, mixture.shift).reshape(x.shape), out.y)
+
+    dy3 = dy.reshape(3, 4, 6)
+    normalized = layer.normalize_vjp(dy3, centered, params.gamma, mixture.scale, mixture.shift)
+    dratios, dmeans_mix, dvars_mix = en.mix_vjp(normalized.sum_dxhat, normalized.sum_dxhat_centered, mixture, branches)
+    dstandardized, dtemperature = rg.tempered_softmax_vjp(dratios, ratios, standardized, params.temperature)
+    dscores = rg.standardize_vjp(dstandardized, standardized, score_inv_std)
+    dpre_activation = rg.relu_vjp(rg.channel_mean_vjp(dscores, 4), z)
+    dembedding, dconv_weight, dconv_bias = rg.channel_conv_vjp(dpre_activation, e, params.conv_weight)
+    dmean_in, dmeans_emb, dvars_emb = rg.embedding_vjp(dembedding, e, branches.inv_stds)
+    statistics = en.BranchGrads(
+        dmean_in, tuple(a + b for a, b in zip(dmeans_mix, dmeans_emb)), tuple(a + b for a, b in zip(dvars_mix, dvars_emb))
+    )
+    dx = en.branch_statistics_vjp(statistics, branches, centered, layout, config) + normalized.direct_scale[:, :, None] * dy3
+    expected = (dx.reshape(x.shape), normalized.dgamma, normalized.dbeta, dconv_weight, dconv_bias, dtemperature)
+    for name, value in zip(en.ExemplarNormGrads._fields, expected, strict=True):
+        np.testing.assert_array_equal(getattr(grads, name), value, err_msg=name)
+
+
+def _spy(monkeypatch, module, names, calls):
+    for name in names:
+        original = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a, _name=name, _f=original, **k: calls.append(_name) or _f(*a, **k))
+
+
+def test_backward_calls_each_stage_vjp_once_in_the_order_of_the_derivation(monkeypatch):
+    rng = np.random.default_rng(22)
+    x = rng.standard_normal((2, 4, 3, 3))
+    out = en.exemplar_norm_forward(x, *_random_params(rng, 4))
+    calls = []
+    _spy(monkeypatch, en, EN_STAGE_VJPS, calls)
+    _spy(monkeypatch, rg, GENERATOR_STAGE_VJPS, calls)
+    en.exemplar_norm_backward(rng.standard_normal(x.shape), out.cache)
+    assert calls == [*EN_STAGE_VJPS[:3], *GENERATOR_STAGE_VJPS, *EN_STAGE_VJPS[3:]]
 
 
 # --------------------------------------------------------------------------------------------

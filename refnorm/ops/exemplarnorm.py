@@ -34,18 +34,20 @@ scale and shift, because every branch's statistics are constant over space:
 :math:`\hat x_k = r_k (x - \mu^{in}) + e_k` (:math:`e_k` the embedding). That is exact and keeps
 EN's cost at one pass over ``x`` per step, like SN, instead of ``K``.
 
-:func:`exemplar_norm_forward` runs these stages, :func:`exemplar_norm_backward` their VJPs in
+:func:`exemplar_norm_forward` runs these stages, and :func:`exemplar_norm_backward` their VJPs in
 reverse order:
 
-====  ==============================================  ===============================================
-step  forward                                         backward
-====  ==============================================  ===============================================
-1     :func:`branch_statistics`                       :func:`branch_statistics_vjp`
-2     :func:`~refnorm.ops.ratio_generator.embedding`  :func:`~refnorm.ops.ratio_generator.embedding_vjp`
-3     :func:`~refnorm.ops.ratio_generator.ratio_generator`  :func:`~refnorm.ops.ratio_generator.ratio_generator_vjp`
-4     :func:`mix`                                     :func:`mix_vjp`
-5     :func:`~refnorm.ops.layer.normalize`            :func:`~refnorm.ops.layer.normalize_vjp`
-====  ==============================================  ===============================================
+1. the statistics of every branch, :math:`\mu^{in}, \mu_k, \sigma^2_k, r_k` and the centred input
+   (:func:`branch_statistics`; backward :func:`branch_statistics_vjp`);
+2. the embedding :math:`e` (:func:`~refnorm.ops.ratio_generator.embedding`; backward
+   :func:`~refnorm.ops.ratio_generator.embedding_vjp`);
+3. the rest of the ratio generator, :math:`e \to z \to s \to \tilde s \to \lambda`
+   (:func:`~refnorm.ops.ratio_generator.ratio_generator`; backward
+   :func:`~refnorm.ops.ratio_generator.ratio_generator_vjp`);
+4. the mixing, one scale and shift per instance (:func:`mix`; backward :func:`mix_vjp`);
+5. normalize and affine, :math:`y = \gamma\,(\text{scale}\,(x - \mu^{in}) + \text{shift}) + \beta`
+   (:func:`~refnorm.ops.layer.normalize`, shared with SN; backward
+   :func:`~refnorm.ops.layer.normalize_vjp`).
 
 Parameters of a layer: ``gamma``, ``beta`` ``(C,)``; ``conv_weight`` :math:`w` ``(q,)`` (odd
 ``q <= C``, default 3); ``conv_bias`` :math:`b` and ``temperature`` :math:`\tau`, both 0-d.
@@ -539,17 +541,17 @@ def exemplar_norm_backward(dy: Array, cache: ExemplarNormCache) -> ExemplarNormG
     r"""Hand-derived backward of :func:`exemplar_norm_forward`: the stages' VJPs in reverse order
     (``docs/exemplar-norm.md`` derives each).
 
-    5. :func:`~refnorm.ops.layer.normalize_vjp`: :math:`\partial L/\partial\beta`,
-       :math:`\partial L/\partial\gamma`, the direct term :math:`\gamma\,\text{scale}\cdot dy`
-       (statistics held fixed) and the per-instance sums :math:`G, P`;
-    4. :func:`mix_vjp`: :math:`\partial L/\partial\lambda` and the mixing's gradients with respect
-       to every :math:`\mu_k, \sigma^2_k`;
-    3. :func:`~refnorm.ops.ratio_generator.ratio_generator_vjp`: back through the generator's
-       stages 5–2, giving the kernel, bias and temperature gradients and :math:`\partial L/\partial e`;
-    2. :func:`~refnorm.ops.ratio_generator.embedding_vjp`: :math:`\partial L/\partial e` to
-       :math:`\mu^{in}, \mu_k, \sigma^2_k`, added to the mixing's;
-    1. :func:`branch_statistics_vjp`: both paths through the statistics to ``x``, added to the
-       direct term.
+    * step 5, :func:`~refnorm.ops.layer.normalize_vjp`: :math:`\partial L/\partial\beta`,
+      :math:`\partial L/\partial\gamma`, the per-instance sums :math:`G, P` and the direct term's
+      factor :math:`\gamma\,\text{scale}`;
+    * step 4, :func:`mix_vjp`: :math:`\partial L/\partial\lambda` and the mixing's gradients with
+      respect to every :math:`\mu_k, \sigma^2_k`;
+    * step 3, :func:`~refnorm.ops.ratio_generator.ratio_generator_vjp`: back through the generator's
+      stages 5 to 2, giving the kernel, bias and temperature gradients and :math:`\partial L/\partial e`;
+    * step 2, :func:`~refnorm.ops.ratio_generator.embedding_vjp`: :math:`\partial L/\partial e` to
+      :math:`\mu^{in}, \mu_k, \sigma^2_k`, added to the mixing's;
+    * step 1, :func:`branch_statistics_vjp`: both paths through the statistics to ``x``, to which the
+      direct term :math:`\gamma\,\text{scale}\cdot dy` (every statistic held fixed) is added.
 
     No gradient is stopped: ``dx`` includes the path through the ratio generator. In evaluation
     the BN statistics are constants (they still enter the ratio and mixing gradients).

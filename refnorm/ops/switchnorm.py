@@ -404,16 +404,16 @@ def switch_norm_backward(dy: Array, cache: SwitchNormCache) -> SwitchNormGrads:
     r"""Hand-derived backward of :func:`switch_norm_forward`: the stages' VJPs in reverse order
     (spec-notes §2.5; ``docs/sn-backward.md`` derives each step).
 
-    4. :func:`~refnorm.ops.layer.normalize_vjp`: :math:`\partial L/\partial\beta`,
-       :math:`\partial L/\partial\gamma`, the direct term :math:`r\gamma\, dy` (statistics held
-       fixed) and the per-instance sums :math:`\sum_i \partial L/\partial\hat x` and
-       :math:`\sum_i \partial L/\partial\hat x\,(x - \mu^{in})`;
-    3. :func:`mix_vjp`: :math:`A = \partial L/\partial\mu`, :math:`B = \partial L/\partial\sigma^2`,
-       the logit gradients, and :math:`\bar\mu_k, \bar\sigma_k` for every scope;
-    2. :func:`~refnorm.ops.statistics.scope_moments_vjp`: the gradients with respect to the
-       instance moments :math:`\mu^{in}, s`;
-    1. :func:`~refnorm.ops.statistics.instance_moments_vjp`: their path to ``x``, added to the
-       direct term:
+    * stage 4, :func:`~refnorm.ops.layer.normalize_vjp`: :math:`\partial L/\partial\beta`,
+      :math:`\partial L/\partial\gamma`, the per-instance sums
+      :math:`\sum_i \partial L/\partial\hat x` and :math:`\sum_i \partial L/\partial\hat x\,(x - \mu^{in})`,
+      and the direct term's factor :math:`r\gamma`;
+    * stage 3, :func:`mix_vjp`: :math:`A = \partial L/\partial\mu`, :math:`B = \partial L/\partial\sigma^2`,
+      the logit gradients, and :math:`\bar\mu_k, \bar\sigma_k` for every scope;
+    * stage 2, :func:`~refnorm.ops.statistics.scope_moments_vjp`: the gradients with respect to the
+      instance moments :math:`\mu^{in}, s`;
+    * stage 1, :func:`~refnorm.ops.statistics.instance_moments_vjp`: their path to ``x``, to which
+      the direct term :math:`r\gamma\, dy` (every statistic held fixed) is added:
 
     .. math::
 
