@@ -89,3 +89,20 @@ def test_a_layer_call_is_checked_once(op, monkeypatch):
         monkeypatch.setattr(switchnorm_sharded, "check_layer_arguments", layer.check_layer_arguments)
     _calls()[op]()
     assert len(count) == 1
+
+
+@pytest.mark.parametrize(
+    ("backward", "forward"),
+    [
+        (refnorm.switch_norm_backward, "switch_norm_forward"),
+        (refnorm.exemplar_norm_backward, "exemplar_norm_forward"),
+        (refnorm.switch_norm_sharded_backward, "switch_norm_sharded_forward"),
+    ],
+)
+def test_a_backward_given_another_ops_cache_says_which_cache_it_needs(backward, forward):
+    x = np.random.default_rng(1).standard_normal((2, 3, 2, 2))
+    other = refnorm.plain_norm_forward(x, np.ones(3), np.zeros(3), normalizer="ln").cache
+    if backward is refnorm.switch_norm_backward:
+        other = refnorm.exemplar_norm_forward(x, *refnorm.exemplar_norm_init(3, x)).cache
+    with pytest.raises(TypeError, match=rf"cache must be the \w+ that {forward} returns, got \w+Cache"):
+        backward(x, other)

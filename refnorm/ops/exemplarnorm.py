@@ -63,7 +63,7 @@ from typing import Any, NamedTuple
 
 from ._validation import check_choice, check_shape
 from .._xp import Array, full_like_on, namespace
-from .layer import LayerConfig, check_finite_parameters, check_layer_call, check_upstream, normalize, normalize_vjp
+from .layer import LayerConfig, check_cache, check_finite_parameters, check_layer_call, check_upstream, normalize, normalize_vjp
 from .linearized import Linearized
 from .ratio_generator import RatioGenerator, embedding, embedding_vjp, ratio_generator, ratio_generator_vjp
 from .running import BatchAverage, RunningStats, use_running_statistics
@@ -556,6 +556,7 @@ def exemplar_norm_backward(dy: Array, cache: ExemplarNormCache) -> ExemplarNormG
     No gradient is stopped: ``dx`` includes the path through the ratio generator. In evaluation
     the BN statistics are constants (they still enter the ratio and mixing gradients).
     """
+    check_cache(cache, ExemplarNormCache, "exemplar_norm_forward")
     layout, config = cache.layout, cache.config
     branches, generator, mixture = cache.branches, cache.generator, cache.mixture
     xp = check_upstream(dy, cache.centered, cache.shape)

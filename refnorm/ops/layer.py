@@ -76,8 +76,8 @@ def check_layer_arguments(
 
     ``parameters`` maps every array argument besides the input by name; each must be a real
     floating array of ``like``'s dtype, and ``gamma`` and ``beta`` (which every layer has; a
-    stage checked on its own may have none) must have shape ``(C,)``. The op checks the shapes of its other parameters. Values are not checked
-    here (:func:`check_finite_parameters`).
+    stage checked on its own may have none) must have shape ``(C,)``. The op checks the shapes
+    of its other parameters. Values are not checked here (:func:`check_finite_parameters`).
     """
     check_convention(convention)
     normalizers = check_normalizers(default_normalizers(layout) if normalizers is None else normalizers, groups, layout)
@@ -125,6 +125,12 @@ def check_finite_parameters(xp: Any, parameters: Mapping[str, Array]) -> None:
     """``ValueError`` naming the first parameter that holds NaN or infinity (the last check of a call)."""
     for name, array in parameters.items():
         check_finite(xp, array, name)
+
+
+def check_cache(cache: Any, expected: type, forward: str) -> None:
+    """``TypeError`` unless ``cache`` is the cache ``forward`` returns (a backward fed another op's cache)."""
+    if not isinstance(cache, expected):
+        raise TypeError(f"cache must be the {expected.__name__} that {forward} returns, got {type(cache).__name__}")
 
 
 def check_upstream(dy: Any, like: Array, shape: tuple[int, ...], name: str = "dy") -> Any:

@@ -45,7 +45,7 @@ from typing import Any, NamedTuple
 
 from ._validation import check_shape
 from .._xp import Array, namespace
-from .layer import LayerConfig, check_finite_parameters, check_layer_call, check_upstream, normalize, normalize_vjp
+from .layer import LayerConfig, check_cache, check_finite_parameters, check_layer_call, check_upstream, normalize, normalize_vjp
 from .linearized import Linearized
 from .running import BatchAverage, RunningStats, use_running_statistics
 from .simplex import SOFTMAX, FixedRatios, RatioFunction
@@ -421,6 +421,7 @@ def switch_norm_backward(dy: Array, cache: SwitchNormCache) -> SwitchNormGrads:
         + \frac{1}{M}\frac{\partial L}{\partial \mu^{in}_{nc}}
         + \frac{2(x_{nci} - \mu^{in}_{nc})}{M - d}\frac{\partial L}{\partial s_{nc}} .
     """
+    check_cache(cache, SwitchNormCache, "switch_norm_forward")
     layout, config, mixture = cache.layout, cache.config, cache.mixture
     xp = check_upstream(dy, cache.centered, cache.shape)
     dy3 = xp.reshape(dy, (layout.N, layout.C, layout.M))

@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 
 from ._validation import check_same_dtype, namespace_of
 from .._xp import Array
-from .layer import check_finite_parameters, check_layer_arguments, check_layer_input, check_upstream, normalize, normalize_vjp
+from .layer import check_cache, check_finite_parameters, check_layer_arguments, check_layer_input, check_upstream, normalize, normalize_vjp
 from .running import BatchAverage, RunningStats, use_running_statistics
 from .simplex import SOFTMAX, RatioFunction
 from .statistics import InstanceMoments, Layout, instance_moments_and_centered, instance_moments_vjp, scope_moments, scope_moments_vjp
@@ -158,6 +158,7 @@ def switch_norm_sharded_forward(
 def switch_norm_sharded_backward(dys: Sequence[Array], cache: ShardedSwitchNormCache) -> ShardedSwitchNormGrads:
     """Backward of :func:`switch_norm_sharded_forward`: equals
     :func:`~refnorm.ops.switchnorm.switch_norm_backward` on the concatenated batch (module docstring)."""
+    check_cache(cache, ShardedSwitchNormCache, "switch_norm_sharded_forward")
     if isinstance(dys, str) or not isinstance(dys, Sequence):
         raise TypeError(f"dys must be a sequence of arrays (one per shard), got {type(dys).__name__}")
     if len(dys) != len(cache.centered):
