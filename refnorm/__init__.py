@@ -59,9 +59,8 @@ from .ops.switchnorm import (
     switch_norm_backward,
     switch_norm_forward,
     switch_norm_linearize,
-    switch_norm_sharded_backward,
-    switch_norm_sharded_forward,
 )
+from .ops.switchnorm_sharded import switch_norm_sharded_backward, switch_norm_sharded_forward
 
 try:
     __version__ = version("refnorm")

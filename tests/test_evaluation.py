@@ -9,6 +9,7 @@ import pytest
 
 import refnorm
 from refnorm.ops import exemplarnorm as en
+from refnorm.ops import ratio_generator as rg
 from refnorm.ops.sparsestmax import sparsestmax_linearize
 from refnorm.oracle.catalog import OPS, cases, exemplarnorm, sparse_switchnorm, sparsestmax, switchnorm
 from refnorm.oracle.evaluation import GROUPS, evaluate, evaluate_case
@@ -40,7 +41,7 @@ PUBLIC_FORWARDS = {
     "sparse_switch_norm": (sparse_switchnorm, "sparse_switch_norm_forward", refnorm.sparse_switch_norm_linearize),
     "sparsestmax": (sparsestmax, "sparsestmax_forward", lambda logits, radius, variant: sparsestmax_linearize(logits, radius=radius, variant=variant)),
     "exemplar_norm": (exemplarnorm.en, "exemplar_norm_forward", en.exemplar_norm_linearize),
-    "en_channel_conv": (exemplarnorm.en, "channel_conv", en.channel_conv_linearize),
+    "en_channel_conv": (exemplarnorm.rg, "channel_conv", rg.channel_conv_linearize),
 }
 """The ops whose catalog forward builds its linearization from the forward's cache; the others call the public ``*_linearize`` itself."""
 

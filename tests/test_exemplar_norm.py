@@ -19,6 +19,8 @@ from hypothesis import strategies as st
 
 import refnorm
 from refnorm.ops import exemplarnorm as en
+from refnorm.ops import layer
+from refnorm.ops import ratio_generator as rg
 from refnorm.oracle.catalog import OPS, cases
 from refnorm.oracle.evaluation import gradcheck_case
 from refnorm.oracle.gradient_check import gradcheck
@@ -93,9 +95,9 @@ def test_dx_includes_the_path_through_the_ratio_generator(monkeypatch):
     params = _random_params(rng, 4)
     assert _check_x(x, params).passed
 
-    def stopped(dembedding, embedding, branches):
-        dmean_in, dmeans, dvars = true_vjp(dembedding, embedding, branches)
-        return 0.0 * dmean_in, tuple(0.0 * d for d in dmeans), tuple(0.0 * d for d in dvars)
+    def stopped(dembedding, embedding, inv_stds):
+        dmean_in, dmeans, dvars = true_vjp(dembedding, embedding, inv_stds)
+        return rg.EmbeddingGrads(0.0 * dmean_in, tuple(0.0 * d for d in dmeans), tuple(0.0 * d for d in dvars))
 
     true_vjp = en.embedding_vjp
     monkeypatch.setattr(en, "embedding_vjp", stopped)
@@ -104,6 +106,75 @@ def test_dx_includes_the_path_through_the_ratio_generator(monkeypatch):
 
 def _check_x(x, params):
     return gradcheck(en.exemplar_norm_linearize, (x, *params), names=en.EXEMPLAR_NORM_ARGUMENTS, wrt=["x"], step=1e-4, seed=9)
+
+
+# --------------------------------------------------------------------------------------------
+# The backward is the chain of the stage VJPs of docs/exemplar-norm.md §4
+# --------------------------------------------------------------------------------------------
+
+EN_STAGE_VJPS = (
+    "normalize_vjp", "mix_vjp", "ratio_generator_vjp", "embedding_vjp", "branch_statistics_vjp",
+    "scope_moments_vjp", "instance_moments_vjp",
+)  # fmt: skip
+"""What exemplar_norm_backward runs, in order (branch_statistics_vjp runs the last two)."""
+
+GENERATOR_STAGE_VJPS = ("tempered_softmax_vjp", "standardize_vjp", "channel_mean_vjp", "relu_vjp", "channel_conv_vjp")
+"""What ratio_generator_vjp runs: the VJPs of stages 5 to 2."""
+
+
+@pytest.mark.parametrize("mixing", ["output", "statistics"])
+@pytest.mark.parametrize("training", [True, False])
+def test_backward_is_the_chain_of_the_public_stage_vjps(training, mixing):
+    """exemplar_norm_backward equals its stages called one by one, every stage VJP of the ratio generator included, exactly."""
+    rng = np.random.default_rng(21)
+    x = rng.standard_normal((3, 4, 2, 3)) + 1.5
+    params = _random_params(rng, 4)
+    running, dy = _running(rng, 4), rng.standard_normal(x.shape)
+    out = en.exemplar_norm_forward(x, *params, running=running, training=training, mixing=mixing)
+    grads = en.exemplar_norm_backward(dy, out.cache)
+
+    layout, config = Layout.of(x.shape), out.cache.config
+    branches, centered, _ = en.branch_statistics(x, running, layout, config)
+    e = rg.embedding(branches.moments.mean, branches.scopes.means, branches.inv_stds)
+    z = rg.channel_conv(e, params.conv_weight, params.conv_bias)
+    scores = rg.channel_mean(rg.relu(z))
+    standardized, score_inv_std = rg.standardize(scores)
+    ratios = rg.tempered_softmax(standardized, params.temperature)
+    mixture = en.mix(branches, ratios, e, mixing, config.eps)
+    np.testing.assert_array_equal(layer.normalize(centered, params.gamma, params.beta, mixture.scale, mixture.shift).reshape(x.shape), out.y)
+
+    dy3 = dy.reshape(3, 4, 6)
+    normalized = layer.normalize_vjp(dy3, centered, params.gamma, mixture.scale, mixture.shift)
+    dratios, dmeans_mix, dvars_mix = en.mix_vjp(normalized.sum_dxhat, normalized.sum_dxhat_centered, mixture, branches)
+    dstandardized, dtemperature = rg.tempered_softmax_vjp(dratios, ratios, standardized, params.temperature)
+    dscores = rg.standardize_vjp(dstandardized, standardized, score_inv_std)
+    dpre_activation = rg.relu_vjp(rg.channel_mean_vjp(dscores, 4), z)
+    dembedding, dconv_weight, dconv_bias = rg.channel_conv_vjp(dpre_activation, e, params.conv_weight)
+    dmean_in, dmeans_emb, dvars_emb = rg.embedding_vjp(dembedding, e, branches.inv_stds)
+    statistics = en.BranchGrads(
+        dmean_in, tuple(a + b for a, b in zip(dmeans_mix, dmeans_emb)), tuple(a + b for a, b in zip(dvars_mix, dvars_emb))
+    )
+    dx = en.branch_statistics_vjp(statistics, branches, centered, layout, config) + normalized.direct_scale[:, :, None] * dy3
+    expected = (dx.reshape(x.shape), normalized.dgamma, normalized.dbeta, dconv_weight, dconv_bias, dtemperature)
+    for name, value in zip(en.ExemplarNormGrads._fields, expected, strict=True):
+        np.testing.assert_array_equal(getattr(grads, name), value, err_msg=name)
+
+
+def _spy(monkeypatch, module, names, calls):
+    for name in names:
+        original = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a, _name=name, _f=original, **k: calls.append(_name) or _f(*a, **k))
+
+
+def test_backward_calls_each_stage_vjp_once_in_the_order_of_the_derivation(monkeypatch):
+    rng = np.random.default_rng(22)
+    x = rng.standard_normal((2, 4, 3, 3))
+    out = en.exemplar_norm_forward(x, *_random_params(rng, 4))
+    calls = []
+    _spy(monkeypatch, en, EN_STAGE_VJPS, calls)
+    _spy(monkeypatch, rg, GENERATOR_STAGE_VJPS, calls)
+    en.exemplar_norm_backward(rng.standard_normal(x.shape), out.cache)
+    assert calls == [*EN_STAGE_VJPS[:3], *GENERATOR_STAGE_VJPS, *EN_STAGE_VJPS[3:]]
 
 
 # --------------------------------------------------------------------------------------------
@@ -157,7 +228,7 @@ def test_one_hot_ratios_give_the_selected_plain_normalizer(selected, training, m
     branches, centered, _ = en.branch_statistics(x, None if training else running, Layout.of(x.shape), config)
     ratios = np.zeros((3, 4))
     ratios[:, normalizers.index(selected)] = 1.0
-    mixture = en.mix(branches, ratios, en.embedding(branches), mixing, 1e-5)
+    mixture = en.mix(branches, ratios, rg.embedding(branches.moments.mean, branches.scopes.means, branches.inv_stds), mixing, 1e-5)
     xhat = (mixture.scale[:, :, None] * centered + mixture.shift[:, :, None]).reshape(x.shape)
     expected = en_oracle.plain_normalizer(x, selected, groups=2, running=None if training else tuple(running))
     np.testing.assert_allclose(gamma[None, :, None, None] * xhat + beta[None, :, None, None],
@@ -226,7 +297,7 @@ def test_ratios_are_on_the_simplex_and_below_the_cap(seed, rank, temperature):
     K = ratios.shape[1]
     assert np.all(ratios >= 0.0)
     np.testing.assert_allclose(ratios.sum(axis=1), 1.0, rtol=0, atol=4e-16 * K)
-    assert np.all(ratios.max(axis=1) <= en.largest_ratio_bound(K, temperature) + 1e-15)
+    assert np.all(ratios.max(axis=1) <= rg.largest_ratio_bound(K, temperature) + 1e-15)
 
 
 def test_ratios_differ_across_samples_once_parameters_are_non_trivial():
@@ -240,22 +311,22 @@ def test_ratios_differ_across_samples_once_parameters_are_non_trivial():
 @pytest.mark.parametrize("K, temperature", [(3, 1.0), (2, 1.0), (3, 2.0), (4, 0.5), (5, 3.0)])
 def test_standardised_scores_cap_the_largest_ratio(K, temperature):
     """The bound of docs/exemplar-norm.md: approached by one leading score and K - 1 tied ones."""
-    bound = en.largest_ratio_bound(K, temperature)
+    bound = rg.largest_ratio_bound(K, temperature)
     # The extreme standardised vector (sqrt(K-1), -1/sqrt(K-1), ...), pushed through a softmax.
     extreme = np.array([math.sqrt(K - 1)] + [-1.0 / math.sqrt(K - 1)] * (K - 1))
     weights = np.exp(temperature * extreme)
     assert bound == pytest.approx(weights[0] / weights.sum(), rel=1e-14)
     leading = np.zeros((1, K))
     leading[0, 0] = 1e3  # the spread dwarfs eps_r, so the standardised scores approach the extreme vector
-    standardized, _ = en.standardize(leading)
-    ratios = en.tempered_softmax(standardized, np.asarray(temperature))
+    standardized, _ = rg.standardize(leading)
+    ratios = rg.tempered_softmax(standardized, np.asarray(temperature))
     assert ratios[0, 0] == pytest.approx(bound, rel=1e-9)
     assert ratios[0, 0] < bound
 
 
 def test_the_cap_is_0807_for_three_normalizers_at_unit_temperature():
     """spec-notes §4.3 (checked numerically there): max observed 0.80662 vs bound 0.80662."""
-    assert en.largest_ratio_bound(3, 1.0) == pytest.approx(0.80662, abs=5e-6)
+    assert rg.largest_ratio_bound(3, 1.0) == pytest.approx(0.80662, abs=5e-6)
 
 
 def test_in_embedding_is_identically_zero():
@@ -344,7 +415,7 @@ def test_channel_conv_is_pytorch_cross_correlation_with_same_zero_padding():
     w = np.array([1.0, 10.0, 100.0])
     # z[c] = b + w0 e[c-1] + w1 e[c] + w2 e[c+1], zeros outside
     expected = 0.5 + np.array([10 * 1 + 100 * 2, 1 + 10 * 2 + 100 * 3, 2 + 30 + 400, 3 + 40 + 500, 4 + 50])
-    np.testing.assert_array_equal(en.channel_conv(e, w, np.asarray(0.5))[0, 0], expected)
+    np.testing.assert_array_equal(rg.channel_conv(e, w, np.asarray(0.5))[0, 0], expected)
 
 
 def test_parameter_count_is_2c_plus_q_plus_2():

@@ -12,7 +12,17 @@ from hypothesis import strategies as st
 
 import refnorm
 from refnorm import FixedRatios, RunningStats, switch_norm_backward, switch_norm_forward
-from refnorm.ops.switchnorm import SWITCH_NORM_ARGUMENTS, switch_norm_linearize
+from refnorm.ops import switchnorm, switchnorm_sharded
+from refnorm.ops.layer import normalize, normalize_vjp
+from refnorm.ops.running import use_running_statistics
+from refnorm.ops.statistics import (
+    Layout,
+    instance_moments_and_centered,
+    instance_moments_vjp,
+    scope_moments,
+    scope_moments_vjp,
+)
+from refnorm.ops.switchnorm import SWITCH_NORM_ARGUMENTS, SwitchNormConfig, mix, mix_vjp, switch_norm_linearize
 
 SHAPES = {2: (5, 4), 3: (3, 4, 5), 4: (3, 4, 3, 2), 5: (2, 4, 2, 2, 3)}
 EPS64 = np.finfo(np.float64).eps
@@ -181,6 +191,74 @@ def test_evaluation_mode_passes_no_gradient_through_running_statistics(rng):
     dy = rng.standard_normal(y.shape)
     grads = switch_norm_backward(dy, cache)
     np.testing.assert_allclose(grads.dx, dy * (gamma / np.sqrt(running.var + 1e-5))[None, :, None], rtol=1e-14)
+
+
+# --------------------------------------------------------------------------------------------
+# Backward: the chain of the stage VJPs of docs/sn-backward.md
+# --------------------------------------------------------------------------------------------
+
+SN_STAGE_VJPS = ("normalize_vjp", "mix_vjp", "scope_moments_vjp", "instance_moments_vjp")
+"""The stage VJPs switch_norm_backward runs, in the order of docs/sn-backward.md (steps 4 to 1)."""
+
+
+def _by_hand(x, gamma, beta, mean_logits, var_logits, dy, *, running, training, convention, normalizers=None, groups=None):
+    """SN forward and backward written out as the chain of public stages and stage VJPs."""
+    layout = Layout.of(x.shape)
+    normalizers = normalizers or ("in", "ln", "bn")
+    config = SwitchNormConfig(normalizers, groups, convention, 1e-5, 0.9, training, refnorm.SOFTMAX, refnorm.SOFTMAX)
+    moments, centered = instance_moments_and_centered(x, convention=convention)
+    scopes = scope_moments(moments, normalizers, convention=convention, layout=layout, groups=groups)
+    scopes, _ = use_running_statistics(scopes, running, training=training, momentum=0.9, channels=layout.C)
+    mixture = mix(moments, scopes, mean_logits, var_logits, config)
+    y = normalize(centered, gamma, beta, mixture.inv_std, mixture.shift).reshape(x.shape)
+
+    dy3 = dy.reshape(layout.N, layout.C, layout.M)
+    normalized = normalize_vjp(dy3, centered, gamma, mixture.inv_std, mixture.shift)
+    mixed = mix_vjp(normalized.sum_dxhat, normalized.sum_dxhat_centered, mixture, config)
+    dmean_in, dvar_in = scope_moments_vjp(mixed.dmeans, mixed.dvars, moments, scopes, convention=convention, layout=layout, groups=groups)
+    dx = instance_moments_vjp(dmean_in, dvar_in, centered, convention=convention, layout=layout)
+    dx = dx + normalized.direct_scale[:, :, None] * dy3
+    return y, (dx.reshape(x.shape), normalized.dgamma, normalized.dbeta, mixed.dmean_logits, mixed.dvar_logits)
+
+
+@pytest.mark.parametrize("convention", ["paper", "official"])
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("rank", [2, 4])
+def test_backward_is_the_chain_of_the_public_stage_vjps(rank, training, convention, rng):
+    """switch_norm_backward equals the stages of docs/sn-backward.md called one by one, exactly."""
+    x = rng.standard_normal(SHAPES[rank]) + 2.0
+    normalizers = ("in", "ln", "bn") if rank > 2 else ("ln", "bn")
+    gamma, beta, mean_logits, var_logits = _params(rng, x.shape[1], len(normalizers))
+    running, dy = _running(rng, x.shape[1]), rng.standard_normal(x.shape)
+    options = dict(running=running, training=training, convention=convention, normalizers=normalizers)
+    out = switch_norm_forward(x, gamma, beta, mean_logits, var_logits, **options)
+    y, grads = _by_hand(x, gamma, beta, mean_logits, var_logits, dy, **options)
+    np.testing.assert_array_equal(out.y, y)
+    for name, expected in zip(refnorm.SwitchNormGrads._fields, grads, strict=True):
+        np.testing.assert_array_equal(getattr(switch_norm_backward(dy, out.cache), name), expected, err_msg=name)
+
+
+def test_backward_calls_each_stage_vjp_once_in_the_order_of_the_derivation(monkeypatch, rng):
+    calls = []
+    for name in SN_STAGE_VJPS:
+        original = getattr(switchnorm, name)
+        monkeypatch.setattr(switchnorm, name, lambda *a, _name=name, _f=original, **k: calls.append(_name) or _f(*a, **k))
+    x = rng.standard_normal(SHAPES[4])
+    out = switch_norm_forward(x, *_params(rng, x.shape[1], 3))
+    switch_norm_backward(rng.standard_normal(x.shape), out.cache)
+    assert calls == list(SN_STAGE_VJPS)
+
+
+def test_the_sharded_backward_runs_the_same_stage_vjps(monkeypatch, rng):
+    """SyncSN: every shard runs normalize_vjp and instance_moments_vjp, the pooled arrays the rest once."""
+    calls = []
+    for name in SN_STAGE_VJPS:
+        original = getattr(switchnorm_sharded, name)
+        monkeypatch.setattr(switchnorm_sharded, name, lambda *a, _name=name, _f=original, **k: calls.append(_name) or _f(*a, **k))
+    xs = [rng.standard_normal((n, 4, 3, 2)) for n in (1, 3)]
+    out = refnorm.switch_norm_sharded_forward(xs, *_params(rng, 4, 3))
+    refnorm.switch_norm_sharded_backward([rng.standard_normal(x.shape) for x in xs], out.cache)
+    assert calls == ["normalize_vjp", "normalize_vjp", "mix_vjp", "scope_moments_vjp", "instance_moments_vjp", "instance_moments_vjp"]
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,9 +1,9 @@
-r"""Exemplar Normalization (EN): forward, hand-derived backward, and the ratio generator's stages.
+r"""Exemplar Normalization (EN): the layer, its forward and its hand-derived backward, stage by stage.
 
 EN (Zhang et al., CVPR 2020) gives every *sample* its own importance ratios over the normalizer
 set. The paper's method section is not available and no public implementation exists, so this
 module is refnorm's definition (SPEC §4); ``docs/exemplar-norm.md`` labels every choice as
-refnorm's reading of the paper and lists the alternatives.
+refnorm's reading of the paper, lists the alternatives and derives the backward.
 
 Input ``x`` has shape ``(N, C, *spatial)``, ``M`` spatial positions. For every normalizer ``k``
 of the set :math:`\Omega` (default IN, LN, BN; any ordered subset of IN, LN, BN, GN) the scope
@@ -14,27 +14,8 @@ statistics in evaluation), and
 
     r_k = (\sigma^2_k + \epsilon)^{-1/2}, \qquad \hat x_k = (x - \mu_k)\, r_k .
 
-**Ratio generator** (five stages, each with its own VJP below):
-
-.. math::
-
-    e_{nkc} = \frac1M \sum_i \hat x_{k,nci} = (\mu^{in}_{nc} - \mu_{k,nc})\, r_{k,nc}
-    \quad\text{(embedding; identically 0 for IN)}
-
-.. math::
-
-    z_{nkc} = b + \sum_{j=0}^{q-1} w_j\, e_{nk,c+j-\lfloor q/2\rfloor}, \qquad
-    a = \max(z, 0) \quad\text{(shared 1-D convolution along channels, zero padding, then ReLU)}
-
-.. math::
-
-    s_{nk} = \frac1C \sum_c a_{nkc}, \qquad
-    \tilde s_{nk} = \frac{s_{nk} - \bar s_n}{\sqrt{\frac1K \sum_{k'} (s_{nk'} - \bar s_n)^2 + \epsilon_r}}, \qquad
-    \lambda_n = \mathrm{softmax}(\tau\, \tilde s_n),
-
-with :math:`\bar s_n = \frac1K\sum_k s_{nk}` and :math:`\epsilon_r = 10^{-5}`.
-
-**Mixing** (``mixing="output"``, the default):
+The ratios :math:`\lambda_n` come from the five-stage ratio generator of
+:mod:`refnorm.ops.ratio_generator`. **Mixing** (``mixing="output"``, the default):
 
 .. math::
 
@@ -50,8 +31,23 @@ with :math:`\bar s_n = \frac1K\sum_k s_{nk}` and :math:`\epsilon_r = 10^{-5}`.
 
 Both mixtures are computed from the centred input :math:`x - \mu^{in}` with one ``(N, C)``
 scale and shift, because every branch's statistics are constant over space:
-:math:`\hat x_k = r_k (x - \mu^{in}) + e_k`. That is exact and keeps EN's cost at one pass over
-``x`` per step, like SN, instead of ``K``.
+:math:`\hat x_k = r_k (x - \mu^{in}) + e_k` (:math:`e_k` the embedding). That is exact and keeps
+EN's cost at one pass over ``x`` per step, like SN, instead of ``K``.
+
+:func:`exemplar_norm_forward` runs these stages, and :func:`exemplar_norm_backward` their VJPs in
+reverse order:
+
+1. the statistics of every branch, :math:`\mu^{in}, \mu_k, \sigma^2_k, r_k` and the centred input
+   (:func:`branch_statistics`; backward :func:`branch_statistics_vjp`);
+2. the embedding :math:`e` (:func:`~refnorm.ops.ratio_generator.embedding`; backward
+   :func:`~refnorm.ops.ratio_generator.embedding_vjp`);
+3. the rest of the ratio generator, :math:`e \to z \to s \to \tilde s \to \lambda`
+   (:func:`~refnorm.ops.ratio_generator.ratio_generator`; backward
+   :func:`~refnorm.ops.ratio_generator.ratio_generator_vjp`);
+4. the mixing, one scale and shift per instance (:func:`mix`; backward :func:`mix_vjp`);
+5. normalize and affine, :math:`y = \gamma\,(\text{scale}\,(x - \mu^{in}) + \text{shift}) + \beta`
+   (:func:`~refnorm.ops.layer.normalize`, shared with SN; backward
+   :func:`~refnorm.ops.layer.normalize_vjp`).
 
 Parameters of a layer: ``gamma``, ``beta`` ``(C,)``; ``conv_weight`` :math:`w` ``(q,)`` (odd
 ``q <= C``, default 3); ``conv_bias`` :math:`b` and ``temperature`` :math:`\tau`, both 0-d.
@@ -61,42 +57,26 @@ every score equal, so uniform ratios at the start).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from ._validation import (
-    check_choice,
-    check_finite,
-    check_floating,
-    check_positive_number,
-    check_same_dtype,
-    check_shape,
-    check_unit_interval,
-)
-from .._xp import Array, device, full_like_on, namespace
-from .conventions import check_convention
+from ._validation import check_choice, check_shape
+from .._xp import Array, full_like_on, namespace
+from .layer import LayerConfig, check_cache, check_finite_parameters, check_layer_call, check_upstream, normalize, normalize_vjp
 from .linearized import Linearized
-from .running import BatchAverage, RunningStats, check_running_for_layer, use_running_statistics
-from .simplex import softmax, softmax_vjp
+from .ratio_generator import RatioGenerator, embedding, embedding_vjp, ratio_generator, ratio_generator_vjp
+from .running import BatchAverage, RunningStats, use_running_statistics
 from .statistics import (
     InstanceMoments,
     Layout,
     ScopeMoments,
-    check_convention_defined,
-    check_normalizers,
-    default_normalizers,
     instance_moments_and_centered,
     instance_moments_vjp,
-    instance_moments_vjp_coefficients,
     reduce_to_scope,
     scope_moments,
     scope_moments_vjp,
 )
-
-EPS_RATIO = 1e-5
-""":math:`\\epsilon_r`, added to the variance of the scores before standardising them (SPEC §4)."""
 
 MIXING = ("output", "statistics")
 """Names accepted by ``mixing=``: mix the normalized outputs (default) or the statistics."""
@@ -130,15 +110,9 @@ class ExemplarNormParams(NamedTuple):
 
 
 @dataclass(frozen=True)
-class ExemplarNormConfig:
-    """Everything about an EN call that is not an array."""
+class ExemplarNormConfig(LayerConfig):
+    """Everything about an EN call that is not an array: the layer options and the mixing."""
 
-    normalizers: tuple[str, ...]
-    groups: int | None
-    convention: str
-    eps: float
-    momentum: float
-    training: bool
     mixing: str
 
 
@@ -154,37 +128,42 @@ class Branches(NamedTuple):
     """:math:`r_k = (\\sigma^2_k + \\epsilon)^{-1/2}`, each of the shape of its scope statistic."""
 
 
-class RatioGenerator(NamedTuple):
-    """Every intermediate of the ratio generator (what its VJP needs, and what a port compares)."""
+class BranchGrads(NamedTuple):
+    """Gradients with respect to the branch statistics, each ``(N, C)``: what :func:`branch_statistics_vjp` takes."""
 
+    dmean_in: Array
+    """With respect to :math:`\\mu^{in}` where it appears directly (in the embedding)."""
+    dmeans: tuple[Array, ...]
+    """With respect to each :math:`\\mu_k`, broadcast to ``(N, C)``."""
+    dvars: tuple[Array, ...]
+    """With respect to each :math:`\\sigma^2_k`, broadcast to ``(N, C)``."""
+
+
+class MixedBranches(NamedTuple):
+    """The mixed normalization as a per-instance affine map of the centred input,
+    :math:`\\hat x = \\text{scale} \\cdot (x - \\mu^{in}) + \\text{shift}`, and what its VJP needs."""
+
+    mixing: str
+    ratios: Array
+    """:math:`\\lambda`, shape ``(N, K)``."""
     embedding: Array
     """:math:`e`, shape ``(N, K, C)``."""
-    pre_activation: Array
-    """:math:`z`, the convolution output before the ReLU, shape ``(N, K, C)``."""
-    scores: Array
-    """:math:`s`, shape ``(N, K)``."""
-    standardized: Array
-    """:math:`\\tilde s`, shape ``(N, K)``."""
-    inv_scale: Array
-    """:math:`(\\operatorname{Var}_k s + \\epsilon_r)^{-1/2}`, shape ``(N, 1)``."""
-    ratios: Array
-    """:math:`\\lambda`, shape ``(N, K)``; every row on the simplex."""
-    conv_weight: Array
-    temperature: Array
-
-
-class Mixture(NamedTuple):
-    """The mixed normalization as a per-instance affine map of the centred input.
-
-    :math:`\\hat x = \\text{scale} \\cdot (x - \\mu^{in}) + \\text{shift}`, both ``(N, C)``.
-    """
-
     scale: Array
+    """Shape ``(N, C)``."""
     shift: Array
+    """Shape ``(N, C)``."""
     mean: Array | None
     """Statistics mixing only: :math:`\\mu_{nc}`, the mixed mean (``None`` for output mixing)."""
     var: Array | None
     """Statistics mixing only: :math:`\\sigma^2_{nc}`, the mixed variance without ``eps``."""
+
+
+class MixedBranchesGrads(NamedTuple):
+    """What :func:`mix_vjp` returns, each gradient ``(N, K)`` or ``(N, C)``."""
+
+    dratios: Array
+    dmeans: tuple[Array, ...]
+    dvars: tuple[Array, ...]
 
 
 class ExemplarNormCache(NamedTuple):
@@ -195,7 +174,7 @@ class ExemplarNormCache(NamedTuple):
     gamma: Array
     branches: Branches
     generator: RatioGenerator
-    mixture: Mixture
+    mixture: MixedBranches
     layout: Layout
     shape: tuple[int, ...]
     """The shape of ``x``."""
@@ -248,7 +227,7 @@ class ExemplarNormGrads(NamedTuple):
 
 
 # --------------------------------------------------------------------------------------------
-# Initialisation and validation
+# Initialisation and the one check of an EN call
 # --------------------------------------------------------------------------------------------
 
 
@@ -290,38 +269,29 @@ def exemplar_norm_init(channels: int, like: Array, *, kernel_size: int = 3) -> E
     )
 
 
-def _check_arguments(
-    x: Array,
+def check_exemplar_norm_call(
+    x: Any,
     params: ExemplarNormParams,
     *,
     running: Any,
-    training: bool,
+    training: Any,
     normalizers: Any,
-    groups: int | None,
-    mixing: str,
-    convention: str,
-    eps: float,
-    momentum: float,
-    check_finite_input: bool,
-) -> tuple[Any, Layout, ExemplarNormConfig]:
-    """Validate an EN call; return the namespace, the layout of ``x`` and the config."""
-    xp = namespace(x, *params)
-    check_floating(xp, x, "x")
-    layout = Layout.of(x.shape)
-    check_convention(convention)
+    groups: Any,
+    mixing: Any,
+    convention: Any,
+    eps: Any,
+    momentum: Any,
+    check_finite: bool,
+) -> tuple[Layout, ExemplarNormConfig]:
+    """Validate an EN call: the layer check SN shares (:func:`refnorm.ops.layer.check_layer_call`),
+    then the mixing, the kernel and the scalar parameters, then finite parameters."""
+    parameters = params._asdict()
+    xp, layout, layer = check_layer_call(
+        x, parameters,
+        running=running, training=training, normalizers=normalizers, groups=groups, convention=convention,
+        eps=eps, momentum=momentum,
+    )  # fmt: skip
     check_choice(mixing, "mixing", MIXING)
-    normalizers = check_normalizers(default_normalizers(layout) if normalizers is None else normalizers, groups, layout)
-    check_convention_defined(convention, normalizers, layout, groups)
-    eps = check_positive_number(eps, "eps")
-    momentum = check_unit_interval(momentum, "momentum")
-    if not isinstance(training, bool):
-        raise TypeError(f"training must be a bool, got {type(training).__name__}")
-
-    for name, array in zip(ExemplarNormParams._fields, params, strict=True):
-        check_floating(xp, array, name)
-    check_same_dtype("x", x, list(zip(ExemplarNormParams._fields, params, strict=True)))
-    check_shape(params.gamma, "gamma", (layout.C,), "(C,)")
-    check_shape(params.beta, "beta", (layout.C,), "(C,)")
     if params.conv_weight.ndim != 1:
         raise ValueError(
             f"conv_weight has shape {tuple(params.conv_weight.shape)}, expected (q,): one kernel of odd size q "
@@ -330,33 +300,27 @@ def _check_arguments(
     _check_kernel_size(int(params.conv_weight.shape[0]), layout.C, "the kernel size of conv_weight")
     check_shape(params.conv_bias, "conv_bias", (), "a scalar, shape")
     check_shape(params.temperature, "temperature", (), "a scalar, shape")
-
-    check_running_for_layer(running, normalizers, training=training, channels=layout.C, like=x)
-
-    if check_finite_input:  # x itself is checked through its instance moments (branch_statistics)
-        for name, array in zip(ExemplarNormParams._fields, params, strict=True):
-            check_finite(xp, array, name)
-    config = ExemplarNormConfig(normalizers, groups, convention, eps, momentum, training, mixing)
-    return xp, layout, config
+    if check_finite:  # x itself is checked through its instance moments (branch_statistics)
+        check_finite_parameters(xp, parameters)
+    return layout, ExemplarNormConfig(**vars(layer), mixing=mixing)
 
 
 # --------------------------------------------------------------------------------------------
-# Stage 0: the statistics of every branch
+# Step 1: the statistics of every branch
 # --------------------------------------------------------------------------------------------
 
 
 def branch_statistics(
-    x: Array, running: RunningStats | BatchAverage | None, layout: Layout, config: ExemplarNormConfig, *, check_finite: bool = False
+    x: Array, running: RunningStats | BatchAverage | None, layout: Layout, config: LayerConfig, *, check_finite: bool = False
 ) -> tuple[Branches, Array, RunningStats | BatchAverage | None]:
     r"""Scope statistics :math:`\mu_k, \sigma^2_k`, :math:`r_k = (\sigma^2_k + \epsilon)^{-1/2}`,
     the centred input :math:`x - \mu^{in}` ``(N, C, M)`` and the new running state.
 
-    Exactly SN's statistics (:func:`refnorm.ops.statistics.scope_moments`, two-pass, either
-    convention); in evaluation the BN pair is the running statistics. ``eps`` is added to every
-    branch's own variance (each :math:`\hat x_k` is a plain normalizer). The centred input is the
-    one the instance variance is computed from (one pass over ``x`` for both); ``check_finite``
-    rejects NaN or infinity in ``x`` through the instance moments
-    (:func:`refnorm.ops.statistics.instance_moments`).
+    Exactly SN's statistics (:func:`~refnorm.ops.statistics.instance_moments_and_centered`, then
+    :func:`~refnorm.ops.statistics.scope_moments`; two-pass, either convention); in evaluation the
+    BN pair is the running statistics. ``eps`` is added to every branch's own variance (each
+    :math:`\hat x_k` is a plain normalizer). ``check_finite`` rejects NaN or infinity in ``x``
+    through the instance moments.
     """
     xp = namespace(x)
     moments, centered = instance_moments_and_centered(x, convention=config.convention, check_finite=check_finite)
@@ -368,308 +332,43 @@ def branch_statistics(
     return Branches(moments, scopes, inv_stds), centered, new_running
 
 
-def branch_statistics_vjp(
-    dmean_in: Array,
-    dmeans: Sequence[Array],
-    dvars: Sequence[Array],
-    branches: Branches,
-    centered: Array,
-    layout: Layout,
-    config: ExemplarNormConfig,
-) -> Array:
-    r"""Gradient with respect to ``x`` (shape ``(N, C, M)``) of everything that depends on the statistics.
+def branch_statistics_vjp(grads: BranchGrads, branches: Branches, centered: Array, layout: Layout, config: LayerConfig) -> Array:
+    r"""VJP of :func:`branch_statistics`: the gradient with respect to ``x`` (shape ``(N, C, M)``) of
+    everything that depends on the statistics.
 
-    ``dmean_in`` is the gradient with respect to :math:`\mu^{in}` where it appears directly (the
-    embedding); ``dmeans[k]``, ``dvars[k]`` are the gradients with respect to :math:`\mu_k` and
-    :math:`\sigma^2_k` broadcast to ``(N, C)``. Each is summed to its scope's shape
-    (:func:`refnorm.ops.statistics.reduce_to_scope`; BN in evaluation is a constant and dropped), then
-    :func:`refnorm.ops.statistics.scope_moments_vjp` and
-    :func:`refnorm.ops.statistics.instance_moments_vjp` carry them to ``x``:
+    Each ``grads.dmeans[k]``, ``grads.dvars[k]`` is summed to its scope's shape
+    (:func:`~refnorm.ops.statistics.reduce_to_scope`; BN in evaluation is a constant and dropped),
+    :func:`~refnorm.ops.statistics.scope_moments_vjp` takes them to the instance moments, where
+    ``grads.dmean_in`` is added, and :func:`~refnorm.ops.statistics.instance_moments_vjp` to ``x``:
 
     .. math::
 
         \frac{\partial L}{\partial x_{nci}} = \frac1M \frac{\partial L}{\partial \mu^{in}_{nc}}
         + \frac{2 (x_{nci} - \mu^{in}_{nc})}{M - d} \frac{\partial L}{\partial s_{nc}} .
     """
-    dmean_moments, dvar_moments = _instance_moment_gradients(dmean_in, dmeans, dvars, branches, layout, config)
-    return instance_moments_vjp(dmean_moments, dvar_moments, centered, convention=config.convention, layout=layout)
-
-
-def _instance_moment_gradients(
-    dmean_in: Array, dmeans: Sequence[Array], dvars: Sequence[Array], branches: Branches, layout: Layout, config: ExemplarNormConfig
-) -> tuple[Array, Array]:
-    """The first steps of :func:`branch_statistics_vjp`: the gradients with respect to the instance
-    moments :math:`\\mu^{in}, s`, both ``(N, C)``, before :func:`refnorm.ops.statistics.instance_moments_vjp`."""
-    xp = namespace(dmean_in)
-    scope_dmeans: list[Array | None] = []
-    scope_dvars: list[Array | None] = []
-    for scope, dmean, dvar in zip(branches.scopes.normalizers, dmeans, dvars, strict=True):
-        if scope == "bn" and not config.training:
-            scope_dmeans.append(None)
-            scope_dvars.append(None)
+    xp = namespace(grads.dmean_in)
+    dmeans: list[Array | None] = []
+    dvars: list[Array | None] = []
+    for scope, dmean, dvar in zip(branches.scopes.normalizers, grads.dmeans, grads.dvars, strict=True):
+        if scope == "bn" and not config.training:  # the running statistics: constants
+            dmeans.append(None)
+            dvars.append(None)
             continue
-        scope_dmeans.append(reduce_to_scope(dmean, scope, config.groups, xp))
-        scope_dvars.append(reduce_to_scope(dvar, scope, config.groups, xp))
-    dmean_moments, dvar_moments = scope_moments_vjp(
-        tuple(scope_dmeans), tuple(scope_dvars), branches.moments, branches.scopes,
+        dmeans.append(reduce_to_scope(dmean, scope, config.groups, xp))
+        dvars.append(reduce_to_scope(dvar, scope, config.groups, xp))
+    dmean_in, dvar_in = scope_moments_vjp(
+        tuple(dmeans), tuple(dvars), branches.moments, branches.scopes,
         convention=config.convention, layout=layout, groups=config.groups,
     )  # fmt: skip
-    return dmean_moments + dmean_in, dvar_moments
+    return instance_moments_vjp(dmean_in + grads.dmean_in, dvar_in, centered, convention=config.convention, layout=layout)
 
 
 # --------------------------------------------------------------------------------------------
-# Ratio generator, stage 1: embedding
+# Step 4: mixing
 # --------------------------------------------------------------------------------------------
 
 
-def embedding(branches: Branches) -> Array:
-    r"""The spatial mean of every normalized map, :math:`e_{nkc} = (\mu^{in}_{nc} - \mu_{k,nc})\, r_{k,nc}`.
-
-    Shape ``(N, K, C)``. Global average pooling of :math:`\hat x_k` equals normalizing the instance
-    mean, because :math:`\mu_k` and :math:`r_k` are constant over space. For IN,
-    :math:`\mu_k = \mu^{in}` and the embedding is exactly 0 for every input.
-    """
-    xp = namespace(branches.moments.mean)
-    mean_in = branches.moments.mean
-    return xp.stack([(mean_in - mean) * r for mean, r in zip(branches.scopes.means, branches.inv_stds, strict=True)], axis=1)
-
-
-def embedding_vjp(dembedding: Array, embedding: Array, branches: Branches) -> tuple[Array, tuple[Array, ...], tuple[Array, ...]]:
-    r"""VJP of :func:`embedding`: gradients with respect to :math:`\mu^{in}`, each :math:`\mu_k` and each :math:`\sigma^2_k`.
-
-    With :math:`\bar e = \partial L / \partial e` and
-    :math:`\partial r_k / \partial \sigma^2_k = -\tfrac12 r_k^3`:
-
-    .. math::
-
-        \frac{\partial L}{\partial \mu^{in}} = \sum_k \bar e_k r_k, \qquad
-        \frac{\partial L}{\partial \mu_k} = -\bar e_k r_k, \qquad
-        \frac{\partial L}{\partial \sigma^2_k} = -\tfrac12 \bar e_k e_k r_k^2,
-
-    all of shape ``(N, C)`` (the statistics broadcast to ``(N, C)``; summing to a scope's own
-    shape is :func:`branch_statistics_vjp`'s job). For IN the first two cancel exactly.
-    """
-    xp = namespace(dembedding, embedding)
-    dmean_in = xp.zeros_like(branches.moments.mean)
-    dmeans, dvars = [], []
-    for k, r in enumerate(branches.inv_stds):
-        de = dembedding[:, k, :]
-        dmean_in = dmean_in + de * r
-        dmeans.append(-de * r)
-        dvars.append(-0.5 * de * embedding[:, k, :] * r * r)
-    return dmean_in, tuple(dmeans), tuple(dvars)
-
-
-# --------------------------------------------------------------------------------------------
-# Ratio generator, stage 2: shared 1-D convolution along channels, then ReLU
-# --------------------------------------------------------------------------------------------
-
-
-def _zero_pad_last(a: Array, width: int, xp: Any) -> Array:
-    """``a`` with ``width`` zeros concatenated on both ends of its last axis."""
-    if width == 0:
-        return a
-    zeros = xp.zeros((*a.shape[:-1], width), dtype=a.dtype, device=device(a))
-    return xp.concat([zeros, a, zeros], axis=-1)
-
-
-def channel_conv(e: Array, weight: Array, bias: Array) -> Array:
-    r"""One-channel 1-D cross-correlation along the last axis with zero "same" padding.
-
-    .. math::
-
-        z_{\dots c} = b + \sum_{j=0}^{q-1} w_j\, e_{\dots, c + j - p}, \qquad p = \lfloor q/2 \rfloor,
-
-    with :math:`e` taken as 0 outside ``0 <= c < C``: PyTorch's
-    ``conv1d(e.reshape(-1, 1, C), w.reshape(1, 1, q), b.reshape(1), padding=p)``. Every leading
-    axis (samples, normalizers) is a separate signal; ``w`` and ``b`` are shared by all of them.
-
-    Written as ``q`` shifted slices of the zero-padded signal: plain array-API slicing, and
-    ``O(q N K C)`` work, where the equivalent banded ``(C, C)`` matrix would cost ``O(N K C^2)``.
-    """
-    xp = namespace(e, weight, bias)
-    q, C = weight.shape[0], e.shape[-1]
-    padded = _zero_pad_last(e, q // 2, xp)
-    z = xp.zeros_like(e) + bias
-    for j in range(q):
-        z = z + weight[j] * padded[..., j : j + C]
-    return z
-
-
-def channel_conv_vjp(dz: Array, e: Array, weight: Array) -> tuple[Array, Array, Array]:
-    r"""VJP of :func:`channel_conv`: ``(de, dweight, dbias)``.
-
-    .. math::
-
-        \frac{\partial L}{\partial w_j} = \sum_{\dots, c} \bar z_{\dots c}\, e_{\dots, c + j - p}, \qquad
-        \frac{\partial L}{\partial b} = \sum \bar z, \qquad
-        \frac{\partial L}{\partial e_{\dots c}} = \sum_j w_j\, \bar z_{\dots, c - j + p}
-
-    (the kernel gradient is the cross-correlation of the input with the upstream gradient; the
-    input gradient is the full convolution of the upstream gradient with the kernel, again with
-    zeros outside ``0 <= c < C``).
-    """
-    xp = namespace(dz, e, weight)
-    q, C = weight.shape[0], e.shape[-1]
-    p = q // 2
-    padded_e = _zero_pad_last(e, p, xp)
-    dweight = xp.stack([xp.sum(dz * padded_e[..., j : j + C]) for j in range(q)])
-    dbias = xp.sum(dz)
-    padded_dz = _zero_pad_last(dz, p, xp)
-    de = xp.zeros_like(e)
-    for j in range(q):
-        de = de + weight[j] * padded_dz[..., 2 * p - j : 2 * p - j + C]
-    return de, dweight, dbias
-
-
-def relu(z: Array) -> Array:
-    """:math:`\\max(z, 0)`."""
-    xp = namespace(z)
-    return xp.where(z > 0.0, z, xp.zeros_like(z))
-
-
-def relu_vjp(da: Array, z: Array) -> Array:
-    """VJP of :func:`relu`: ``da`` where ``z > 0``, else 0 (the derivative at ``z = 0`` is taken as 0, as in PyTorch)."""
-    xp = namespace(da, z)
-    return xp.where(z > 0.0, da, xp.zeros_like(da))
-
-
-# --------------------------------------------------------------------------------------------
-# Ratio generator, stage 3: channel mean
-# --------------------------------------------------------------------------------------------
-
-
-def channel_mean(a: Array) -> Array:
-    r"""The score of each normalizer, :math:`s_{nk} = \frac1C \sum_c a_{nkc}` (mean over the last axis)."""
-    return namespace(a).mean(a, axis=-1)
-
-
-def channel_mean_vjp(ds: Array, channels: int) -> Array:
-    r"""VJP of :func:`channel_mean`: :math:`\partial L/\partial a_{nkc} = \bar s_{nk} / C`, shape ``(*ds.shape, C)``."""
-    xp = namespace(ds)
-    return xp.broadcast_to(ds[..., None] / float(channels), (*ds.shape, channels))
-
-
-# --------------------------------------------------------------------------------------------
-# Ratio generator, stage 4: standardisation of the scores over the normalizers
-# --------------------------------------------------------------------------------------------
-
-
-def standardize(s: Array, eps_r: float = EPS_RATIO) -> tuple[Array, Array]:
-    r"""Standardise over the last axis: :math:`\tilde s = (s - \bar s)\, \rho`,
-    :math:`\rho = \big(\frac1K \sum_k (s_k - \bar s)^2 + \epsilon_r\big)^{-1/2}`.
-
-    Returns ``(standardized, inv_scale)`` with ``inv_scale`` :math:`\rho` of shape ``(..., 1)``.
-    Equal scores give :math:`\tilde s = 0`. Every row has mean 0 and mean square
-    :math:`v / (v + \epsilon_r) < 1` (``v`` the variance of the scores), and a zero-mean vector's
-    largest entry is at most :math:`\sqrt{K - 1}` times its root mean square, so
-    :math:`\max_k \tilde s_k < \sqrt{K - 1}`: this bounds the largest ratio
-    (see :func:`largest_ratio_bound`).
-    """
-    xp = namespace(s)
-    centered = s - xp.mean(s, axis=-1, keepdims=True)
-    inv_scale = 1.0 / xp.sqrt(xp.mean(centered * centered, axis=-1, keepdims=True) + eps_r)
-    return centered * inv_scale, inv_scale
-
-
-def standardize_vjp(dstandardized: Array, standardized: Array, inv_scale: Array) -> Array:
-    r"""VJP of :func:`standardize`, means over the last axis:
-
-    .. math::
-
-        \frac{\partial L}{\partial s} = \rho \Big( h - \bar h - \tilde s\, \overline{h \tilde s} \Big),
-        \qquad h = \frac{\partial L}{\partial \tilde s} .
-
-    At equal scores (:math:`\tilde s = 0`, e.g. at the initialisation) this is
-    :math:`\epsilon_r^{-1/2} (h - \bar h)`: a gain of about 316.
-    """
-    xp = namespace(dstandardized, standardized, inv_scale)
-    h = dstandardized
-    return inv_scale * (
-        h - xp.mean(h, axis=-1, keepdims=True) - standardized * xp.mean(h * standardized, axis=-1, keepdims=True)
-    )
-
-
-# --------------------------------------------------------------------------------------------
-# Ratio generator, stage 5: softmax with a learnable temperature
-# --------------------------------------------------------------------------------------------
-
-
-def tempered_softmax(standardized: Array, temperature: Array) -> Array:
-    r"""The ratios :math:`\lambda = \mathrm{softmax}(\tau \tilde s)` over the last axis (``tau`` multiplies)."""
-    return softmax(temperature * standardized)
-
-
-def tempered_softmax_vjp(dratios: Array, ratios: Array, standardized: Array, temperature: Array) -> tuple[Array, Array]:
-    r"""VJP of :func:`tempered_softmax`: ``(dstandardized, dtemperature)``.
-
-    With :math:`g = \partial L/\partial\lambda` and the softmax VJP
-    :math:`\ell = \lambda \odot (g - \langle \lambda, g \rangle)` (:func:`refnorm.ops.simplex.softmax_vjp`):
-
-    .. math::
-
-        \frac{\partial L}{\partial \tilde s} = \tau\, \ell, \qquad
-        \frac{\partial L}{\partial \tau} = \sum_{n,k} \ell_{nk}\, \tilde s_{nk} .
-    """
-    xp = namespace(dratios, ratios, standardized, temperature)
-    dlogits = softmax_vjp(dratios, ratios)
-    return temperature * dlogits, xp.sum(dlogits * standardized)
-
-
-def largest_ratio_bound(K: int, temperature: float = 1.0) -> float:
-    r"""Supremum of :math:`\max_k \lambda_k` for ``K`` normalizers at a fixed temperature :math:`\tau`.
-
-    Standardised scores satisfy :math:`\max_k \tilde s_k < \sqrt{K-1}`, approached when one score
-    leads and the others tie at :math:`-1/\sqrt{K-1}`; then
-
-    .. math::
-
-        \max_k \lambda_k < \Big(1 + (K-1)\, e^{-|\tau| K / \sqrt{K-1}}\Big)^{-1},
-
-    0.8066 for ``K = 3`` and ``tau = 1``: EN cannot select a single normalizer unless the
-    temperature grows. A negative :math:`\tau` favours the lowest score, with the same bound
-    (:math:`-\tilde s` is standardised too). ``K = 1`` gives 1.
-    """
-    if K == 1:
-        return 1.0
-    return 1.0 / (1.0 + (K - 1) * math.exp(-abs(temperature) * K / math.sqrt(K - 1)))
-
-
-# --------------------------------------------------------------------------------------------
-# The ratio generator, composed
-# --------------------------------------------------------------------------------------------
-
-
-def ratio_generator(branches: Branches, conv_weight: Array, conv_bias: Array, temperature: Array) -> RatioGenerator:
-    """Stages 1–5: per-sample ratios ``(N, K)`` from the branch statistics, with every intermediate."""
-    e = embedding(branches)
-    z = channel_conv(e, conv_weight, conv_bias)
-    s = channel_mean(relu(z))
-    standardized, inv_scale = standardize(s)
-    ratios = tempered_softmax(standardized, temperature)
-    return RatioGenerator(e, z, s, standardized, inv_scale, ratios, conv_weight, temperature)
-
-
-def ratio_generator_vjp(dratios: Array, generator: RatioGenerator) -> tuple[Array, Array, Array, Array]:
-    """VJP of :func:`ratio_generator` down to the embedding: ``(dembedding, dconv_weight, dconv_bias, dtemperature)``.
-
-    The stages' VJPs in reverse order: softmax with temperature, standardisation, channel mean,
-    ReLU, convolution.
-    """
-    dstandardized, dtemperature = tempered_softmax_vjp(dratios, generator.ratios, generator.standardized, generator.temperature)
-    dscores = standardize_vjp(dstandardized, generator.standardized, generator.inv_scale)
-    dactivation = channel_mean_vjp(dscores, generator.embedding.shape[-1])
-    dpre_activation = relu_vjp(dactivation, generator.pre_activation)
-    dembedding, dconv_weight, dconv_bias = channel_conv_vjp(dpre_activation, generator.embedding, generator.conv_weight)
-    return dembedding, dconv_weight, dconv_bias, dtemperature
-
-
-# --------------------------------------------------------------------------------------------
-# Mixing
-# --------------------------------------------------------------------------------------------
-
-
-def mix(branches: Branches, ratios: Array, embedding: Array, mixing: str, eps: float) -> Mixture:
+def mix(branches: Branches, ratios: Array, embedding: Array, mixing: str, eps: float) -> MixedBranches:
     r"""The mixed normalization :math:`\hat x = \text{scale}\,(x - \mu^{in}) + \text{shift}`, per instance.
 
     Output mixing, from :math:`\hat x_k = r_k (x - \mu^{in}) + e_k`:
@@ -681,38 +380,35 @@ def mix(branches: Branches, ratios: Array, embedding: Array, mixing: str, eps: f
     variance, as in SN).
 
     ``ratios`` has shape ``(N, K)``; any point of the simplex per row is accepted (the tests pass
-    one-hot rows to recover the plain normalizers).
+    one-hot rows to recover the plain normalizers). ``mixing`` is ``"output"`` or ``"statistics"``.
     """
-    check_choice(mixing, "mixing", MIXING)
     xp = namespace(ratios, embedding)
     mean_in = branches.moments.mean
     scopes = branches.scopes
-    K = len(scopes.normalizers)
     if mixing == "output":
         scale = xp.zeros_like(mean_in)
         shift = xp.zeros_like(mean_in)
-        for k in range(K):
+        for k in range(len(scopes.normalizers)):
             scale = scale + ratios[:, k : k + 1] * branches.inv_stds[k]
             shift = shift + ratios[:, k : k + 1] * embedding[:, k, :]
-        return Mixture(scale, shift, None, None)
+        return MixedBranches(mixing, ratios, embedding, scale, shift, None, None)
     mean = xp.zeros_like(mean_in)
     var = xp.zeros_like(mean_in)
-    for k in range(K):
+    for k in range(len(scopes.normalizers)):
         mean = mean + ratios[:, k : k + 1] * scopes.means[k]
         var = var + ratios[:, k : k + 1] * scopes.variances[k]
     inv_std = 1.0 / xp.sqrt(var + eps)
-    return Mixture(inv_std, inv_std * (mean_in - mean), mean, var)
+    return MixedBranches(mixing, ratios, embedding, inv_std, inv_std * (mean_in - mean), mean, var)
 
 
-def mix_vjp(
-    sum_ghat_centered: Array, sum_ghat: Array, mixture: Mixture, branches: Branches, ratios: Array, embedding: Array, mixing: str
-) -> tuple[Array, tuple[Array, ...], tuple[Array, ...]]:
-    r"""VJP of the mixture at fixed centred input: ``(dratios, dmeans, dvars)``.
+def mix_vjp(sum_dxhat: Array, sum_dxhat_centered: Array, mixture: MixedBranches, branches: Branches) -> MixedBranchesGrads:
+    r"""VJP of the mixing: ``(dratios, dmeans, dvars)``, from the per-instance sums of
+    :func:`~refnorm.ops.layer.normalize_vjp`, :math:`G = \sum_i \partial L/\partial\hat x`
+    (``sum_dxhat``) and :math:`P = \sum_i \partial L/\partial\hat x\,(x - \mu^{in})`
+    (``sum_dxhat_centered``).
 
-    Inputs are the per-instance sums :math:`P = \sum_i \hat g_{nci} (x_{nci} - \mu^{in}_{nc})` and
-    :math:`G = \sum_i \hat g_{nci}`, with :math:`\hat g = \gamma g`. Output mixing, per branch (the
-    branch sees the upstream gradient :math:`\lambda_k \hat g`, and
-    :math:`\sum_i \hat g \hat x_k = r_k P + e_k G`):
+    Output mixing, :math:`\hat x = \sum_k \lambda_k \hat x_k`: branch ``k`` receives
+    :math:`\lambda_k\,\partial L/\partial\hat x`, and :math:`\sum_i \partial L/\partial\hat x\,\hat x_k = r_k P + e_k G`:
 
     .. math::
 
@@ -720,7 +416,8 @@ def mix_vjp(
         \frac{\partial L}{\partial \mu_k} = -\lambda_k r_k G, \quad
         \frac{\partial L}{\partial \sigma^2_k} = -\tfrac12 \lambda_k r_k^2 (r_k P + e_k G).
 
-    Statistics mixing (SN's :math:`A, B` with per-sample ratios; :math:`\sum_i \hat g \hat x = rP + \text{shift}\,G`):
+    Statistics mixing (SN's :math:`A, B` with per-sample ratios;
+    :math:`\sum_i \partial L/\partial\hat x\,\hat x = rP + \text{shift}\,G`):
 
     .. math::
 
@@ -729,31 +426,30 @@ def mix_vjp(
         \frac{\partial L}{\partial \mu_k} = \lambda_k A, \quad
         \frac{\partial L}{\partial \sigma^2_k} = \lambda_k B .
 
-    The direct term :math:`\partial L / \partial x \mathrel{+}= \text{scale}\cdot\hat g` (statistics
-    held fixed) is added by :func:`exemplar_norm_backward`. ``dmeans``/``dvars`` are ``(N, C)``.
+    ``dmeans``/``dvars`` are ``(N, C)``; the direct term (statistics held fixed) is
+    :func:`~refnorm.ops.layer.normalize_vjp`'s ``dx``.
     """
-    check_choice(mixing, "mixing", MIXING)
-    xp = namespace(sum_ghat_centered, sum_ghat, ratios)
+    xp = namespace(sum_dxhat, sum_dxhat_centered)
+    G, P, ratios = sum_dxhat, sum_dxhat_centered, mixture.ratios
     scopes = branches.scopes
-    K = len(scopes.normalizers)
     dratios, dmeans, dvars = [], [], []
-    if mixing == "output":
-        for k in range(K):
-            r, e, lam = branches.inv_stds[k], embedding[:, k, :], ratios[:, k : k + 1]
-            sum_ghat_xhat = r * sum_ghat_centered + e * sum_ghat
-            dratios.append(xp.sum(sum_ghat_xhat, axis=1))
-            dmeans.append(-lam * r * sum_ghat)
-            dvars.append(-0.5 * lam * r * r * sum_ghat_xhat)
+    if mixture.mixing == "output":
+        for k in range(len(scopes.normalizers)):
+            r, e, lam = branches.inv_stds[k], mixture.embedding[:, k, :], ratios[:, k : k + 1]
+            sum_dxhat_xhat = r * P + e * G  # the sum over i of dL/dxhat times this branch's xhat_k
+            dratios.append(xp.sum(sum_dxhat_xhat, axis=1))
+            dmeans.append(-lam * r * G)
+            dvars.append(-0.5 * lam * r * r * sum_dxhat_xhat)
     else:
         r = mixture.scale
-        A = -r * sum_ghat
-        B = -0.5 * r * r * (r * sum_ghat_centered + mixture.shift * sum_ghat)
-        for k in range(K):
+        A = -r * G
+        B = -0.5 * r * r * (r * P + mixture.shift * G)
+        for k in range(len(scopes.normalizers)):
             lam = ratios[:, k : k + 1]
             dratios.append(xp.sum(A * scopes.means[k] + B * scopes.variances[k], axis=1))
             dmeans.append(lam * A)
             dvars.append(lam * B)
-    return xp.stack(dratios, axis=1), tuple(dmeans), tuple(dvars)
+    return MixedBranchesGrads(xp.stack(dratios, axis=1), tuple(dmeans), tuple(dvars))
 
 
 # --------------------------------------------------------------------------------------------
@@ -779,7 +475,7 @@ def exemplar_norm_forward(
     momentum: float = 0.9,
     check_finite: bool = True,
 ) -> ExemplarNormOutput:
-    r"""Exemplar Normalization forward (see the module docstring for the equations).
+    r"""Exemplar Normalization forward (see the module docstring for the equations and stages).
 
     Parameters
     ----------
@@ -827,83 +523,63 @@ def exemplar_norm_forward(
         running state.
     """
     params = ExemplarNormParams(gamma, beta, conv_weight, conv_bias, temperature)
-    xp, layout, config = _check_arguments(
+    layout, config = check_exemplar_norm_call(
         x, params, running=running, training=training, normalizers=normalizers, groups=groups, mixing=mixing,
-        convention=convention, eps=eps, momentum=momentum, check_finite_input=check_finite,
+        convention=convention, eps=eps, momentum=momentum, check_finite=check_finite,
     )  # fmt: skip
+    xp = namespace(x)
     branches, centered, new_running = branch_statistics(x, running, layout, config, check_finite=check_finite)
-    generator = ratio_generator(branches, conv_weight, conv_bias, temperature)
-    mixture = mix(branches, generator.ratios, generator.embedding, config.mixing, config.eps)
-    # y = gamma * xhat + beta with xhat = scale * centered + shift, folded into one affine map.
-    y = (gamma[None, :] * mixture.scale)[:, :, None] * centered + (gamma[None, :] * mixture.shift + beta[None, :])[:, :, None]
+    e = embedding(branches.moments.mean, branches.scopes.means, branches.inv_stds)
+    generator = ratio_generator(e, conv_weight, conv_bias, temperature)
+    mixture = mix(branches, generator.ratios, e, config.mixing, config.eps)
+    y = normalize(centered, gamma, beta, mixture.scale, mixture.shift)
     cache = ExemplarNormCache(centered, gamma, branches, generator, mixture, layout, tuple(x.shape), config)
     return ExemplarNormOutput(xp.reshape(y, x.shape), cache, new_running)
 
 
 def exemplar_norm_backward(dy: Array, cache: ExemplarNormCache) -> ExemplarNormGrads:
-    r"""Hand-derived backward of :func:`exemplar_norm_forward` (``docs/exemplar-norm.md`` derives it).
+    r"""Hand-derived backward of :func:`exemplar_norm_forward`: the stages' VJPs in reverse order
+    (``docs/exemplar-norm.md`` derives each).
 
-    With :math:`g = \partial L/\partial y`, :math:`\hat x = \text{scale}(x - \mu^{in}) + \text{shift}`
-    the mixed map and the per-instance sums :math:`G = \sum_i g`,
-    :math:`P = \sum_i g\, (x - \mu^{in})`:
-
-    .. math::
-
-        \frac{\partial L}{\partial \beta_c} = \sum_n G_{nc}, \qquad
-        \frac{\partial L}{\partial \gamma_c} = \sum_n (\text{scale}_{nc} P_{nc} + \text{shift}_{nc} G_{nc}) .
-
-    Then, with :math:`\hat g = \gamma g`: :func:`mix_vjp` gives :math:`\partial L/\partial\lambda`
-    and the mixing's gradients with respect to every :math:`\mu_k, \sigma^2_k`;
-    :func:`ratio_generator_vjp` carries :math:`\partial L/\partial\lambda` back through the five
-    stages (giving the kernel, bias and temperature gradients and :math:`\partial L/\partial e`);
-    :func:`embedding_vjp` maps :math:`\partial L/\partial e` to :math:`\mu^{in}, \mu_k, \sigma^2_k`;
-    :func:`branch_statistics_vjp` takes the sum of both paths to ``x``, and
-
-    .. math::
-
-        \frac{\partial L}{\partial x} = \text{scale}\cdot \hat g
-        + \text{(statistics path)} .
-
-    The statistics path is ``offset + slope (x - mu_in)`` per instance
-    (:func:`refnorm.ops.statistics.instance_moments_vjp_coefficients`), so ``dx`` is computed in one
-    expression with the direct term.
+    * step 5, :func:`~refnorm.ops.layer.normalize_vjp`: :math:`\partial L/\partial\beta`,
+      :math:`\partial L/\partial\gamma`, the per-instance sums :math:`G, P` and the direct term's
+      factor :math:`\gamma\,\text{scale}`;
+    * step 4, :func:`mix_vjp`: :math:`\partial L/\partial\lambda` and the mixing's gradients with
+      respect to every :math:`\mu_k, \sigma^2_k`;
+    * step 3, :func:`~refnorm.ops.ratio_generator.ratio_generator_vjp`: back through the generator's
+      stages 5 to 2, giving the kernel, bias and temperature gradients and :math:`\partial L/\partial e`;
+    * step 2, :func:`~refnorm.ops.ratio_generator.embedding_vjp`: :math:`\partial L/\partial e` to
+      :math:`\mu^{in}, \mu_k, \sigma^2_k`, added to the mixing's;
+    * step 1, :func:`branch_statistics_vjp`: both paths through the statistics to ``x``, to which the
+      direct term :math:`\gamma\,\text{scale}\cdot dy` (every statistic held fixed) is added.
 
     No gradient is stopped: ``dx`` includes the path through the ratio generator. In evaluation
     the BN statistics are constants (they still enter the ratio and mixing gradients).
     """
-    xp = namespace(dy, cache.centered)
-    check_floating(xp, dy, "dy")
-    check_shape(dy, "dy", cache.shape, "the output's shape")
-    check_same_dtype("the output", cache.centered, [("dy", dy)])
-    layout, config, branches, generator, mixture = cache.layout, cache.config, cache.branches, cache.generator, cache.mixture
-    gamma = cache.gamma
-
-    g = xp.reshape(dy, (layout.N, layout.C, layout.M))
-    sum_g = xp.sum(g, axis=2)
-    sum_g_centered = xp.vecdot(g, cache.centered, axis=-1)
-    dbeta = xp.sum(sum_g, axis=0)
-    dgamma = xp.sum(mixture.scale * sum_g_centered + mixture.shift * sum_g, axis=0)
-
-    dratios, dmeans_mix, dvars_mix = mix_vjp(
-        gamma[None, :] * sum_g_centered, gamma[None, :] * sum_g, mixture, branches, generator.ratios, generator.embedding,
-        config.mixing,
-    )  # fmt: skip
-    dembedding, dconv_weight, dconv_bias, dtemperature = ratio_generator_vjp(dratios, generator)
-    dmean_in, dmeans_emb, dvars_emb = embedding_vjp(dembedding, generator.embedding, branches)
-    dmeans = tuple(a + b for a, b in zip(dmeans_mix, dmeans_emb, strict=True))
-    dvars = tuple(a + b for a, b in zip(dvars_mix, dvars_emb, strict=True))
-    # dx = scale gamma g (statistics held fixed) + offset + slope (x - mu_in) (through them): one sweep.
-    dmean_moments, dvar_moments = _instance_moment_gradients(dmean_in, dmeans, dvars, branches, layout, config)
-    offset, slope = instance_moments_vjp_coefficients(dmean_moments, dvar_moments, convention=config.convention, layout=layout)
-    direct = gamma[None, :] * mixture.scale
-    dx = direct[:, :, None] * g + slope[:, :, None] * cache.centered + offset[:, :, None]
+    check_cache(cache, ExemplarNormCache, "exemplar_norm_forward")
+    layout, config = cache.layout, cache.config
+    branches, generator, mixture = cache.branches, cache.generator, cache.mixture
+    xp = check_upstream(dy, cache.centered, cache.shape)
+    dy3 = xp.reshape(dy, (layout.N, layout.C, layout.M))
+    normalized = normalize_vjp(dy3, cache.centered, cache.gamma, mixture.scale, mixture.shift)
+    mixed = mix_vjp(normalized.sum_dxhat, normalized.sum_dxhat_centered, mixture, branches)
+    generated = ratio_generator_vjp(mixed.dratios, generator)
+    embedded = embedding_vjp(generated.dembedding, generator.embedding, branches.inv_stds)
+    statistics = BranchGrads(  # the mixing's and the embedding's paths to the statistics, summed
+        dmean_in=embedded.dmean_in,
+        dmeans=tuple(a + b for a, b in zip(mixed.dmeans, embedded.dmeans, strict=True)),
+        dvars=tuple(a + b for a, b in zip(mixed.dvars, embedded.dvars, strict=True)),
+    )
+    # Both paths through the statistics to x, plus the direct term gamma scale dy (statistics held fixed).
+    dx = branch_statistics_vjp(statistics, branches, cache.centered, layout, config)
+    dx = dx + normalized.direct_scale[:, :, None] * dy3
     return ExemplarNormGrads(
         dx=xp.reshape(dx, dy.shape),
-        dgamma=dgamma,
-        dbeta=dbeta,
-        dconv_weight=dconv_weight,
-        dconv_bias=dconv_bias,
-        dtemperature=dtemperature,
+        dgamma=normalized.dgamma,
+        dbeta=normalized.dbeta,
+        dconv_weight=generated.dconv_weight,
+        dconv_bias=generated.dconv_bias,
+        dtemperature=generated.dtemperature,
     )
 
 
@@ -938,48 +614,20 @@ def embedding_linearize(
     convention: str = "paper",
     eps: float = 1e-5,
 ) -> Linearized:
-    """Stage 1 as a function of ``x`` alone: ``e(x)``, shape ``(N, K, C)``, through every branch's statistics."""
-    xp = namespace(x)
-    check_floating(xp, x, "x")
-    check_finite(xp, x, "x")
-    layout = Layout.of(x.shape)
-    normalizers = check_normalizers(default_normalizers(layout) if normalizers is None else normalizers, groups, layout)
-    check_convention_defined(convention, normalizers, layout, groups)
-    eps = check_positive_number(eps, "eps")
-    check_running_for_layer(running, normalizers, training=training, channels=layout.C, like=x)
-    config = ExemplarNormConfig(normalizers, groups, convention, eps, 0.9, training, "output")
-    branches, centered, _ = branch_statistics(x, running, layout, config)
-    e = embedding(branches)
+    """The ratio generator's stage 1 as a function of ``x`` alone: ``e(x)``, shape ``(N, K, C)``,
+    through every branch's statistics (:func:`branch_statistics`, then
+    :func:`~refnorm.ops.ratio_generator.embedding`; the other stages' ``*_linearize`` are in
+    :mod:`refnorm.ops.ratio_generator`)."""
+    xp, layout, config = check_layer_call(
+        x, {}, running=running, training=training, normalizers=normalizers, groups=groups, convention=convention,
+        eps=eps, momentum=0.9,
+    )  # fmt: skip
+    branches, centered, _ = branch_statistics(x, running, layout, config, check_finite=True)
+    e = embedding(branches.moments.mean, branches.scopes.means, branches.inv_stds)
 
     def pullback(de: Array) -> tuple[Array]:
-        dmean_in, dmeans, dvars = embedding_vjp(de, e, branches)
-        return (xp.reshape(branch_statistics_vjp(dmean_in, dmeans, dvars, branches, centered, layout, config), x.shape),)
+        dmean_in, dmeans, dvars = embedding_vjp(de, e, branches.inv_stds)
+        dx = branch_statistics_vjp(BranchGrads(dmean_in, dmeans, dvars), branches, centered, layout, config)
+        return (xp.reshape(dx, x.shape),)
 
     return Linearized(out=e, pullback=pullback)
-
-
-def channel_conv_linearize(e: Array, conv_weight: Array, conv_bias: Array) -> Linearized:
-    """Stage 2, ``relu(channel_conv(e, w, b))``; the active set is the ReLU's sign pattern."""
-    z = channel_conv(e, conv_weight, conv_bias)
-    return Linearized(
-        out=relu(z),
-        pullback=lambda da: channel_conv_vjp(relu_vjp(da, z), e, conv_weight),
-        active_set=z > 0.0,
-    )
-
-
-def channel_mean_linearize(activation: Array) -> Linearized:
-    """Stage 3, the channel mean."""
-    return Linearized(out=channel_mean(activation), pullback=lambda ds: (channel_mean_vjp(ds, activation.shape[-1]),))
-
-
-def standardize_linearize(scores: Array) -> Linearized:
-    """Stage 4, the standardisation over the normalizers (``eps_r`` = :data:`EPS_RATIO`)."""
-    standardized, inv_scale = standardize(scores)
-    return Linearized(out=standardized, pullback=lambda dstd: (standardize_vjp(dstd, standardized, inv_scale),))
-
-
-def tempered_softmax_linearize(standardized: Array, temperature: Array) -> Linearized:
-    """Stage 5, ``softmax(tau * s_std)``, in both arguments."""
-    ratios = tempered_softmax(standardized, temperature)
-    return Linearized(out=ratios, pullback=lambda dratios: tempered_softmax_vjp(dratios, ratios, standardized, temperature))

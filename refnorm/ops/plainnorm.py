@@ -11,18 +11,20 @@ with the scope statistics of :mod:`refnorm.ops.statistics` in either convention:
 biased variances (BN in training is then PyTorch's ``BatchNorm``), ``"official"`` what the
 official SN code computes for that scope. This module only fixes the ratios
 (:class:`refnorm.FixedRatios`, which pass no gradient to the dummy logits) and drops the logit
-gradients: forward, backward, running statistics and validation are SN's.
+gradients: the stages, the backward and the running statistics are SN's, and the call is checked by
+the layer check SN and EN share (:func:`refnorm.ops.layer.check_layer_call`).
 """
 
 from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from .._xp import Array, device, namespace
+from .._xp import Array, device
+from .layer import check_finite_parameters, check_layer_call
 from .linearized import Linearized
 from .running import BatchAverage, RunningStats
 from .simplex import FixedRatios
-from .switchnorm import SwitchNormCache, switch_norm_backward, switch_norm_forward
+from .switchnorm import SwitchNormCache, SwitchNormConfig, switch_norm_backward, switch_norm_stages
 
 PLAIN_NORM_ARGUMENTS = ("x", "gamma", "beta")
 
@@ -43,10 +45,6 @@ class PlainNormGrads(NamedTuple):
     dbeta: Array
 
 
-def _check_normalizer(normalizer: Any) -> str:
-    if not isinstance(normalizer, str):
-        raise TypeError(f"normalizer must be one name such as 'bn', got {normalizer!r}; for a mixture use switch_norm")
-    return normalizer  # the name itself is checked by SN's normalizer validation, with SN's message
 
 
 def plain_norm_forward(
@@ -67,15 +65,22 @@ def plain_norm_forward(
 
     Arguments as in :func:`refnorm.switch_norm_forward`; ``running`` matters only for ``"bn"``.
     """
-    normalizer = _check_normalizer(normalizer)
-    xp = namespace(x)
-    # SN wants one logit per normalizer; the fixed ratio ignores its value and passes no gradient.
-    logit = xp.zeros((1,), dtype=x.dtype, device=device(x))
-    y, cache, new_running = switch_norm_forward(
-        x, gamma, beta, logit, logit,
+    if not isinstance(normalizer, str):
+        raise TypeError(f"normalizer must be one name such as 'bn', got {normalizer!r}; for a mixture use switch_norm")
+    parameters = {"gamma": gamma, "beta": beta}
+    xp, layout, layer = check_layer_call(
+        x, parameters,
         running=running, training=training, normalizers=(normalizer,), groups=groups, convention=convention,
-        eps=eps, momentum=momentum, mean_ratio=_ONE, var_ratio=_ONE, check_finite=check_finite,
+        eps=eps, momentum=momentum,
     )  # fmt: skip
+    if check_finite:  # x itself is checked through its instance moments
+        check_finite_parameters(xp, parameters)
+    config = SwitchNormConfig(**vars(layer), mean_ratio=_ONE, var_ratio=_ONE)
+    # SN's stages want one logit per normalizer; the fixed ratio ignores its value and passes no gradient.
+    logit = xp.zeros((1,), dtype=x.dtype, device=device(x))
+    y, cache, new_running = switch_norm_stages(
+        x, gamma, beta, logit, logit, running=running, layout=layout, config=config, check_finite=check_finite
+    )
     return PlainNormOutput(y, cache, new_running)
 
 

@@ -8,8 +8,10 @@ and variance ratios are
     p = \mathrm{SparsestMax}(\lambda^\mu; r), \qquad p' = \mathrm{SparsestMax}(\lambda^\sigma; r),
 
 (:mod:`refnorm.ops.sparsestmax`), everything else (statistics, conventions, running statistics,
-backward) is SN's: this module passes the ratio functions to
-:func:`~refnorm.ops.switchnorm.switch_norm_forward` and copies none of its code.
+backward) is SN's: this module checks an SSN call once
+(:func:`check_sparse_switch_norm_call`: SN's check, then the radius, the variant and the fixed
+state), builds the two ratio functions and runs SN's stages with them
+(:func:`~refnorm.ops.switchnorm.switch_norm_stages`), copying none of SN's code.
 
 **Fixing** (official ``SSN2d.forward``, spec-notes §3.5). As the radius grows, a side's ratios
 reach a vertex of the simplex (one-hot); that side is then *fixed*: from the next call on, its
@@ -34,14 +36,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from ._validation import check_floating
 from .._xp import Array, namespace
 from .conventions import check_convention, preset
 from .linearized import Linearized
 from .running import BatchAverage, RunningStats
-from .simplex import FixedRatios, RatioFunction
+from .simplex import FixedRatios
 from .sparsestmax import SparsestMax, rounding_tolerance
-from .switchnorm import SwitchNormCache, SwitchNormGrads, switch_norm_backward, switch_norm_forward, switch_norm_linearize
+from .statistics import Layout
+from .switchnorm import (
+    SwitchNormCache,
+    SwitchNormConfig,
+    SwitchNormGrads,
+    check_switch_norm_call,
+    linearization,
+    switch_norm_backward,
+    switch_norm_stages,
+)
 
 
 class FixedSides(NamedTuple):
@@ -118,31 +128,41 @@ def _check_fixed(fixed: Any, K: int) -> FixedSides:
     return fixed
 
 
-class _SSNArguments(NamedTuple):
-    """What SSN adds to an SN call: the two ratio functions and the momentum; the validated fixed state."""
-
-    mean_ratio: RatioFunction
-    var_ratio: RatioFunction
-    momentum: float
-    fixed: FixedSides
-
-
-def _ssn_arguments(
-    mean_logits: Array, *, radius: float, variant: str, fixed: FixedSides, convention: str, momentum: float | None
-) -> _SSNArguments:
-    """SparsestMax for the free sides, the fixed vertex for the others, and the SSN momentum default."""
-    xp = namespace(mean_logits)
-    check_floating(xp, mean_logits, "mean_logits")
-    if mean_logits.ndim != 1:
-        raise ValueError(f"mean_logits has shape {tuple(mean_logits.shape)}, expected (K,), one logit per normalizer")
-    K = int(mean_logits.shape[0])
-    fixed = _check_fixed(fixed, K)
-    learned = SparsestMax(radius, variant)
-    mean_ratio = learned if fixed.mean is None else FixedRatios(one_hot(fixed.mean, K))
-    var_ratio = learned if fixed.var is None else FixedRatios(one_hot(fixed.var, K))
+def check_sparse_switch_norm_call(
+    x: Any,
+    gamma: Any,
+    beta: Any,
+    mean_logits: Any,
+    var_logits: Any,
+    *,
+    radius: Any,
+    fixed: Any,
+    variant: Any,
+    running: Any,
+    training: Any,
+    normalizers: Any,
+    groups: Any,
+    convention: Any,
+    eps: Any,
+    momentum: Any,
+    check_finite: bool,
+) -> tuple[Layout, SwitchNormConfig]:
+    """The one check of an SSN call: SN's (:func:`~refnorm.ops.switchnorm.check_switch_norm_call`),
+    then the radius, the variant and the fixed state. Returns the layout and SN's config, whose
+    ratio functions are SparsestMax for a free side and the fixed vertex for a fixed one."""
     if momentum is None:
         momentum = preset(check_convention(convention), sparse=True).momentum
-    return _SSNArguments(mean_ratio, var_ratio, momentum, fixed)
+    _, layout, layer = check_switch_norm_call(
+        x, gamma, beta, mean_logits, var_logits,
+        running=running, training=training, normalizers=normalizers, groups=groups, convention=convention,
+        eps=eps, momentum=momentum, check_finite=check_finite,
+    )  # fmt: skip
+    K = len(layer.normalizers)
+    learned = SparsestMax(radius, variant)
+    fixed = _check_fixed(fixed, K)
+    mean_ratio = learned if fixed.mean is None else FixedRatios(one_hot(fixed.mean, K))
+    var_ratio = learned if fixed.var is None else FixedRatios(one_hot(fixed.var, K))
+    return layout, SwitchNormConfig(**vars(layer), mean_ratio=mean_ratio, var_ratio=var_ratio)
 
 
 def _newly_fixed(fixed: FixedSides, mean_ratios: Array, var_ratios: Array) -> FixedSides:
@@ -195,24 +215,28 @@ def sparse_switch_norm_forward(
     SparseSwitchNormOutput
         ``(y, cache, running, fixed)``; ``fixed`` is the new fixed state.
     """
-    ssn = _ssn_arguments(mean_logits, radius=radius, variant=variant, fixed=fixed, convention=convention, momentum=momentum)
-    y, cache, new_running = switch_norm_forward(
+    layout, config = check_sparse_switch_norm_call(
         x, gamma, beta, mean_logits, var_logits,
-        running=running, training=training, normalizers=normalizers, groups=groups, convention=convention,
-        eps=eps, momentum=ssn.momentum, mean_ratio=ssn.mean_ratio, var_ratio=ssn.var_ratio, check_finite=check_finite,
+        radius=radius, fixed=fixed, variant=variant, running=running, training=training, normalizers=normalizers,
+        groups=groups, convention=convention, eps=eps, momentum=momentum, check_finite=check_finite,
     )  # fmt: skip
-    new_fixed = _newly_fixed(ssn.fixed, cache.mixture.mean_ratios, cache.mixture.var_ratios)
+    y, cache, new_running = switch_norm_stages(
+        x, gamma, beta, mean_logits, var_logits, running=running, layout=layout, config=config, check_finite=check_finite
+    )
+    new_fixed = _newly_fixed(fixed, cache.mixture.mean_ratios, cache.mixture.var_ratios)
     return SparseSwitchNormOutput(y, cache, new_running, new_fixed)
 
 
 def sparse_switch_norm_backward(dy: Array, cache: SwitchNormCache) -> SwitchNormGrads:
     r"""Backward of :func:`sparse_switch_norm_forward`: SN's backward with the SparsestMax VJP.
 
-    :func:`refnorm.ops.switchnorm.switch_norm_backward` computes
+    :func:`refnorm.ops.switchnorm.switch_norm_backward` runs SN's stage VJPs; the mixture's
+    (:func:`refnorm.ops.switchnorm.mix_vjp`) computes
     :math:`\partial L/\partial p_k = \sum_{n,c} A_{nc}\mu^k_{nc}` and
     :math:`\partial L/\partial p'_k = \sum_{n,c} B_{nc}\sigma^{2,k}_{nc}` and hands them to the
-    ratio functions in the cache: the stage-composed SparsestMax VJP
-    (:func:`refnorm.ops.sparsestmax.sparsestmax_vjp`) for a free side, zero for a fixed side.
+    ratio functions in the cache's config: :meth:`SparsestMax.vjp
+    <refnorm.ops.sparsestmax.SparsestMax.vjp>` for a free side, zero
+    (:meth:`FixedRatios.vjp <refnorm.ops.simplex.FixedRatios.vjp>`) for a fixed side.
     """
     return switch_norm_backward(dy, cache)
 
@@ -227,8 +251,8 @@ def sparse_switch_norm_linearize(
     The active set is the SparsestMax stages of the free sides, so a direction that changes a
     support or a stage count is reported as skipped.
     """
-    ssn = _ssn_arguments(mean_logits, radius=radius, variant=variant, fixed=fixed, convention=convention, momentum=momentum)
-    return switch_norm_linearize(
+    y, cache, _, _ = sparse_switch_norm_forward(
         x, gamma, beta, mean_logits, var_logits,
-        mean_ratio=ssn.mean_ratio, var_ratio=ssn.var_ratio, momentum=ssn.momentum, convention=convention, **config,
+        radius=radius, fixed=fixed, variant=variant, convention=convention, momentum=momentum, **config,
     )  # fmt: skip
+    return linearization(y, cache)

@@ -209,20 +209,22 @@ def instance_moments(x: Array, *, convention: str = "paper", check_finite: bool 
         moments themselves (no extra pass over ``x``; see
         ``refnorm.ops._validation.check_finite_statistic``).
     """
+    check_convention_defined(convention, (), Layout.of(x.shape, name), None)
     return instance_moments_and_centered(x, convention=convention, check_finite=check_finite, name=name)[0]
 
 
 def instance_moments_and_centered(
-    x: Array, *, convention: str = "paper", check_finite: bool = False, name: str = "x"
+    x: Array, *, convention: str, check_finite: bool = False, name: str = "x"
 ) -> tuple[InstanceMoments, Array]:
     """:func:`instance_moments` and the centred input :math:`x - \\mu^{in}`, shape ``(N, C, M)``.
 
-    The variance is computed from the centred input, so a caller that needs it too (EN keeps it
-    for its backward) gets it without another pass over ``x``.
+    The stage the layers run, on arguments their entry point has checked. The variance is
+    computed from the centred input, and the layers keep it: it is what
+    :func:`instance_moments_vjp` needs, and every normalized map is an affine function of it per
+    instance. ``check_finite`` is the one value check of ``x`` (see :func:`instance_moments`).
     """
     xp = namespace(x)
-    layout = Layout.of(x.shape)
-    check_convention_defined(convention, (), layout, None)
+    layout = Layout.of(x.shape, name)
     d = instance_correction(convention, layout)
     x3 = xp.reshape(x, (layout.N, layout.C, layout.M))
     mean = xp.mean(x3, axis=2)
@@ -239,7 +241,7 @@ def instance_moments_and_centered(
 
 
 def instance_moments_vjp(dmean: Array, dvar: Array, centered: Array, *, convention: str, layout: Layout) -> Array:
-    r"""VJP of :func:`instance_moments`: the gradient with respect to ``x``.
+    r"""VJP of :func:`instance_moments`: the gradient with respect to ``x``, shape ``(N, C, M)``.
 
     .. math::
 
@@ -253,28 +255,12 @@ def instance_moments_vjp(dmean: Array, dvar: Array, centered: Array, *, conventi
     dmean, dvar
         Gradients with respect to the instance mean and variance, shape ``(N, C)``.
     centered
-        ``x - mean``, shape ``(N, C, M)``.
-    """
-    offset, slope = instance_moments_vjp_coefficients(dmean, dvar, convention=convention, layout=layout)
-    return offset[:, :, None] + slope[:, :, None] * centered
-
-
-def instance_moments_vjp_coefficients(dmean: Array, dvar: Array, *, convention: str, layout: Layout) -> tuple[Array, Array]:
-    r""":func:`instance_moments_vjp` as two per-instance coefficients: ``(offset, slope)``, both ``(N, C)``.
-
-    The gradient is affine in the centred input,
-    :math:`\partial L / \partial x_{nci} = \text{offset}_{nc} + \text{slope}_{nc} (x_{nci} - \mu^{in}_{nc})`, with
-
-    .. math::
-
-        \text{offset} = \frac{1}{M} \frac{\partial L}{\partial \mu^{in}}, \qquad
-        \text{slope} = \frac{2}{M - d} \frac{\partial L}{\partial s} .
-
-    A layer that holds another affine function of ``x`` (SN holds ``xhat``) folds these into its
-    own single sweep over the full-size arrays instead of materialising ``x - mean``.
+        ``x - mean``, shape ``(N, C, M)`` (:func:`instance_moments_and_centered`).
     """
     d = instance_correction(convention, layout)
-    return dmean / float(layout.M), (2.0 / float(layout.M - d)) * dvar
+    offset = dmean / float(layout.M)
+    slope = (2.0 / float(layout.M - d)) * dvar
+    return slope[:, :, None] * centered + offset[:, :, None]
 
 
 def scope_moments(

@@ -10,6 +10,7 @@ import functools
 import numpy as np
 
 from ...ops import exemplarnorm as en
+from ...ops import ratio_generator as rg
 from ...ops.linearized import Linearized
 from ...ops.running import RunningStats
 from .base import (
@@ -177,12 +178,12 @@ def _array_inputs(names_and_shapes: Mapping[str, str]) -> Callable[[np.random.Ge
 
 
 def _channel_conv_forward(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> Forward:
-    """Stage 2 once, as :func:`~refnorm.ops.exemplarnorm.channel_conv_linearize` (active set: the ReLU's sign pattern),
+    """Stage 2 once, as :func:`~refnorm.ops.ratio_generator.channel_conv_linearize` (active set: the ReLU's sign pattern),
     keeping the pre-activation ``z`` as an intermediate."""
     embedding, conv_weight, conv_bias = EN_CHANNEL_CONV.arguments_of(inputs)
-    z = en.channel_conv(embedding, conv_weight, conv_bias)
+    z = rg.channel_conv(embedding, conv_weight, conv_bias)
     linearized = Linearized(
-        out=en.relu(z), pullback=lambda da: en.channel_conv_vjp(en.relu_vjp(da, z), embedding, conv_weight), active_set=z > 0.0
+        out=rg.relu(z), pullback=lambda da: rg.channel_conv_vjp(rg.relu_vjp(da, z), embedding, conv_weight), active_set=z > 0.0
     )
     return Forward(linearized, {"pre_activation": z})
 
@@ -209,7 +210,7 @@ EN_CHANNEL_MEAN = OpInfo(
     name="en_channel_mean",
     arguments=("activation",),
     make_inputs=_array_inputs({"activation": "shape"}),
-    forward=lambda inputs, params: output_only(en.channel_mean_linearize(inputs["activation"]), "scores"),
+    forward=lambda inputs, params: output_only(rg.channel_mean_linearize(inputs["activation"]), "scores"),
     description="EN ratio generator, stage 3: mean over channels",
 )
 
@@ -224,7 +225,7 @@ EN_STANDARDIZE = OpInfo(
     name="en_standardize",
     arguments=("scores",),
     make_inputs=_array_inputs({"scores": "shape"}),
-    forward=lambda inputs, params: output_only(en.standardize_linearize(inputs["scores"]), "standardized"),
+    forward=lambda inputs, params: output_only(rg.standardize_linearize(inputs["scores"]), "standardized"),
     description="EN ratio generator, stage 4: standardisation of the scores over the normalizers (eps_r = 1e-5)",
 )
 
@@ -245,7 +246,7 @@ EN_SOFTMAX = OpInfo(
     name="en_softmax",
     arguments=("standardized", "temperature"),
     make_inputs=_array_inputs({"standardized": "shape", "temperature": "temperature_shape"}),
-    forward=lambda inputs, params: output_only(en.tempered_softmax_linearize(inputs["standardized"], inputs["temperature"]), "ratios"),
+    forward=lambda inputs, params: output_only(rg.tempered_softmax_linearize(inputs["standardized"], inputs["temperature"]), "ratios"),
     description="EN ratio generator, stage 5: softmax of the standardised scores times a learnable temperature",
 )
 
