@@ -1,7 +1,7 @@
 """refnorm: the reference implementation of Switchable, Sparse Switchable and Exemplar Normalization.
 
 Forward passes and hand-derived backward passes written once against the Python array API (NumPy,
-CuPy, array-api-strict, PyTorch tensors), each checked with finite differences.
+CuPy, array-api-strict, PyTorch tensors, JAX arrays, Dask arrays), each checked with finite differences.
 """
 
 from importlib.metadata import PackageNotFoundError, version
@@ -17,6 +17,7 @@ from .ops.exemplarnorm import (
     exemplar_norm_init,
     exemplar_norm_linearize,
 )
+from .ops._validation import DeferredChecks, deferred_checks
 from .ops.linearized import Linearized
 from .oracle.gradient_check import GradcheckResult, assert_gradcheck, gradcheck
 from .ops.plainnorm import PlainNormGrads, PlainNormOutput, plain_norm_backward, plain_norm_forward, plain_norm_linearize
@@ -70,6 +71,7 @@ except PackageNotFoundError:  # running from a source tree without installation
 __all__ = [
     "BatchAverage",
     "CONVENTIONS",
+    "DeferredChecks",
     "ExemplarNormCache",
     "ExemplarNormGrads",
     "ExemplarNormOutput",
@@ -98,6 +100,7 @@ __all__ = [
     "__version__",
     "accumulate",
     "assert_gradcheck",
+    "deferred_checks",
     "ema_update",
     "empty_batch_average",
     "exemplar_norm_backward",
