@@ -63,7 +63,7 @@ def test_every_sample_and_reference_case_on_dask_equals_numpy_to_float64_roundin
     selected = cases(kind="sample", op=op) + cases(kind="reference", op=op)
     assert selected
     for case in selected:
-        assert_same_to_rounding(keyed_results(evaluate_case(case, backend="dask")), keyed_results(evaluate_case(case)), case.id)
+        assert_same_to_rounding(keyed_results(evaluate_case(case, backend="dask")), keyed_results(evaluate_case(case)), case)
 
 
 # --------------------------------------------------------------------------------------------
