@@ -110,7 +110,7 @@ def to_numpy(x: Array) -> np.ndarray:
     """A host NumPy copy of ``x``: for I/O (golden files, the command line) and for tests.
 
     Numerical code never calls this; it would silently move device arrays to the host, and
-    compute a Dask array (a Dask array's graph is computed here: pass many to :func:`to_numpy_all`
+    compute a Dask array (a Dask array's graph is computed here: pass many to ``to_numpy_all``
     to compute them together).
     """
     if array_api_compat.is_dask_array(x):

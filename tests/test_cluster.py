@@ -43,7 +43,7 @@ class Recorded(logging.Handler):
 @pytest.fixture(scope="module")
 def client() -> Iterator[distributed.Client]:
     cluster = distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, scheduler_port=0, dashboard_address=None, worker_dashboard_address=None
+        n_workers=2, threads_per_worker=1, processes=True, scheduler_port=0, dashboard_address=":0", worker_dashboard_address=None
     )  # fmt: skip
     with cluster, distributed.Client(cluster) as connected:
         yield connected

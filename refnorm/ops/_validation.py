@@ -87,7 +87,7 @@ class DeferredChecks:
         return len(self._checks)
 
     @property
-    def conditions(self) -> tuple[Array, ...]:
+    def conditions(self) -> tuple[Any, ...]:
         """The lazy 0-d booleans, in order: compute them together with the results
         (``dask.compute(y, checks.conditions)``) and pass the values to :meth:`verify`."""
         return tuple(condition for condition, _ in self._checks)
@@ -125,7 +125,7 @@ def deferred_checks() -> Iterator[DeferredChecks]:
         checks.verify(flags)                            # the ValueError eager arrays raise at once
 
     Checks of eager arrays still raise at once, and JAX tracers are never checked
-    (:func:`require`).
+    (``refnorm.ops._validation.require``).
     """
     checks = DeferredChecks()
     token = _DEFERRED.set(checks)

@@ -41,7 +41,7 @@ GROUPS = ("input", "output", "intermediate", "upstream", "grad")
 BACKENDS = ("numpy", "array-api-strict", "cupy", "torch", "dask", "jax")
 """Array libraries :func:`evaluate` can run an op on (inputs always start on the host).
 
-``dask`` splits every input into chunks (:func:`dask_chunks`) and computes all results of an
+``dask`` splits every input into chunks (:func:`~refnorm.oracle.evaluation.dask_chunks`) and computes all results of an
 evaluation in one ``dask.compute``; ``jax`` runs eagerly with float64 enabled."""
 
 
