@@ -59,11 +59,17 @@ def layer_inputs(rng: np.random.Generator, shape=(6, 4, 3, 2), K: int = 3):
 @pytest.mark.parametrize("op", sorted(OPS))
 def test_every_sample_and_reference_case_on_dask_equals_numpy_to_float64_rounding(op: str):
     """Inputs chunked along the batch and every spatial axis (``dask_chunks``); outputs,
-    intermediates and gradients of one ``dask.compute`` against the NumPy evaluation."""
+    intermediates and gradients of one ``dask.compute`` against the NumPy evaluation.
+
+    On Dask's synchronous scheduler: a scheduler chooses where and when tasks run, not what they
+    compute, so the values are the same on any (the threaded scheduler runs the other tests here,
+    the distributed one ``test_cluster.py``), and ~1000 tiny tasks per case run faster without
+    thread hand-offs."""
     selected = cases(kind="sample", op=op) + cases(kind="reference", op=op)
     assert selected
-    for case in selected:
-        assert_same_to_rounding(keyed_results(evaluate_case(case, backend="dask")), keyed_results(evaluate_case(case)), case)
+    with dask.config.set(scheduler="synchronous"):
+        for case in selected:
+            assert_same_to_rounding(keyed_results(evaluate_case(case, backend="dask")), keyed_results(evaluate_case(case)), case)
 
 
 # --------------------------------------------------------------------------------------------
