@@ -172,6 +172,16 @@ def test_outputs_keep_the_inputs_batch_chunks(rng):
 # --------------------------------------------------------------------------------------------
 
 
+def test_values_are_available_for_eager_arrays_and_not_for_dask_arrays():
+    from refnorm._xp import all_finite, values_available
+
+    eager, lazy_array = np.ones(3), da.ones(3)
+    assert values_available(eager) and not values_available(lazy_array)
+    assert not values_available(lazy_array.sum()), "a 0-d Dask array is lazy too"
+    with pytest.raises(TypeError, match="all_finite needs an array whose values are available"):
+        all_finite(da, lazy_array)
+
+
 def _with_nan(rng):
     host = layer_inputs(rng)
     x = host[0].copy()

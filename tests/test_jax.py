@@ -117,6 +117,15 @@ def layer_inputs(rng: np.random.Generator, shape=(4, 3, 2, 2)):
                                           0.3 * rng.standard_normal(3), 0.3 * rng.standard_normal(3)))  # fmt: skip
 
 
+def test_values_are_available_for_eager_jax_arrays_and_not_for_tracers():
+    from refnorm._xp import values_available
+
+    seen = []
+    jax.jit(lambda a: seen.append(values_available(a)) or a)(jnp.ones(3))
+    jax.grad(lambda a: seen.append(values_available(a)) or jnp.sum(a))(jnp.ones(3))
+    assert values_available(jnp.ones(3)) and seen == [False, False]
+
+
 def test_a_value_check_raises_eagerly_and_is_skipped_under_jit(rng):
     x, *params = layer_inputs(rng)
     x = x.at[0, 0, 0, 0].set(jnp.nan)

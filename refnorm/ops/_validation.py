@@ -135,11 +135,11 @@ def deferred_checks() -> Iterator[DeferredChecks]:
         _DEFERRED.reset(token)
 
 
-def require(holds: Array, error: Callable[[], Exception]) -> None:
-    """Raise ``error()`` unless the 0-d boolean array ``holds`` is True: the one value check.
+def require(holds: Array, error: Exception | Callable[[], Exception]) -> None:
+    """Raise ``error`` unless the 0-d boolean array ``holds`` is True: the one value check.
 
-    ``error`` is a callable that builds the exception, so a message is only formatted for a
-    failure. What happens depends on whether values can be read
+    ``error`` is the exception, or a callable that builds it (then a message is only formatted
+    for a failure). What happens depends on whether values can be read
     (:func:`refnorm._xp.values_available`):
 
     * eager arrays (NumPy, CuPy, PyTorch, array-api-strict, JAX outside ``jit``): one host read
@@ -148,15 +148,16 @@ def require(holds: Array, error: Callable[[], Exception]) -> None:
     * a Dask array: skipped, or collected into the active :func:`deferred_checks` as a lazy
       condition. Never computed here.
     """
+    build = error if callable(error) else (lambda: error)
     if values_available(holds):
         if not bool(holds):
-            raise error()
+            raise build()
         return
     if is_jax_tracer(holds):
         return
     collector = _DEFERRED.get()
     if collector is not None:
-        collector._add(holds, error)
+        collector._add(holds, build)
 
 
 def check_finite(xp: Any, x: Array, name: str) -> None:
