@@ -61,7 +61,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from ._validation import check_choice, check_shape
+from ._validation import check_choice, check_floating, check_int, check_shape, describe, namespace_of
 from .._xp import Array, full_like_on, namespace
 from .layer import LayerConfig, check_cache, check_finite_parameters, check_layer_call, check_upstream, normalize, normalize_vjp
 from .linearized import Linearized
@@ -233,7 +233,9 @@ class ExemplarNormGrads(NamedTuple):
 
 def _check_kernel_size(kernel_size: Any, channels: int, name: str) -> int:
     """``ValueError`` unless the kernel size is an odd positive int no larger than ``channels``."""
-    if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1:
+    if isinstance(kernel_size, bool) or not isinstance(kernel_size, int):
+        raise TypeError(f"{name} must be a positive odd int, got {describe(kernel_size)}")
+    if kernel_size < 1:
         raise ValueError(f"{name} must be a positive odd int, got {kernel_size!r}")
     if kernel_size % 2 == 0:
         raise ValueError(
@@ -256,10 +258,10 @@ def exemplar_norm_init(channels: int, like: Array, *, kernel_size: int = 3) -> E
     1 keeps the ReLU active, so the gradient reaches the kernel; all scores are then equal and
     the ratios are exactly uniform, ``1 / K``, for every input.
     """
-    if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
-        raise ValueError(f"channels must be a positive int, got {channels!r}")
+    channels = check_int(channels, "channels", 1)
     kernel_size = _check_kernel_size(kernel_size, channels, "kernel_size")
-    xp = namespace(like)
+    xp = namespace_of({"like": like})
+    check_floating(xp, like, "like")
     return ExemplarNormParams(
         gamma=full_like_on(like, (channels,), 1.0, xp),
         beta=full_like_on(like, (channels,), 0.0, xp),
@@ -289,7 +291,7 @@ def check_exemplar_norm_call(
     xp, layout, layer = check_layer_call(
         x, parameters,
         running=running, training=training, normalizers=normalizers, groups=groups, convention=convention,
-        eps=eps, momentum=momentum,
+        eps=eps, momentum=momentum, check_finite=check_finite,
     )  # fmt: skip
     check_choice(mixing, "mixing", MIXING)
     if params.conv_weight.ndim != 1:
@@ -301,7 +303,7 @@ def check_exemplar_norm_call(
     check_shape(params.conv_bias, "conv_bias", (), "a scalar, shape")
     check_shape(params.temperature, "temperature", (), "a scalar, shape")
     if check_finite:  # x itself is checked through its instance moments (branch_statistics)
-        check_finite_parameters(xp, parameters)
+        check_finite_parameters(xp, parameters, running)
     return layout, ExemplarNormConfig(**vars(layer), mixing=mixing)
 
 
@@ -324,9 +326,9 @@ def branch_statistics(
     """
     xp = namespace(x)
     moments, centered = instance_moments_and_centered(x, convention=config.convention, check_finite=check_finite)
-    scopes = scope_moments(moments, config.normalizers, convention=config.convention, layout=layout, groups=config.groups)
+    scopes = scope_moments(moments, config.normalizers, convention=config.convention, layout=layout, groups=config.groups, check_finite=False)
     scopes, new_running = use_running_statistics(
-        scopes, running, training=config.training, momentum=config.momentum, channels=layout.C
+        scopes, running, training=config.training, momentum=config.momentum, channels=layout.C, check_finite=check_finite
     )
     inv_stds = tuple(1.0 / xp.sqrt(var + config.eps) for var in scopes.variances)
     return Branches(moments, scopes, inv_stds), centered, new_running

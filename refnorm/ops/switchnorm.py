@@ -196,11 +196,11 @@ def check_switch_norm_call(
     xp, layout, config = check_layer_call(
         x, parameters,
         running=running, training=training, normalizers=normalizers, groups=groups, convention=convention,
-        eps=eps, momentum=momentum,
+        eps=eps, momentum=momentum, check_finite=check_finite,
     )  # fmt: skip
     check_logits(mean_logits, var_logits, config.normalizers)
     if check_finite:  # x itself is checked through its instance moments (stage 1)
-        check_finite_parameters(xp, parameters)
+        check_finite_parameters(xp, parameters, running)
     return xp, layout, config
 
 
@@ -389,9 +389,9 @@ def switch_norm_stages(
     # Stage 1: instance moments, and the centred input the variance is computed from.
     moments, centered = instance_moments_and_centered(x, convention=config.convention, check_finite=check_finite)
     # Stage 2: scope moments (BN from the running statistics in evaluation), the new running state.
-    scopes = scope_moments(moments, config.normalizers, convention=config.convention, layout=layout, groups=config.groups)
+    scopes = scope_moments(moments, config.normalizers, convention=config.convention, layout=layout, groups=config.groups, check_finite=False)
     scopes, new_running = use_running_statistics(
-        scopes, running, training=config.training, momentum=config.momentum, channels=layout.C
+        scopes, running, training=config.training, momentum=config.momentum, channels=layout.C, check_finite=check_finite
     )
     # Stage 3: ratios and mixed statistics.
     mixture = mix(moments, scopes, mean_logits, var_logits, config)
