@@ -21,17 +21,19 @@ Python ``bool``: one reduction, one host synchronisation per checked array.
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import functools
 import math
 import numbers
+import re
 import sys
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import array_api_compat
+import numpy as np
 
 from .._xp import Array, device, is_real_floating, namespace
 
@@ -67,6 +69,8 @@ def _mixed_libraries_message(arrays: Mapping[str, Array]) -> str:
 
 def _check_one_device(arrays: Mapping[str, Array]) -> None:
     """``ValueError`` naming two arrays on different devices (where every array can tell its device)."""
+    if all(isinstance(array, np.ndarray | np.generic) for array in arrays.values()):
+        return  # NumPy has one device
     devices = {}
     for name, array in arrays.items():
         try:
@@ -149,29 +153,52 @@ def check_like(xp: Any, value: Array, name: str, like: Array, like_name: str) ->
 
 
 def check_values(
-    xp: Any, array: Array, name: str, *, nonnegative: bool = False, at_most: float | None = None, message: str | None = None
+    xp: Any,
+    array: Array,
+    name: str,
+    *,
+    nonnegative: bool = False,
+    positive: bool = False,
+    at_most: float | None = None,
+    message: str | None = None,
 ) -> None:
     """``ValueError`` unless every element of ``array`` is finite (and ``>= 0`` when ``nonnegative``,
-    ``<= at_most`` when given).
+    ``> 0`` when ``positive``, ``<= at_most`` when given).
 
     The one value check of refnorm's ops: every check that needs an array's contents (NaN or
     infinity in an input, an upstream gradient or a tangent; a negative running variance; ratios
     outside ``[0, 1]``; a statistic that overflowed) calls this, with one reduction and one host
-    synchronisation. ``message`` replaces the message for non-finite values (the default names
-    ``name``); the failure path may look further to say what is wrong.
+    synchronisation. ``message`` replaces the message (the default names ``name`` and says what is
+    wrong; the failure path may look further to say so).
     """
     valid = xp.isfinite(array)
     if nonnegative:
         valid = valid & (array >= 0.0)
+    if positive:
+        valid = valid & (array > 0.0)
     if at_most is not None:
         valid = valid & (array <= at_most)
     if bool(xp.all(valid)):
         return
+    if message is not None:
+        raise ValueError(message)
     if not bool(xp.all(xp.isfinite(array))):
-        raise ValueError(message or f"{name} contains NaN or infinity; refnorm needs finite inputs")
-    if nonnegative and not bool(xp.all(array >= 0.0)):
+        raise ValueError(f"{name} contains NaN or infinity; refnorm needs finite inputs")
+    if (nonnegative or positive) and not bool(xp.all(array >= 0.0)):
         raise ValueError(f"{name} has a negative entry ({float(xp.min(array))!r}); expected every entry >= 0")
+    if positive and not bool(xp.all(array > 0.0)):
+        raise ValueError(f"{name} has an entry 0; expected every entry > 0")
     raise ValueError(f"{name} has an entry above {at_most} ({float(xp.max(array))!r}); expected every entry <= {at_most}")
+
+
+@contextlib.contextmanager
+def overflow_checked_afterwards() -> Any:
+    """Silence NumPy's overflow and invalid-value ``RuntimeWarning`` in a computation whose result
+    refnorm checks itself right after (:func:`check_values`), so a caller running with warnings as
+    errors gets refnorm's ``ValueError`` naming the argument, not NumPy's warning. Other libraries
+    do not warn; for them this does nothing."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        yield
 
 
 def check_finite(xp: Any, x: Array, name: str) -> None:
@@ -190,9 +217,9 @@ def check_finite_statistic(xp: Any, statistic: Array, name: str) -> None:
     ``3e38 / M`` in float32), and, applied to the pooled statistics of every scope
     (:func:`refnorm.ops.running.use_running_statistics`), input whose instance means lie so far
     apart that a pooled variance overflows (``x[0] += 3e154`` in float64): its normalized output
-    would be NaN or zero. On NumPy, an instance holding both ``+inf`` and ``-inf``, or a sum that
-    overflows, first emits NumPy's own ``RuntimeWarning`` from the reduction (an elementwise check
-    would not).
+    would be NaN or zero. The reductions that may overflow run under
+    :func:`overflow_checked_afterwards`, so NumPy's own ``RuntimeWarning`` does not precede the
+    ``ValueError``.
     """
     check_values(
         xp, statistic, name,
@@ -284,8 +311,14 @@ def check_choice(value: Any, name: str, choices: Iterable[str]) -> str:
 # --------------------------------------------------------------------------------------------
 
 
+EPS_HEADROOM = 8.0
+"""How far below the dtype's largest value :math:`r^3` stays at the smallest ``eps``
+(:func:`smallest_eps`): room for the rounding of :math:`r` and for the factors of order one
+(:math:`\tfrac12`, 2) the backward multiplies :math:`r^3` by."""
+
+
 def smallest_eps(xp: Any, dtype: Any) -> float:
-    r"""The smallest ``eps`` a layer accepts in ``dtype``: :math:`\text{finfo.max}^{-2/3}`.
+    r"""The smallest ``eps`` a layer accepts in ``dtype``: :math:`(\text{finfo.max} / 8)^{-2/3}`.
 
     Derivation. A layer normalizes with :math:`r = (\sigma^2 + \epsilon)^{-1/2}`, and
     :math:`\sigma^2 \ge 0`, so :math:`r \le \epsilon^{-1/2}`, with equality for an instance of
@@ -293,14 +326,15 @@ def smallest_eps(xp: Any, dtype: Any) -> float:
     :math:`r`; the backward forms :math:`r^2` (SN's :math:`B = -\tfrac12 r^2(\dots)`, EN's
     :math:`\partial L/\partial\sigma^2_k`) and, through the derivative
     :math:`\partial r/\partial\sigma^2 = -\tfrac12 r^3`, products of size :math:`r^3`. All of
-    them are finite for every :math:`\sigma^2 \ge 0` exactly when :math:`\epsilon^{-3/2} \le`
-    ``finfo.max``, i.e. :math:`\epsilon \ge \text{finfo.max}^{-2/3}`: about ``2.0e-26`` in
-    float32 and ``3.0e-206`` in float64. That bound is also a normal number, far above the
-    smallest subnormal, so :math:`\sigma^2 + \epsilon > 0` holds in the dtype. Below it,
-    constant input gives ``y`` NaN (``eps = 1e-46`` rounds to 0 in float32) or ``dx`` NaN
-    (``eps = 1e-40`` in float32, ``1e-310`` in float64: :math:`r^2` overflows and meets a zero).
+    them are finite for every :math:`\sigma^2 \ge 0` when :math:`\epsilon^{-3/2} \le
+    \text{finfo.max} / 8` (:data:`EPS_HEADROOM`), i.e. :math:`\epsilon \ge (\text{finfo.max}/8)^{-2/3}`:
+    about ``8.2e-26`` in float32 and ``1.3e-205`` in float64. That bound is also a normal
+    number, far above the smallest subnormal, so :math:`\sigma^2 + \epsilon > 0` holds in the
+    dtype. Below it, constant input gives ``y`` NaN (``eps = 1e-46`` rounds to 0 in float32) or
+    ``dx`` NaN (``eps = 1e-40`` in float32, ``1e-310`` in float64: :math:`r^2` overflows and meets
+    a zero).
     """
-    return float(xp.finfo(dtype).max) ** (-2.0 / 3.0)
+    return (float(xp.finfo(dtype).max) / EPS_HEADROOM) ** (-2.0 / 3.0)
 
 
 def check_eps(value: Any, xp: Any, dtype: Any, name: str = "eps") -> float:
@@ -310,7 +344,7 @@ def check_eps(value: Any, xp: Any, dtype: Any, name: str = "eps") -> float:
     smallest = smallest_eps(xp, dtype)
     if eps < smallest:
         raise ValueError(
-            f"{name} = {value!r} is too small for {dtype}: expected {name} >= {smallest:.3g} (finfo.max ** (-2/3)), "
+            f"{name} = {value!r} is too small for {dtype}: expected {name} >= {smallest:.3g} ((finfo.max / 8) ** (-2/3)), "
             "the smallest value for which (var + eps)^(-1/2) and the powers of it the backward forms stay finite "
             "when an instance's variance is 0"
         )
@@ -330,61 +364,70 @@ class _ArrayHint:
 
 
 @functools.cache
-def _field_hints(cls: type) -> dict[str, Any]:
-    """The resolved annotations of a NamedTuple or dataclass, ``Array`` as :class:`_ArrayHint`."""
+def _record_plan(cls: type) -> tuple[tuple[str, Callable[[Any], bool], str], ...]:
+    """For each field of a NamedTuple class: its name, a test of a value against its annotation
+    (``Array`` resolved as :class:`_ArrayHint`) and the annotation as a reader writes it. Built once
+    per class."""
     module = sys.modules[cls.__module__].__dict__
-    return typing.get_type_hints(cls, globalns=module, localns={"Array": _ArrayHint})
+    hints = typing.get_type_hints(cls, globalns=module, localns={"Array": _ArrayHint})
+    return tuple((field, _test_of(hints.get(field, Any)), _hint_name(hints.get(field, Any))) for field in cls._fields)
 
 
-def _conforms(value: Any, hint: Any) -> bool:
+def _test_of(hint: Any) -> Callable[[Any], bool]:
+    """A function telling whether a value has the type ``hint`` (annotations it cannot interpret, a
+    callable or a protocol, accept anything)."""
     if hint is Any:
-        return True
+        return lambda value: True
     if hint is _ArrayHint:
-        return array_api_compat.is_array_api_obj(value)
+        return array_api_compat.is_array_api_obj
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
-        return any(_conforms(value, option) for option in typing.get_args(hint))
+        options = tuple(_test_of(option) for option in typing.get_args(hint))
+        return lambda value: any(test(value) for test in options)
     if origin is tuple:
         arguments = typing.get_args(hint)
-        if not isinstance(value, tuple):
-            return False
         if len(arguments) == 2 and arguments[1] is Ellipsis:
-            return all(_conforms(item, arguments[0]) for item in value)
-        return len(value) == len(arguments) and all(_conforms(item, a) for item, a in zip(value, arguments, strict=True))
+            item = _test_of(arguments[0])
+            return lambda value: isinstance(value, tuple) and all(item(v) for v in value)
+        items = tuple(_test_of(a) for a in arguments)
+        return lambda value: isinstance(value, tuple) and len(value) == len(items) and all(t(v) for t, v in zip(items, value, strict=True))
     if hint is float:
-        return isinstance(value, numbers.Real) and not isinstance(value, bool)
-    if isinstance(hint, type):
-        return isinstance(value, hint)
-    return True  # an annotation this check does not interpret (a callable, a protocol): trusted
+        return lambda value: isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if isinstance(hint, type) and not getattr(hint, "_is_protocol", False):
+        return lambda value: isinstance(value, hint)
+    return lambda value: True
 
 
-def _is_record(value: Any) -> bool:
-    return (isinstance(value, tuple) and hasattr(type(value), "_fields")) or (
-        dataclasses.is_dataclass(value) and not isinstance(value, type)
-    )
+def _hint_name(hint: Any) -> str:
+    """``tuple[int, ...]``, ``Layout``, ``int | None``: an annotation as a reader writes it."""
+    if hint is _ArrayHint:
+        return "an array"
+    if isinstance(hint, type) and not typing.get_args(hint):
+        return hint.__name__
+    return re.sub(r"\b[\w.]+\.(\w+)", r"\1", str(hint)).replace("_ArrayHint", "Array")
+
+
+def _is_named_tuple(value: Any) -> bool:
+    return isinstance(value, tuple) and hasattr(type(value), "_fields")
 
 
 def check_record(record: Any, name: str) -> None:
-    """``TypeError`` naming the first field (``cache.mixture.inv_std``) of a NamedTuple or dataclass
-    ``record`` whose value does not have its annotated type, through every nested record.
+    """``TypeError`` naming the first field (``cache.mixture.inv_std``) of a NamedTuple ``record``
+    whose value does not have its annotated type, through every nested NamedTuple.
 
     A record refnorm returns and takes back (a forward's cache, SparsestMax's stages) is checked
     this way before it is used, so one assembled or edited by hand fails with a message instead of
     an ``AttributeError`` deep inside a backward. Types only: the shapes and values of a record's
-    arrays are the forward's, and are trusted.
+    arrays are the forward's, and are trusted, and so are the fields of a frozen dataclass in it
+    (the layer's config, which only the forward builds).
     """
-    hints = _field_hints(type(record))
-    names = record._fields if isinstance(record, tuple) else tuple(field.name for field in dataclasses.fields(record))
-    for field in names:
+    for field, test, expected in _record_plan(type(record)):
         value = getattr(record, field)
-        hint = hints.get(field, Any)
-        path = f"{name}.{field}"
-        if not _conforms(value, hint):
-            expected = "an array" if hint is _ArrayHint else getattr(hint, "__name__", str(hint).replace("refnorm._xp._ArrayHint", "Array").replace(f"{__name__}._ArrayHint", "Array"))
-            raise TypeError(f"{path} must be {expected}, got {describe(value)}; pass what the forward returned, unchanged")
-        if _is_record(value):
-            check_record(value, path)
+        if not test(value):
+            raise TypeError(f"{name}.{field} must be {expected}, got {describe(value)}; pass what the forward returned, unchanged")
+        if _is_named_tuple(value):
+            check_record(value, f"{name}.{field}")
         elif isinstance(value, tuple):
             for index, item in enumerate(value):
-                if _is_record(item):
-                    check_record(item, f"{path}[{index}]")
+                if _is_named_tuple(item):
+                    check_record(item, f"{name}.{field}[{index}]")

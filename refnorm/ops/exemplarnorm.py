@@ -57,13 +57,32 @@ every score equal, so uniform ratios at the start).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from ._validation import check_choice, check_floating, check_int, check_shape, describe, namespace_of
+from ._validation import (
+    check_choice,
+    check_floating,
+    check_int,
+    check_shape,
+    check_values,
+    describe,
+    namespace_of,
+    overflow_checked_afterwards,
+)
 from .._xp import Array, full_like_on, namespace
-from .layer import LayerConfig, check_cache, check_finite_parameters, check_layer_call, check_upstream, normalize, normalize_vjp
+from .layer import (
+    LayerConfig,
+    check_cache,
+    check_finite_parameters,
+    check_layer_call,
+    check_ratio_gradient,
+    check_upstream,
+    normalize,
+    normalize_vjp,
+)
 from .linearized import Linearized
 from .ratio_generator import RatioGenerator, embedding, embedding_vjp, ratio_generator, ratio_generator_vjp
 from .running import BatchAverage, RunningStats, use_running_statistics
@@ -307,6 +326,18 @@ def check_exemplar_norm_call(
     return layout, ExemplarNormConfig(**vars(layer), mixing=mixing)
 
 
+def check_generated_scores(xp: Any, generator: RatioGenerator) -> None:
+    """``ValueError`` naming ``conv_weight`` and ``conv_bias`` when the ratio generator's scores overflow:
+    their spread over the normalizers is infinite (so their inverse standard deviation is 0 and the
+    standardised scores would be 0: uniform ratios, silently) or a score is not finite."""
+    message = (
+        f"conv_weight and conv_bias are so large that the ratio generator's scores overflow {generator.ratios.dtype} "
+        "(their spread over the normalizers is infinite); expected parameters whose scores stay finite"
+    )
+    check_values(xp, generator.score_inv_std, "conv_weight", positive=True, message=message)
+    check_values(xp, generator.ratios, "conv_weight", message=message)
+
+
 # --------------------------------------------------------------------------------------------
 # Step 1: the statistics of every branch
 # --------------------------------------------------------------------------------------------
@@ -532,7 +563,10 @@ def exemplar_norm_forward(
     xp = namespace(x)
     branches, centered, new_running = branch_statistics(x, running, layout, config, check_finite=check_finite)
     e = embedding(branches.moments.mean, branches.scopes.means, branches.inv_stds)
-    generator = ratio_generator(e, conv_weight, conv_bias, temperature)
+    with overflow_checked_afterwards() if check_finite else contextlib.nullcontext():
+        generator = ratio_generator(e, conv_weight, conv_bias, temperature)
+    if check_finite:  # the embedding is bounded; scores that overflow come from the kernel and bias
+        check_generated_scores(xp, generator)
     mixture = mix(branches, generator.ratios, e, config.mixing, config.eps)
     y = normalize(centered, gamma, beta, mixture.scale, mixture.shift)
     cache = ExemplarNormCache(centered, gamma, branches, generator, mixture, layout, tuple(x.shape), config)
@@ -564,7 +598,9 @@ def exemplar_norm_backward(dy: Array, cache: ExemplarNormCache) -> ExemplarNormG
     xp = check_upstream(dy, cache.centered, cache.shape)
     dy3 = xp.reshape(dy, (layout.N, layout.C, layout.M))
     normalized = normalize_vjp(dy3, cache.centered, cache.gamma, mixture.scale, mixture.shift)
-    mixed = mix_vjp(normalized.sum_dxhat, normalized.sum_dxhat_centered, mixture, branches)
+    with overflow_checked_afterwards():
+        mixed = mix_vjp(normalized.sum_dxhat, normalized.sum_dxhat_centered, mixture, branches)
+    check_ratio_gradient(xp, mixed.dratios, "per-sample ratios")
     generated = ratio_generator_vjp(mixed.dratios, generator)
     embedded = embedding_vjp(generated.dembedding, generator.embedding, branches.inv_stds)
     statistics = BranchGrads(  # the mixing's and the embedding's paths to the statistics, summed

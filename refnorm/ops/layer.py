@@ -170,6 +170,22 @@ def check_cache(cache: Any, expected: type, forward: str) -> None:
     check_record(cache, "cache")
 
 
+def check_ratio_gradient(xp: Any, dratios: Array, what: str) -> None:
+    """``ValueError`` naming ``dy`` when the gradient with respect to a layer's ratios overflowed.
+
+    It sums the upstream gradient against statistics, ``sum_nc dL/dsigma^2 * sigma^2_k``, which
+    in float32 exceeds the dtype's range for inputs whose statistics are about ``1e13`` apart
+    (``(max|x| / sqrt(var + eps))^3`` beyond ``3e38``), even where the final gradient would fit (a
+    ratio on the boundary of the simplex multiplies it by 0). The ratio function's VJP would see
+    NaN; this says why, at the stage that overflowed.
+    """
+    check_values(
+        xp, dratios, "dy",
+        message=f"the gradient with respect to the {what} is not finite: dy against the forward's statistics overflows "
+        f"{dratios.dtype} (compute this layer in float64), or the forward ran with check_finite=False on input it refuses",
+    )  # fmt: skip
+
+
 def check_upstream(dy: Any, like: Array, shape: tuple[int, ...], name: str = "dy") -> Any:
     """The one check of a backward: ``dy`` is a real floating array of the output's ``shape``, of the
     library, dtype and device of ``like`` (an array of the forward's cache), and finite (one

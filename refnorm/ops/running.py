@@ -28,6 +28,7 @@ evaluation with running statistics equal to one batch's statistics reproduces tr
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, NamedTuple
 
 from ._validation import (
@@ -41,6 +42,7 @@ from ._validation import (
     check_values,
     describe,
     namespace_of,
+    overflow_checked_afterwards,
 )
 from .._xp import Array, full_like_on, namespace
 from .statistics import ScopeMoments
@@ -89,9 +91,9 @@ def check_state_type(state: Any, name: str, expected: tuple[type, ...]) -> None:
     if isinstance(state, expected):
         return
     message = f"{name} must be {' or '.join(kind.__name__ for kind in expected)}, got {describe(state)}"
-    if RunningStats in expected and isinstance(state, tuple | list) and len(state) == 2:
-        message += f"; build one from a (mean, var) pair with refnorm.RunningStats(mean, var)"
-    elif BatchAverage in expected and isinstance(state, tuple | list):
+    if RunningStats in expected and type(state) in (tuple, list) and len(state) == 2:
+        message += "; build one from a (mean, var) pair with refnorm.RunningStats(mean, var)"
+    elif BatchAverage in expected and type(state) in (tuple, list):
         message += "; start one with refnorm.empty_batch_average(C, x)"
     raise TypeError(message)
 
@@ -231,10 +233,11 @@ def _accumulate(
     """:func:`accumulate` on checked arguments: Chan's update of the mean and the spread of the batch
     means; ``check``: ``ValueError`` naming ``names`` (of the batch mean and variance) when a sum overflowed."""
     count = average.count + 1
-    delta = batch_mean - average.mean
-    mean = average.mean + delta / float(count)
-    spread = average.spread + delta * (batch_mean - mean)
-    var_sum = average.var_sum + batch_var
+    with overflow_checked_afterwards() if check else contextlib.nullcontext():
+        delta = batch_mean - average.mean
+        mean = average.mean + delta / float(count)
+        spread = average.spread + delta * (batch_mean - mean)
+        var_sum = average.var_sum + batch_var
     if check:
         mean_name, var_name = names
         check_values(xp, spread, mean_name, message=f"{mean_name} lies so far from the accumulated mean that their spread overflows {spread.dtype}")

@@ -16,7 +16,7 @@ import numbers
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from ._validation import check_floating, check_like, check_values, describe, namespace_of
+from ._validation import check_floating, check_like, check_same_dtype, check_values, describe, namespace_of
 from .._xp import Array, asarray_on, namespace
 
 
@@ -71,9 +71,21 @@ def softmax(logits: Array) -> Array:
     """
     xp = check_simplex_input(logits, "logits")
     check_values(xp, logits, "logits")
+    return softmax_stage(logits)
+
+
+def softmax_stage(logits: Array) -> Array:
+    """:func:`softmax` on logits the caller has checked (a stage of a layer, EN's ratio generator): no
+    check, no host synchronisation."""
+    xp = namespace(logits)
     shifted = logits - xp.max(logits, axis=-1, keepdims=True)
     unnormalized = xp.exp(shifted)
     return unnormalized / xp.sum(unnormalized, axis=-1, keepdims=True)
+
+
+def softmax_stage_vjp(dratios: Array, ratios: Array) -> Array:
+    """:func:`softmax_vjp` on arguments the caller has checked (a stage's VJP)."""
+    return _softmax_jacobian_product(dratios, ratios, namespace(dratios, ratios))
 
 
 def _softmax_jacobian_product(v: Array, ratios: Array, xp: Any) -> Array:
@@ -102,18 +114,36 @@ def softmax_jvp(dlogits: Array, ratios: Array) -> Array:
     return _softmax_jacobian_product(dlogits, ratios, xp)
 
 
+def _check_structure_like(value: Any, name: str, ratios: Any) -> Any:
+    """A ratio function's VJP or JVP argument: an array of the library, dtype and exact shape of
+    ``ratios`` (values are the layer's, checked at its entry point). Returns the namespace."""
+    xp = namespace_of({name: value, "ratios": ratios})
+    check_floating(xp, value, name)
+    check_floating(xp, ratios, "ratios")
+    check_same_dtype("ratios", ratios, [(name, value)])
+    if tuple(value.shape) != tuple(ratios.shape):
+        raise ValueError(f"{name} has shape {tuple(value.shape)}, expected the shape of ratios = {tuple(ratios.shape)}")
+    return xp
+
+
 @dataclass(frozen=True)
 class Softmax:
-    """The ratio function of Switchable Normalization."""
+    """The ratio function of Switchable Normalization.
+
+    Its methods are the stages SN runs, on logits and gradients the layer has checked: they check
+    structure (array, dtype, shape), not values; :func:`softmax`, :func:`softmax_vjp` and
+    :func:`softmax_jvp` check values too.
+    """
 
     def forward(self, logits: Array) -> tuple[Array, None]:
-        return softmax(logits), None
+        check_simplex_input(logits, "logits")
+        return softmax_stage(logits), None
 
     def vjp(self, dratios: Array, ratios: Array, aux: None) -> Array:
-        return softmax_vjp(dratios, ratios)
+        return _softmax_jacobian_product(dratios, ratios, _check_structure_like(dratios, "dratios", ratios))
 
     def jvp(self, dlogits: Array, ratios: Array, aux: None) -> Array:
-        return softmax_jvp(dlogits, ratios)
+        return _softmax_jacobian_product(dlogits, ratios, _check_structure_like(dlogits, "dlogits", ratios))
 
     def active_set(self, aux: None) -> None:
         return None
@@ -152,11 +182,11 @@ class FixedRatios:
 
     def vjp(self, dratios: Array, ratios: Array, aux: None) -> Array:
         """Zero: the ratios do not depend on the logits (``dratios`` shaped like ``ratios``)."""
-        return _check_ratios_and(dratios, ratios, "dratios").zeros_like(dratios)
+        return _check_structure_like(dratios, "dratios", ratios).zeros_like(dratios)
 
     def jvp(self, dlogits: Array, ratios: Array, aux: None) -> Array:
         """Zero (``dlogits`` shaped like ``ratios``)."""
-        return _check_ratios_and(dlogits, ratios, "dlogits").zeros_like(dlogits)
+        return _check_structure_like(dlogits, "dlogits", ratios).zeros_like(dlogits)
 
     def active_set(self, aux: None) -> None:
         return None

@@ -46,6 +46,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+import contextlib
 import numbers
 
 from ._validation import (
@@ -60,6 +61,7 @@ from ._validation import (
     check_values,
     describe,
     namespace_of,
+    overflow_checked_afterwards,
 )
 from .._xp import Array, namespace
 from .conventions import check_convention
@@ -262,14 +264,16 @@ def instance_moments_and_centered(
     layout = Layout.of(x.shape, name)
     d = instance_correction(convention, layout)
     x3 = xp.reshape(x, (layout.N, layout.C, layout.M))
-    mean = xp.mean(x3, axis=2)
-    if check_finite:  # before x - mean, which would turn an infinity into NaN with a warning
+    with overflow_checked_afterwards() if check_finite else contextlib.nullcontext():
+        mean = xp.mean(x3, axis=2)
+    if check_finite:  # before x - mean, which would turn an infinity into NaN
         check_finite_statistic(xp, mean, name)
     centered = x3 - mean[:, :, None]
     # A pairwise sum (xp.sum), not a contraction (vecdot, one sweep fewer): NumPy sums pairwise,
     # O(log M) roundings, where a BLAS dot product accumulates long runs one term at a time; the
     # float32 variance sets the tolerances the golden set recommends (refnorm.oracle.tolerances).
-    var = xp.sum(centered * centered, axis=-1) / float(layout.M - d)
+    with overflow_checked_afterwards() if check_finite else contextlib.nullcontext():
+        var = xp.sum(centered * centered, axis=-1) / float(layout.M - d)
     if check_finite:
         check_finite_statistic(xp, var, name)
     return InstanceMoments(mean=mean, var=var), centered
@@ -338,8 +342,11 @@ def scope_moments(
     for scope in normalizers:
         mean = _pool(moments.mean, scope, groups, xp)
         spread = moments.mean - mean
-        var = _pool(moments.var, scope, groups, xp) + _pool(spread * spread, scope, groups, xp)
-        var = var * scope_correction(scope, convention, layout, groups)
+        # Instance means far apart make this variance overflow to inf: the check below, or the
+        # layer's (refnorm.ops.running.use_running_statistics), reports it.
+        with overflow_checked_afterwards():
+            var = _pool(moments.var, scope, groups, xp) + _pool(spread * spread, scope, groups, xp)
+            var = var * scope_correction(scope, convention, layout, groups)
         if check_finite:
             message = f"moments.mean has values so far apart that the {scope.upper()} variance overflows {var.dtype}"
             check_values(xp, var, "moments", message=message)

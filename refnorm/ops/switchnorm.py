@@ -43,9 +43,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from ._validation import check_shape
+from ._validation import check_shape, overflow_checked_afterwards
 from .._xp import Array, namespace
-from .layer import LayerConfig, check_cache, check_finite_parameters, check_layer_call, check_upstream, normalize, normalize_vjp
+from .layer import (
+    LayerConfig,
+    check_cache,
+    check_finite_parameters,
+    check_layer_call,
+    check_ratio_gradient,
+    check_upstream,
+    normalize,
+    normalize_vjp,
+)
 from .linearized import Linearized
 from .running import BatchAverage, RunningStats, use_running_statistics
 from .simplex import SOFTMAX, FixedRatios, RatioFunction
@@ -279,8 +288,11 @@ def mix_vjp(sum_dxhat: Array, sum_dxhat_centered: Array, mixture: MixedStatistic
     B = -0.5 * r * r * (r * sum_dxhat_centered + mixture.shift * sum_dxhat)
 
     scopes = mixture.scopes
-    dmean_ratios = xp.stack([xp.sum(A * mean) for mean in scopes.means])
-    dvar_ratios = xp.stack([xp.sum(B * var) for var in scopes.variances])
+    with overflow_checked_afterwards():
+        dmean_ratios = xp.stack([xp.sum(A * mean) for mean in scopes.means])
+        dvar_ratios = xp.stack([xp.sum(B * var) for var in scopes.variances])
+    check_ratio_gradient(xp, dmean_ratios, "mean ratios")
+    check_ratio_gradient(xp, dvar_ratios, "variance ratios")
     dmean_logits = config.mean_ratio.vjp(dmean_ratios, mixture.mean_ratios, mixture.mean_aux)
     dvar_logits = config.var_ratio.vjp(dvar_ratios, mixture.var_ratios, mixture.var_aux)
 
