@@ -57,13 +57,32 @@ every score equal, so uniform ratios at the start).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from ._validation import check_choice, check_shape
+from ._validation import (
+    check_choice,
+    check_floating,
+    check_int,
+    check_shape,
+    check_values,
+    describe,
+    namespace_of,
+    overflow_checked_afterwards,
+)
 from .._xp import Array, full_like_on, namespace
-from .layer import LayerConfig, check_cache, check_finite_parameters, check_layer_call, check_upstream, normalize, normalize_vjp
+from .layer import (
+    LayerConfig,
+    check_cache,
+    check_finite_parameters,
+    check_layer_call,
+    check_ratio_gradient,
+    check_upstream,
+    normalize,
+    normalize_vjp,
+)
 from .linearized import Linearized
 from .ratio_generator import RatioGenerator, embedding, embedding_vjp, ratio_generator, ratio_generator_vjp
 from .running import BatchAverage, RunningStats, use_running_statistics
@@ -233,7 +252,9 @@ class ExemplarNormGrads(NamedTuple):
 
 def _check_kernel_size(kernel_size: Any, channels: int, name: str) -> int:
     """``ValueError`` unless the kernel size is an odd positive int no larger than ``channels``."""
-    if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1:
+    if isinstance(kernel_size, bool) or not isinstance(kernel_size, int):
+        raise TypeError(f"{name} must be a positive odd int, got {describe(kernel_size)}")
+    if kernel_size < 1:
         raise ValueError(f"{name} must be a positive odd int, got {kernel_size!r}")
     if kernel_size % 2 == 0:
         raise ValueError(
@@ -256,10 +277,10 @@ def exemplar_norm_init(channels: int, like: Array, *, kernel_size: int = 3) -> E
     1 keeps the ReLU active, so the gradient reaches the kernel; all scores are then equal and
     the ratios are exactly uniform, ``1 / K``, for every input.
     """
-    if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
-        raise ValueError(f"channels must be a positive int, got {channels!r}")
+    channels = check_int(channels, "channels", 1)
     kernel_size = _check_kernel_size(kernel_size, channels, "kernel_size")
-    xp = namespace(like)
+    xp = namespace_of({"like": like})
+    check_floating(xp, like, "like")
     return ExemplarNormParams(
         gamma=full_like_on(like, (channels,), 1.0, xp),
         beta=full_like_on(like, (channels,), 0.0, xp),
@@ -289,7 +310,7 @@ def check_exemplar_norm_call(
     xp, layout, layer = check_layer_call(
         x, parameters,
         running=running, training=training, normalizers=normalizers, groups=groups, convention=convention,
-        eps=eps, momentum=momentum,
+        eps=eps, momentum=momentum, check_finite=check_finite,
     )  # fmt: skip
     check_choice(mixing, "mixing", MIXING)
     if params.conv_weight.ndim != 1:
@@ -301,8 +322,20 @@ def check_exemplar_norm_call(
     check_shape(params.conv_bias, "conv_bias", (), "a scalar, shape")
     check_shape(params.temperature, "temperature", (), "a scalar, shape")
     if check_finite:  # x itself is checked through its instance moments (branch_statistics)
-        check_finite_parameters(xp, parameters)
+        check_finite_parameters(xp, parameters, running)
     return layout, ExemplarNormConfig(**vars(layer), mixing=mixing)
+
+
+def check_generated_scores(xp: Any, generator: RatioGenerator) -> None:
+    """``ValueError`` naming ``conv_weight`` and ``conv_bias`` when the ratio generator's scores overflow:
+    their spread over the normalizers is infinite (so their inverse standard deviation is 0 and the
+    standardised scores would be 0: uniform ratios, silently) or a score is not finite."""
+    message = (
+        f"conv_weight and conv_bias are so large that the ratio generator's scores overflow {generator.ratios.dtype} "
+        "(their spread over the normalizers is infinite); expected parameters whose scores stay finite"
+    )
+    check_values(xp, generator.score_inv_std, "conv_weight", positive=True, message=message)
+    check_values(xp, generator.ratios, "conv_weight", message=message)
 
 
 # --------------------------------------------------------------------------------------------
@@ -324,9 +357,9 @@ def branch_statistics(
     """
     xp = namespace(x)
     moments, centered = instance_moments_and_centered(x, convention=config.convention, check_finite=check_finite)
-    scopes = scope_moments(moments, config.normalizers, convention=config.convention, layout=layout, groups=config.groups)
+    scopes = scope_moments(moments, config.normalizers, convention=config.convention, layout=layout, groups=config.groups, check_finite=False)
     scopes, new_running = use_running_statistics(
-        scopes, running, training=config.training, momentum=config.momentum, channels=layout.C
+        scopes, running, training=config.training, momentum=config.momentum, channels=layout.C, check_finite=check_finite
     )
     inv_stds = tuple(1.0 / xp.sqrt(var + config.eps) for var in scopes.variances)
     return Branches(moments, scopes, inv_stds), centered, new_running
@@ -530,7 +563,10 @@ def exemplar_norm_forward(
     xp = namespace(x)
     branches, centered, new_running = branch_statistics(x, running, layout, config, check_finite=check_finite)
     e = embedding(branches.moments.mean, branches.scopes.means, branches.inv_stds)
-    generator = ratio_generator(e, conv_weight, conv_bias, temperature)
+    with overflow_checked_afterwards() if check_finite else contextlib.nullcontext():
+        generator = ratio_generator(e, conv_weight, conv_bias, temperature)
+    if check_finite:  # the embedding is bounded; scores that overflow come from the kernel and bias
+        check_generated_scores(xp, generator)
     mixture = mix(branches, generator.ratios, e, config.mixing, config.eps)
     y = normalize(centered, gamma, beta, mixture.scale, mixture.shift)
     cache = ExemplarNormCache(centered, gamma, branches, generator, mixture, layout, tuple(x.shape), config)
@@ -562,7 +598,9 @@ def exemplar_norm_backward(dy: Array, cache: ExemplarNormCache) -> ExemplarNormG
     xp = check_upstream(dy, cache.centered, cache.shape)
     dy3 = xp.reshape(dy, (layout.N, layout.C, layout.M))
     normalized = normalize_vjp(dy3, cache.centered, cache.gamma, mixture.scale, mixture.shift)
-    mixed = mix_vjp(normalized.sum_dxhat, normalized.sum_dxhat_centered, mixture, branches)
+    with overflow_checked_afterwards():
+        mixed = mix_vjp(normalized.sum_dxhat, normalized.sum_dxhat_centered, mixture, branches)
+    check_ratio_gradient(xp, mixed.dratios, "per-sample ratios")
     generated = ratio_generator_vjp(mixed.dratios, generator)
     embedded = embedding_vjp(generated.dembedding, generator.embedding, branches.inv_stds)
     statistics = BranchGrads(  # the mixing's and the embedding's paths to the statistics, summed

@@ -71,10 +71,10 @@ def plain_norm_forward(
     xp, layout, layer = check_layer_call(
         x, parameters,
         running=running, training=training, normalizers=(normalizer,), groups=groups, convention=convention,
-        eps=eps, momentum=momentum,
+        eps=eps, momentum=momentum, check_finite=check_finite,
     )  # fmt: skip
     if check_finite:  # x itself is checked through its instance moments
-        check_finite_parameters(xp, parameters)
+        check_finite_parameters(xp, parameters, running)
     config = SwitchNormConfig(**vars(layer), mean_ratio=_ONE, var_ratio=_ONE)
     # SN's stages want one logit per normalizer; the fixed ratio ignores its value and passes no gradient.
     logit = xp.zeros((1,), dtype=x.dtype, device=device(x))

@@ -48,7 +48,7 @@ from typing import Any, NamedTuple
 
 from .._xp import Array, device, namespace
 from .linearized import Linearized
-from .simplex import softmax, softmax_vjp
+from .simplex import softmax_stage, softmax_stage_vjp
 
 EPS_RATIO = 1e-5
 """:math:`\\epsilon_r`, added to the variance of the scores before standardising them (SPEC §4)."""
@@ -305,7 +305,7 @@ class TemperedSoftmaxGrads(NamedTuple):
 
 def tempered_softmax(standardized: Array, temperature: Array) -> Array:
     r"""The ratios :math:`\lambda = \mathrm{softmax}(\tau \tilde s)` over the last axis (``tau`` multiplies)."""
-    return softmax(temperature * standardized)
+    return softmax_stage(temperature * standardized)
 
 
 def tempered_softmax_vjp(dratios: Array, ratios: Array, standardized: Array, temperature: Array) -> TemperedSoftmaxGrads:
@@ -320,7 +320,7 @@ def tempered_softmax_vjp(dratios: Array, ratios: Array, standardized: Array, tem
         \frac{\partial L}{\partial \tau} = \sum_{n,k} \ell_{nk}\, \tilde s_{nk} .
     """
     xp = namespace(dratios, ratios, standardized, temperature)
-    dlogits = softmax_vjp(dratios, ratios)
+    dlogits = softmax_stage_vjp(dratios, ratios)
     return TemperedSoftmaxGrads(temperature * dlogits, xp.sum(dlogits * standardized))
 
 

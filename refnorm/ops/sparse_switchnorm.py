@@ -119,7 +119,7 @@ def is_vertex(ratios: Array) -> bool:
 
 def _check_fixed(fixed: Any, K: int) -> FixedSides:
     if not isinstance(fixed, FixedSides):
-        raise TypeError(f"fixed must be a FixedSides, got {type(fixed).__name__}")
+        raise TypeError(f"fixed must be a FixedSides, got {type(fixed).__name__}; build one with refnorm.FixedSides(mean=..., var=...)")
     for side, index in zip(fixed._fields, fixed, strict=True):
         if index is None:
             continue
@@ -160,6 +160,13 @@ def check_sparse_switch_norm_call(
     K = len(layer.normalizers)
     learned = SparsestMax(radius, variant)
     fixed = _check_fixed(fixed, K)
+    for side, index, logits in (("mean", fixed.mean, mean_logits), ("var", fixed.var, var_logits)):
+        if index is None and K < 2:
+            raise ValueError(
+                f"{side}_logits has shape {tuple(logits.shape)}, expected (..., K) with K >= 2: the {side} ratios come from "
+                f"SparsestMax, which needs at least two normalizers (normalizers = {layer.normalizers}); for a single "
+                "normalizer use refnorm.plain_norm_forward"
+            )
     mean_ratio = learned if fixed.mean is None else FixedRatios(one_hot(fixed.mean, K))
     var_ratio = learned if fixed.var is None else FixedRatios(one_hot(fixed.var, K))
     return layout, SwitchNormConfig(**vars(layer), mean_ratio=mean_ratio, var_ratio=var_ratio)

@@ -85,7 +85,7 @@ from typing import Any, NamedTuple
 
 from .._xp import Array, device, full_like_on, namespace
 from . import _sparsestmax_fast
-from ._validation import check_choice, check_finite, check_floating, check_nonnegative_number, check_same_dtype, namespace_of
+from ._validation import check_choice, check_finite, check_floating, check_like, check_nonnegative_number, check_record, namespace_of
 from .linearized import Linearized
 
 VARIANTS = ("paper", "official")
@@ -113,22 +113,16 @@ def rounding_tolerance(xp: Any, dtype: Any) -> float:
 # --------------------------------------------------------------------------------------------
 
 
-def _namespace_of(named: dict[str, Any]) -> Any:
-    """The namespace of the named arrays, none of which is optional: ``TypeError`` naming one that is not an array."""
-    for name, value in named.items():
-        if value is None:
-            raise TypeError(f"{name} must be an array, got None")
-    return namespace_of(named)
-
-
 def _check_logits(logits: Array, name: str = "logits") -> tuple[Any, int]:
     """Validate a logit array (floating, simplex axis last with K >= 2, finite); return ``(xp, K)``."""
-    xp = _namespace_of({name: logits})
+    xp = namespace_of({name: logits})
     check_floating(xp, logits, name)
     if logits.ndim < 1 or logits.shape[-1] < 2:
         raise ValueError(
             f"{name} has shape {tuple(logits.shape)}, expected (..., K) with K >= 2 entries on the last (simplex) axis"
         )
+    if any(size < 1 for size in logits.shape):
+        raise ValueError(f"{name} has shape {tuple(logits.shape)}, expected no axis of size 0")
     check_finite(xp, logits, name)
     return xp, int(logits.shape[-1])
 
@@ -137,22 +131,10 @@ def _check_radius_and_variant(radius: Any, variant: Any) -> tuple[float, str]:
     return check_nonnegative_number(radius, "radius"), check_choice(variant, "variant", VARIANTS)
 
 
-def _check_like(xp: Any, value: Array, name: str, like: Array, like_name: str) -> None:
-    """A cotangent or tangent ``value``: floating, finite, and of the dtype and shape of ``like``.
-
-    Shapes must be equal, not broadcastable: a ``(4, K)`` cotangent for a ``(K,)`` output is a
-    caller's bug that broadcasting would hide.
-    """
-    check_floating(xp, value, name)
-    check_same_dtype(like_name, like, [(name, value)])
-    if tuple(value.shape) != tuple(like.shape):
-        raise ValueError(f"{name} has shape {tuple(value.shape)}, expected the shape of {like_name} = {tuple(like.shape)}")
-    check_finite(xp, value, name)
-
-
 def _check_stages(stages: Any) -> None:
     if not isinstance(stages, SparsestMaxStages):
         raise TypeError(f"stages must be the SparsestMaxStages that sparsestmax_forward returned, got {type(stages).__name__}")
+    check_record(stages, "stages")
 
 
 # --------------------------------------------------------------------------------------------
@@ -231,9 +213,9 @@ def _sparsemax_stage_vjp(g: Array, support: Array, size: Array, xp: Any) -> Arra
 
 
 def _check_ratios(ratios: Array, cotangent: Array, cotangent_name: str) -> Any:
-    xp = _namespace_of({cotangent_name: cotangent, "ratios": ratios})
+    xp = namespace_of({cotangent_name: cotangent, "ratios": ratios})
     _check_logits(ratios, "ratios")
-    _check_like(xp, cotangent, cotangent_name, ratios, "ratios")
+    check_like(xp, cotangent, cotangent_name, ratios, "ratios")
     return xp
 
 
@@ -536,8 +518,8 @@ def sparsestmax(logits: Array, radius: float, *, variant: str = "paper") -> Arra
 
 def _check_stages_and(stages: Any, value: Array, name: str) -> Any:
     _check_stages(stages)
-    xp = _namespace_of({name: value, "stages": stages.vertex})
-    _check_like(xp, value, name, stages.vertex, "the forward's ratios")
+    xp = namespace_of({name: value, "stages": stages.vertex})
+    check_like(xp, value, name, stages.vertex, "the forward's ratios")
     return xp
 
 

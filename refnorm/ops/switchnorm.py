@@ -43,9 +43,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from ._validation import check_shape
+from ._validation import check_shape, overflow_checked_afterwards
 from .._xp import Array, namespace
-from .layer import LayerConfig, check_cache, check_finite_parameters, check_layer_call, check_upstream, normalize, normalize_vjp
+from .layer import (
+    LayerConfig,
+    check_cache,
+    check_finite_parameters,
+    check_layer_call,
+    check_ratio_gradient,
+    check_upstream,
+    normalize,
+    normalize_vjp,
+)
 from .linearized import Linearized
 from .running import BatchAverage, RunningStats, use_running_statistics
 from .simplex import SOFTMAX, FixedRatios, RatioFunction
@@ -196,11 +205,11 @@ def check_switch_norm_call(
     xp, layout, config = check_layer_call(
         x, parameters,
         running=running, training=training, normalizers=normalizers, groups=groups, convention=convention,
-        eps=eps, momentum=momentum,
+        eps=eps, momentum=momentum, check_finite=check_finite,
     )  # fmt: skip
     check_logits(mean_logits, var_logits, config.normalizers)
     if check_finite:  # x itself is checked through its instance moments (stage 1)
-        check_finite_parameters(xp, parameters)
+        check_finite_parameters(xp, parameters, running)
     return xp, layout, config
 
 
@@ -279,8 +288,11 @@ def mix_vjp(sum_dxhat: Array, sum_dxhat_centered: Array, mixture: MixedStatistic
     B = -0.5 * r * r * (r * sum_dxhat_centered + mixture.shift * sum_dxhat)
 
     scopes = mixture.scopes
-    dmean_ratios = xp.stack([xp.sum(A * mean) for mean in scopes.means])
-    dvar_ratios = xp.stack([xp.sum(B * var) for var in scopes.variances])
+    with overflow_checked_afterwards():
+        dmean_ratios = xp.stack([xp.sum(A * mean) for mean in scopes.means])
+        dvar_ratios = xp.stack([xp.sum(B * var) for var in scopes.variances])
+    check_ratio_gradient(xp, dmean_ratios, "mean ratios")
+    check_ratio_gradient(xp, dvar_ratios, "variance ratios")
     dmean_logits = config.mean_ratio.vjp(dmean_ratios, mixture.mean_ratios, mixture.mean_aux)
     dvar_logits = config.var_ratio.vjp(dvar_ratios, mixture.var_ratios, mixture.var_aux)
 
@@ -389,9 +401,9 @@ def switch_norm_stages(
     # Stage 1: instance moments, and the centred input the variance is computed from.
     moments, centered = instance_moments_and_centered(x, convention=config.convention, check_finite=check_finite)
     # Stage 2: scope moments (BN from the running statistics in evaluation), the new running state.
-    scopes = scope_moments(moments, config.normalizers, convention=config.convention, layout=layout, groups=config.groups)
+    scopes = scope_moments(moments, config.normalizers, convention=config.convention, layout=layout, groups=config.groups, check_finite=False)
     scopes, new_running = use_running_statistics(
-        scopes, running, training=config.training, momentum=config.momentum, channels=layout.C
+        scopes, running, training=config.training, momentum=config.momentum, channels=layout.C, check_finite=check_finite
     )
     # Stage 3: ratios and mixed statistics.
     mixture = mix(moments, scopes, mean_logits, var_logits, config)

@@ -52,8 +52,9 @@ from typing import Any
 import numpy as np
 
 from .._xp import to_numpy
+from ..ops._validation import check_bool, check_name, check_nonnegative_number, describe
 from .catalog import KINDS, OPS, Case, cases
-from .evaluation import Evaluation, cast_floating, evaluate
+from .evaluation import BACKENDS, Evaluation, cast_floating, evaluate
 from .golden import SHIPPED, GoldenCase, GoldenError, load_manifest, read_case, same_params
 from .reports import CaseEntry, Report, write_json, write_junit_xml
 from .tolerances import (
@@ -162,6 +163,21 @@ def _rebuild_error(message: str, fields: dict[str, Any]) -> ConformanceError:
     return ConformanceError(message, **fields)
 
 
+def _check_op(op: Any) -> str:
+    """``TypeError`` unless ``op`` is a str, ``ValueError`` unless it is an op of the catalog."""
+    if not isinstance(op, str):
+        raise TypeError(f"op must be the name of an op, one of {tuple(OPS)}; got {describe(op)}")
+    if op not in OPS:
+        raise ValueError(f"unknown op {op!r}; expected one of {tuple(OPS)}")
+    return op
+
+
+def _check_source(source: Any) -> None:
+    """``TypeError`` unless ``source`` is ``"live"``, ``"shipped"`` or a path (a str or ``os.PathLike``)."""
+    if not isinstance(source, str | os.PathLike):
+        raise TypeError(f"source must be 'live', 'shipped' or the path of a golden set, got {describe(source)}")
+
+
 @dataclass(frozen=True)
 class Adapter:
     """How the conformance kit calls an implementation of one op.
@@ -210,9 +226,17 @@ class Adapter:
 
 
 def refnorm_adapter(op: str, *, dtype: str = "float64", backend: str = "numpy") -> Adapter:
-    """refnorm itself as an :class:`Adapter` (self-consistency checks, and a template for yours)."""
-    if op not in OPS:
-        raise ValueError(f"unknown op {op!r}; expected one of {tuple(OPS)}")
+    """refnorm itself as an :class:`Adapter` (self-consistency checks, and a template for yours).
+
+    ``op`` one of the catalog's ops, ``dtype`` ``"float32"`` or ``"float64"``, ``backend`` one of
+    :data:`refnorm.oracle.evaluation.BACKENDS`.
+    """
+    _check_op(op)
+    dtype_name(dtype)
+    if not isinstance(backend, str):
+        raise TypeError(f"backend must be a str, one of {', '.join(map(repr, BACKENDS))}; got {describe(backend)}")
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(map(repr, BACKENDS))}")
 
     def forward(inputs: dict[str, np.ndarray], params: Mapping[str, Any]) -> dict[str, np.ndarray]:
         evaluation = evaluate(op, params, inputs, backend=backend)
@@ -247,7 +271,18 @@ def assert_allclose_named(
     ``actual``'s dtype) and ``direction`` (``"forward"`` or ``"backward"``).
     """
     __tracebackhide__ = True
-    actual = np.asarray(to_numpy(actual))
+    if not isinstance(case, Case):
+        check_name(case, "case")
+    check_name(array, "array")
+    for name, value in (("rtol", rtol), ("atol", atol)):
+        if value is not None:
+            check_nonnegative_number(value, name)
+    if dtype is not None:
+        dtype_name(dtype)
+    # actual is what the implementation returned: anything that is not a real array fails the comparison
+    actual = np.asarray(to_numpy(actual)) if hasattr(actual, "__dlpack__") or isinstance(actual, np.generic) else np.asarray(actual, dtype=object)
+    if dtype is None and actual.dtype.kind != "f":
+        dtype = np.float64  # the tolerances of the reference's precision; compare() fails a non-numeric actual
     default = default_tolerance(dtype if dtype is not None else actual.dtype, direction)
     result = compare(actual, expected, rtol=default.rtol if rtol is None else rtol, atol=default.atol if atol is None else atol, array=array)
     if not result.passed:
@@ -316,7 +351,10 @@ _MANIFEST_CACHE: dict[Path, dict[str, Any]] = {}
 
 def _manifest(directory: Path) -> dict[str, Any]:
     if directory not in _MANIFEST_CACHE:
-        _MANIFEST_CACHE[directory] = load_manifest(directory)
+        try:
+            _MANIFEST_CACHE[directory] = load_manifest(directory)
+        except GoldenError as error:
+            raise GoldenError(f"source {str(directory)!r} is not a golden set refnorm can read: {error}") from None
     return _MANIFEST_CACHE[directory]
 
 
@@ -484,6 +522,8 @@ def check_conformance(
         raise TypeError(f"adapter must be a refnorm.testing.Adapter, got {type(adapter).__name__}")
     if not isinstance(case, Case):
         raise TypeError(f"case must be a catalog Case (refnorm.oracle.catalog.cases()), got {type(case).__name__}")
+    _check_source(source)
+    check_bool(check_error_messages, "check_error_messages")
     if case.kind == "error":
         return _check_error_case(adapter, case, check_error_messages)
     dtype = dtype_name(adapter.dtype)
@@ -539,6 +579,8 @@ def check_conformance(
 def _patterns(what: str, value: str | Iterable[str] | None) -> tuple[str, ...]:
     if value is None:
         return ()
+    if not isinstance(value, str) and not isinstance(value, Iterable):
+        raise TypeError(f"{what} must be a case id or fnmatch pattern, or several; got {describe(value)}")
     patterns = (value,) if isinstance(value, str) else tuple(value)
     for pattern in patterns:
         if not isinstance(pattern, str) or not pattern:
@@ -586,10 +628,14 @@ def _plan(
     ``expected_failures`` then apply to the selected cases. A case both skipped and expected to
     fail is skipped (a case that cannot run cannot fail).
     """
-    if op not in OPS:
-        raise ValueError(f"unknown op {op!r}; expected one of {tuple(OPS)}")
+    _check_op(op)
+    _check_source(source)
+    if not isinstance(kinds, str) and not isinstance(kinds, Iterable):
+        raise TypeError(f"kinds must be a kind or several, a subset of {KINDS}; got {describe(kinds)}")
     kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
     for kind in kinds:
+        if not isinstance(kind, str):
+            raise TypeError(f"kinds holds {describe(kind)}; expected a subset of {KINDS}")
         if kind not in KINDS:
             raise ValueError(f"kinds holds {kind!r}; expected a subset of {KINDS}")
     candidates = [c for kind in kinds for c in cases(kind=kind, op=op)]
@@ -686,6 +732,9 @@ def conformance_checks(
     """
     import pytest
 
+    if not isinstance(adapter, Adapter):
+        raise TypeError(f"adapter must be a refnorm.testing.Adapter, got {type(adapter).__name__}")
+    check_bool(check_error_messages, "check_error_messages")
     params = []
     for planned in _plan(op, kinds, select, skip, expected_failures, source):
         marks = []
@@ -710,6 +759,7 @@ def parametrize_conformance(adapter: Adapter, *, op: str, argname: str = "check"
     """
     import pytest
 
+    check_name(argname, "argname")
     return pytest.mark.parametrize(argname, conformance_checks(adapter, op=op, **options))
 
 
@@ -862,6 +912,7 @@ def run_conformance(
     if not isinstance(adapter, Adapter):
         raise TypeError(f"adapter must be a refnorm.testing.Adapter, got {type(adapter).__name__}")
     dtype = dtype_name(adapter.dtype)
+    check_bool(check_error_messages, "check_error_messages")
     plan = _plan(op, kinds, select, skip, expected_failures, source)
     started = time.perf_counter()
     outcomes = []

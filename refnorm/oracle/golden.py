@@ -108,8 +108,10 @@ Progress = Callable[[int, int, str], None]
 """``progress(done, total, case_id)``, called before each case."""
 
 
-class GoldenError(Exception):
-    """A golden set cannot be written or read as asked (the message says why)."""
+class GoldenError(ValueError):
+    """A golden set cannot be written or read as asked (the message says why).
+
+    A ``ValueError``: what was asked (a directory, a manifest, a case) is the wrong value."""
 
 
 # --------------------------------------------------------------------------------------------

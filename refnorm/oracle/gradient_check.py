@@ -271,7 +271,10 @@ def _flatten(value: Any) -> list[np.ndarray]:
         return [a for item in value for a in _flatten(item)]
     if isinstance(value, bool | int | float | str):
         return [np.asarray(value)]
-    return [np.asarray(to_numpy(value))]
+    try:
+        return [np.asarray(to_numpy(value))]
+    except Exception:  # noqa: BLE001 - anything unreadable is the finding
+        raise _Malformed(f"holds {_describe(value)}, not arrays, tuples and numbers") from None
 
 
 def _describe(value: Any) -> str:
@@ -573,6 +576,11 @@ def gradcheck(
         raise TypeError(f"fun's Linearized has a pullback that is {_describe(base.pullback)}, not callable")
     if base.pushforward is not None and not callable(base.pushforward):
         raise TypeError(f"fun's Linearized has a pushforward that is {_describe(base.pushforward)}, not callable (or None)")
+    if base.active_set is not None:
+        try:
+            _flatten(base.active_set)
+        except _Malformed as error:
+            raise TypeError(f"fun's Linearized has an active_set that {error}") from None
     out_parts = _output_parts(base.out)
 
     # Salted, so the directions never repeat a stream the caller drew its inputs from with the

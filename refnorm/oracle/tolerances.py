@@ -38,6 +38,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ..ops._validation import check_name, check_nonnegative_number, describe
 from .catalog import Case
 
 DIRECTIONS = ("forward", "backward")
@@ -71,8 +72,17 @@ def _significant(value: float) -> float:
 
 
 def dtype_name(dtype: Any) -> str:
-    """``"float32"`` or ``"float64"`` for a NumPy/array dtype or its name; ``ValueError`` otherwise."""
-    name = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
+    """``"float32"`` or ``"float64"`` for a NumPy/array dtype or its name; ``TypeError`` for something
+    that is not a dtype (``None`` included), ``ValueError`` for another dtype."""
+    if isinstance(dtype, str):
+        name = dtype
+    else:
+        try:
+            name = np.dtype(dtype).name if dtype is not None else None
+        except TypeError:
+            name = None
+        if name is None:
+            raise TypeError(f"dtype must be 'float32' or 'float64' (a name or a NumPy dtype), got {describe(dtype)}")
     if name not in DTYPES:
         raise ValueError(f"dtype {dtype!r} has no default tolerance; expected one of {DTYPES}")
     return name
@@ -220,10 +230,28 @@ def compare(actual: Any, expected: Any, *, rtol: float, atol: float, array: str 
 
     Both are converted to NumPy float64 (integer/boolean arrays compare exactly). NaN or infinity
     in ``actual`` where ``expected`` is finite counts as an infinite error, and is counted as such
-    (:attr:`Comparison.nan_count`, :attr:`Comparison.inf_count`).
+    (:attr:`Comparison.nan_count`, :attr:`Comparison.inf_count`). ``actual`` is judged, whatever it
+    is: one that is not a real numeric array (complex, strings, objects, ``None``) fails the
+    comparison. ``expected`` must be a real numeric array, ``rtol`` and ``atol`` finite numbers
+    ``>= 0`` and ``array`` a non-empty name (``TypeError``/``ValueError`` otherwise).
     """
-    actual = np.asarray(actual)
+    rtol = check_nonnegative_number(rtol, "rtol")
+    atol = check_nonnegative_number(atol, "atol")
+    array = check_name(array, "array")
     expected = np.asarray(expected)
+    if expected.dtype.kind not in "biuf":
+        got = "objects" if expected.dtype.kind == "O" else f"dtype {expected.dtype}"
+        raise TypeError(f"expected must be refnorm's value, a real numeric array, got {got}")
+    try:
+        actual = np.asarray(actual)
+    except Exception as error:  # noqa: BLE001 - whatever the implementation returned, judge it
+        actual = np.asarray(None)
+        note = f"; converting it raised {type(error).__name__}: {error}"
+    else:
+        note = ""
+    if actual.dtype.kind not in "biuf":
+        what = "objects" if actual.dtype.kind == "O" else f"dtype {actual.dtype}"
+        return Comparison(array, False, tuple(expected.shape), rtol, atol, problem=f"not a real numeric array ({what}){note}")
     if actual.shape != expected.shape:
         return Comparison(array, False, tuple(expected.shape), rtol, atol,
                           problem=f"shape {tuple(actual.shape)}, expected {tuple(expected.shape)}")  # fmt: skip
@@ -303,8 +331,12 @@ def recommended_tolerances(case: Case, reference: Any = None) -> RecommendedTole
     float64: the defaults. float32: the defaults, widened where refnorm's own float32 evaluation
     needs it (module docstring). Then the case's explicit ``tolerances`` overrides.
     """
-    from .evaluation import evaluate, evaluate_case
+    from .evaluation import Evaluation, evaluate, evaluate_case
 
+    if not isinstance(case, Case):
+        raise TypeError(f"case must be a catalog Case (refnorm.oracle.catalog.cases()), got {describe(case)}")
+    if reference is not None and not isinstance(reference, Evaluation):
+        raise TypeError(f"reference must be None or the case's float64 Evaluation (evaluate_case(case)), got {describe(reference)}")
     tolerances = {dtype: dict(by_direction) for dtype, by_direction in DEFAULT_TOLERANCES.items()}
     notes: list[str] = []
     widened: list[str] = []

@@ -362,6 +362,11 @@ def _exemplar_norm_errors() -> Iterator[Case]:
                training=False, edit=drop_inputs("running_mean", "running_var"))  # fmt: skip
     yield case("running-var-shape", ValueError, r"running\.var has shape \(5,\), expected \(C,\) = \(4,\)",
                training=False, edit=replace_input("running_var", lambda v: np.append(v, 1.0)))  # fmt: skip
+    yield case("eps-below-dtype-bound", ValueError, r"eps = 1e-310 is too small for (\w+\.)?float(64|32)", eps=1e-310)
+    yield case("x-pooled-variance-overflow", ValueError, r"x (has values so far apart that the BN variance overflows|contains NaN or infinity)",
+               edit=replace_input("x", lambda x: np.concatenate([x[:1] + 3e154, x[1:]])))  # fmt: skip
+    yield case("running-var-negative", ValueError, r"running\.var has a negative entry", training=False,
+               edit=replace_input("running_var", lambda v: -v - 1.0))  # fmt: skip
 
 
 # The stages of the ratio generator. Their sample cases exercise each stage's VJP; the reference

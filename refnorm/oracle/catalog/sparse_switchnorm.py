@@ -212,6 +212,9 @@ def _sparse_switch_norm_errors() -> Iterator[Case]:
     yield case("eval-without-running", ValueError, r"evaluation mode with 'bn' in normalizers needs running statistics",
                training=False, edit=drop_inputs("running_mean", "running_var"))  # fmt: skip
     yield case("momentum-above-1", ValueError, r"momentum must lie in \[0, 1\], got 1\.5", momentum=1.5)
+    yield case("single-normalizer-var-side", ValueError, r"var_logits has shape \(1,\), expected \(\.\.\., K\) with K >= 2: the var ratios",
+               normalizers=("bn",), fixed=(0, None), note="the mean side is fixed, so it is the variance logits that need K >= 2")  # fmt: skip
+    yield case("eps-below-dtype-bound", ValueError, r"eps = 1e-310 is too small for (\w+\.)?float(64|32)", eps=1e-310)
 
 
 

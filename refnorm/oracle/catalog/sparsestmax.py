@@ -159,6 +159,7 @@ def _sparsemax_errors() -> Iterator[Case]:
     yield case("nan", ValueError, r"logits contains NaN or infinity", edit=replace_input("logits", with_element(np.nan)))
     yield case("minus-inf", ValueError, r"logits contains NaN or infinity", edit=replace_input("logits", with_element(-np.inf, (1, 2))),
                note="-inf logits (attention masks) gave NaN in ports (deep-spin/entmax#17); refnorm refuses them")  # fmt: skip
+    yield case("empty-batch", ValueError, r"logits has shape \(0, 3\), expected no axis of size 0", shape=(0, 3))
 
 
 _SPARSESTMAX_STAGES = (
@@ -246,6 +247,7 @@ def _sparsestmax_errors() -> Iterator[Case]:
                edit=replace_input("logits", lambda z: np.round(z).astype(np.int64)))  # fmt: skip
     yield case("nan", ValueError, r"logits contains NaN or infinity", edit=replace_input("logits", with_element(np.nan)))
     yield case("inf", ValueError, r"logits contains NaN or infinity", edit=replace_input("logits", with_element(np.inf, (1, 1))))
+    yield case("empty-batch", ValueError, r"logits has shape \(0, 3\), expected no axis of size 0", shape=(0, 3))
 
 
 

@@ -181,6 +181,18 @@ def _switch_norm_errors() -> Iterator[Case]:
                training=False, edit=drop_inputs("running_mean", "running_var"))  # fmt: skip
     yield case("running-mean-shape", ValueError, r"running.mean has shape \(3,\), expected \(C,\) = \(4,\)",
                training=False, edit=replace_input("running_mean", lambda m: m[:3]))  # fmt: skip
+    # The error contract of refnorm 0.2: numbers at the edges, teaching messages.
+    yield case("eps-below-dtype-bound", ValueError, r"eps = 1e-310 is too small for (\w+\.)?float(64|32): expected eps >= ", eps=1e-310,
+               note="below finfo.max ** (-2/3), constant input would give dx NaN: (var + eps)^(-1/2) squared overflows")  # fmt: skip
+    yield case("x-pooled-variance-overflow", ValueError, r"x (has values so far apart that the BN variance overflows|contains NaN or infinity)",
+               edit=replace_input("x", lambda x: np.concatenate([x[:1] + 3e154, x[1:]])),
+               note="x[0] += 3e154: the BN variance overflows, and y[1] would be 0 instead of about -0.58 (float32: x itself overflows)")  # fmt: skip
+    yield case("running-var-negative", ValueError, r"running\.var has a negative entry", training=False,
+               edit=replace_input("running_var", lambda v: np.concatenate([v[:1], -v[1:2], v[2:]])))  # fmt: skip
+    yield case("running-mean-nan-training", ValueError, r"running\.mean contains NaN or infinity", running=True,
+               edit=replace_input("running_mean", with_element(np.nan)), note="a NaN running mean must not flow into the new running state")  # fmt: skip
+    yield case("gamma-channels-last", ValueError, r"gamma has shape \(4,\), expected \(C,\) = \(3,\); x has shape \(2, 3, 3, 4\) and refnorm expects channels first",
+               edit=replace_input("x", lambda x: np.moveaxis(x, 1, -1)), note="an NHWC input: the message says how to move the channels")  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------
@@ -251,6 +263,8 @@ def _plain_norm_errors() -> Iterator[Case]:
     yield case("x-integer", TypeError, r"x has dtype (\w+\.)?int32, expected a real floating dtype", edit=replace_input("x", lambda x: x.astype(np.int32)))
     yield case("official-HW1", ValueError, r"M - 1 = 0", shape=(2, 4, 1, 1), normalizer="in", convention="official")
     yield case("eval-without-running", ValueError, r"needs running statistics", training=False, edit=drop_inputs("running_mean", "running_var"))
+    yield case("eps-below-dtype-bound", ValueError, r"eps = 1e-300 is too small for (\w+\.)?float(64|32)", eps=1e-300)
+    yield case("running-var-nan", ValueError, r"running\.var contains NaN or infinity", training=False, edit=replace_input("running_var", with_element(np.nan)))
 
 
 
