@@ -361,14 +361,6 @@ def new_running_arrays(running: RunningStats | None) -> dict[str, Any]:
     return {} if running is None else {"new_running_mean": running.mean, "new_running_var": running.var}
 
 
-def mixture_active_set(cache: Any) -> Any:
-    """The active set of an SN-family forward (SN, SSN, a plain normalizer), as ``switch_norm_linearize`` computes it:
-    each side's ratio-function active set (SparsestMax's stages; ``None`` for softmax and fixed ratios)."""
-    mixture = cache.mixture
-    active = (cache.config.mean_ratio.active_set(mixture.mean_aux), cache.config.var_ratio.active_set(mixture.var_aux))
-    return None if active == (None, None) else active
-
-
 MARGIN = 0.05
 """SparsestMax logits drawn with a margin keep their stages under moves of ``MARGIN * scale`` (:func:`stages_survive`)."""
 

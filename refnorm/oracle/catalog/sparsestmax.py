@@ -11,7 +11,7 @@ import math
 import numpy as np
 
 from ...ops.linearized import Linearized
-from ...ops.sparsestmax import max_radius, sparsemax_linearize, sparsestmax_forward, sparsestmax_jvp, sparsestmax_vjp
+from ...ops.sparsestmax import max_radius, sparsemax_linearize, sparsestmax_forward, sparsestmax_hvp, sparsestmax_jvp, sparsestmax_vjp
 from .base import (
     CENTRE_KINK, MARGIN, ONE_HOT_KINK, ONE_HOT_LOGITS, Case, CaseMaker, Forward, OpInfo, explicit_values, logit_row, replace_input,
     with_defaults, with_element,
@@ -72,6 +72,7 @@ def _sparsestmax_forward(inputs: Mapping[str, Any], params: Mapping[str, Any]) -
         pullback=lambda dratios: (sparsestmax_vjp(dratios, stages),),
         pushforward=lambda dlogits: sparsestmax_jvp(dlogits, stages),
         active_set=stages.active_set(),
+        hvp=lambda dratios, dlogits: (sparsestmax_hvp(dratios, stages, dlogits),),
     )
     return Forward(linearized, {"ratios": ratios, **stages.arrays()})
 
