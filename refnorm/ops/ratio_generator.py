@@ -243,10 +243,15 @@ def channel_conv_jvp(e_dot: Array, weight_dot: Array, bias_dot: Array, e: Array,
 
     .. math:: \dot z = \dot b + \sum_j \big(w_j\, \dot e_{\dots, c + j - p} + \dot w_j\, e_{\dots, c + j - p}\big),
 
-    two convolutions with the same zero padding. The transpose of :func:`channel_conv_vjp`.
+    the product rule on every tap of the zero-padded signal. The transpose of :func:`channel_conv_vjp`.
     """
-    xp = namespace(e_dot, e)
-    return channel_conv(e_dot, weight, bias_dot) + channel_conv(e, weight_dot, xp.zeros_like(bias_dot))
+    xp = namespace(e_dot, e, weight, weight_dot)
+    q, C = weight.shape[0], e.shape[-1]
+    padded, padded_dot = _zero_pad_last(e, q // 2, xp), _zero_pad_last(e_dot, q // 2, xp)
+    z_dot = xp.zeros_like(e) + bias_dot
+    for j in range(q):
+        z_dot = z_dot + weight[j] * padded_dot[..., j : j + C] + weight_dot[j] * padded[..., j : j + C]
+    return z_dot
 
 
 def relu(z: Array) -> Array:

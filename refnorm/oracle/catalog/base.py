@@ -78,7 +78,8 @@ class OpInfo:
     ``make_inputs(rng, params)`` returns host float64 arrays by name: the differentiable
     ``arguments`` (in order) and any state the op needs (e.g. running statistics).
     ``forward(inputs, params)`` runs the op once at ``inputs`` (arrays of any backend, same names)
-    and returns its :class:`Forward`: the linearization and the named intermediates.
+    and returns its :class:`Forward`: the linearization (output, pullback, pushforward, and the
+    ``hvp`` where the op has a second order) and the named intermediates.
 
     ``params`` must survive a JSON round trip (golden manifests store them): strings, numbers,
     booleans, ``None`` and tuples of those. ``forward`` may be called on float32 inputs (the
@@ -93,6 +94,9 @@ class OpInfo:
     outputs: tuple[str, ...] | None = None
     """Names of the arrays in ``linearize(...).out`` (one per tuple element). ``None``: ``"y"``
     for a single array, ``"y0", "y1", ...`` for a tuple."""
+    hvp: bool = False
+    """Whether the op has a second order: its linearization carries an ``hvp`` (golden files then hold
+    ``hvp.*``, and the conformance kit checks an adapter's ``hvp``). Every op has a pushforward."""
 
     def linearize(self, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> Linearized:
         """The op's :class:`~refnorm.ops.linearized.Linearized` at ``inputs`` (what the gradient checker consumes)."""

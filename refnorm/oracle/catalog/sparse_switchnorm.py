@@ -74,6 +74,7 @@ SPARSE_SWITCH_NORM = OpInfo(
     make_inputs=_sparse_switch_norm_inputs,
     forward=_sparse_switch_norm_forward,
     description="Sparse Switchable Normalization: SN with SparsestMax ratios and fixed sides",
+    hvp=True,
 )
 
 

@@ -42,6 +42,7 @@ SPARSEMAX = OpInfo(
     make_inputs=_sparsemax_inputs,
     forward=_sparsemax_forward,
     description="Euclidean projection onto the simplex (last axis)",
+    hvp=True,
 )
 
 
@@ -83,6 +84,7 @@ SPARSESTMAX = OpInfo(
     make_inputs=_sparsestmax_inputs,
     forward=_sparsestmax_forward,
     description="SparsestMax: projection onto the simplex outside a ball about its centre (paper / official)",
+    hvp=True,
 )
 
 

@@ -33,6 +33,7 @@ SWITCH_NORM = OpInfo(
     make_inputs=lambda rng, params: normalization_inputs(rng, params, logits=len(params["normalizers"])),
     forward=_switch_norm_forward,
     description="Switchable Normalization with softmax ratios",
+    hvp=True,
 )
 
 _SHAPES = {"2d": (3, 4), "3d": (2, 3, 5), "4d": (2, 4, 3, 3), "5d": (2, 2, 2, 3, 2)}
@@ -200,6 +201,7 @@ PLAIN_NORM = OpInfo(
     make_inputs=lambda rng, params: normalization_inputs(rng, params, logits=None),
     forward=_plain_norm_forward,
     description="One normalizer alone: instance, layer, batch or group normalization",
+    hvp=True,
 )
 
 
