@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from ._validation import check_floating, check_same_dtype, namespace_of
 from .._xp import Array, asarray_on, namespace
 
 
@@ -79,7 +80,12 @@ def softmax_hvp(dratios: Array, ratios: Array, dlogits: Array) -> Array:
     matrix: :math:`H = \operatorname{diag}(a) - a w^\top - w a^\top` with
     :math:`a = w \odot (g - \langle w, g\rangle)`).
     """
-    xp = namespace(dratios, ratios, dlogits)
+    xp = namespace_of({"dratios": dratios, "ratios": ratios, "dlogits": dlogits})
+    for name, value in (("dratios", dratios), ("dlogits", dlogits)):
+        check_floating(xp, value, name)
+        check_same_dtype("ratios", ratios, [(name, value)])
+        if tuple(value.shape) != tuple(ratios.shape):
+            raise ValueError(f"{name} has shape {tuple(value.shape)}, expected the shape of ratios = {tuple(ratios.shape)}")
     ratios_dot = softmax_jvp(dlogits, ratios)
     centred = dratios - xp.sum(ratios * dratios, axis=-1, keepdims=True)
     return ratios_dot * centred - ratios * xp.sum(ratios_dot * dratios, axis=-1, keepdims=True)
