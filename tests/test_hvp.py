@@ -334,3 +334,37 @@ def test_the_second_order_check_catches_the_softmax_aliasing_bug(rng):
     )  # fmt: skip
     assert not result["mean_logits"].passed
     assert any("second order" in f for f in result["mean_logits"].failures)
+
+
+# --------------------------------------------------------------------------------------------
+# Over the input space
+# --------------------------------------------------------------------------------------------
+
+from hypothesis import given, strategies as st  # noqa: E402
+
+
+@given(
+    shape=st.sampled_from([(2, 4), (3, 2, 3), (1, 4, 2, 2), (2, 1, 3), (3, 4, 1, 1)]),
+    normalizers=st.sampled_from([("in", "ln", "bn"), ("ln", "bn"), ("bn", "ln"), ("gn", "in"), ("in",)]),
+    training=st.booleans(),
+    offset=st.sampled_from([0.0, 3.0, -40.0]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_the_jvp_is_the_transpose_of_the_backward_and_the_hessian_is_symmetric(shape, normalizers, training, offset, seed):
+    if len(shape) == 2 and "in" in normalizers:
+        normalizers = ("ln", "bn")
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape) + offset
+    C, K = shape[1], len(normalizers)
+    groups = 1 if "gn" in normalizers else None
+    args = (x, *_sn_params(rng, C, K))
+    running = RunningStats(offset + rng.standard_normal(C), rng.uniform(0.5, 1.5, C))
+    y, cache, _ = refnorm.switch_norm_forward(*args, normalizers=normalizers, groups=groups, running=running, training=training)
+    dy, t1, t2 = rng.standard_normal(y.shape), SwitchNormGrads(*_like(rng, args)), SwitchNormGrads(*_like(rng, args))
+    grads = refnorm.switch_norm_backward(dy, cache)
+    forward = float(np.vdot(dy, refnorm.switch_norm_jvp(t1, cache)))
+    backward = sum(float(np.vdot(g, t)) for g, t in zip(grads, t1))
+    gradient_norm = np.sqrt(sum(float(np.vdot(g, g)) for g in grads)) * np.sqrt(sum(float(np.vdot(t, t)) for t in t1))
+    assert abs(forward - backward) <= 1e-12 * max(gradient_norm, 1.0)
+    first, second, scale = _hessian_form(lambda v: refnorm.switch_norm_hvp(dy, cache, SwitchNormGrads(*v)), list(t1), list(t2))
+    assert abs(first - second) <= SYMMETRY * max(scale, gradient_norm, 1.0)
