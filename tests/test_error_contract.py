@@ -184,7 +184,7 @@ for layer in FORWARDS:
         bad(layer, "groups", "string", "2", TypeError, r"groups must be a positive int, got str \('2'\)")
         bad(layer, "groups", "not-dividing", 3, ValueError, r"normalizers include 'gn' but groups|groups = 3 was given but 'gn' is not in normalizers")
 for layer in ("switch_norm_forward", "switch_norm_sharded_forward"):
-    bad(layer, "mean_ratio", "string", "softmax", TypeError, r"mean_ratio must be a ratio function \(forward/vjp/jvp/active_set\), got str")
+    bad(layer, "mean_ratio", "string", "softmax", TypeError, r"mean_ratio must be a ratio function \(forward/vjp/jvp/hvp/active_set\), got str")
     bad(layer, "mean_ratio", "fixed-length", refnorm.FixedRatios((0.5, 0.5)), ValueError, r"logits have 3 entries, expected 2 for mean_ratio")
     bad(layer, "var_ratio", "None", None, TypeError, r"var_ratio must be a ratio function")
 bad("switch_norm_forward", "x", "channels-last", From(lambda x: np.moveaxis(x, 1, -1)[:, :, :1]), ValueError, r"gamma has shape \(4,\), expected \(C,\) = \(2,\); x has shape \(3, 2, 1, 4\) and refnorm expects channels first, \(N, C, \*spatial\): if x is channels-last \(N, \*spatial, C\), move its channels to axis 1 first \(xp\.permute_dims\(x, \(0, 3, 1, 2\)\)\)")  # fmt: skip
@@ -476,7 +476,7 @@ bad("assert_allclose_named", "rtol", "negative", -1.0, ValueError, r"rtol must b
 bad("assert_allclose_named", "rtol", "nan", float("nan"), ValueError, r"rtol must be a finite number >= 0, got nan")
 bad("assert_allclose_named", "atol", "list", LIST, TypeError, r"atol must be a Python number, got list")
 bad("assert_allclose_named", "dtype", "int", 3, TypeError, r"dtype must be 'float32' or 'float64' \(a name or a NumPy dtype\), got int \(3\)")
-bad("assert_allclose_named", "direction", "unknown", "sideways", ValueError, r"direction 'sideways', expected one of \('forward', 'backward'\)")
+bad("assert_allclose_named", "direction", "unknown", "sideways", ValueError, r"direction 'sideways', expected one of \('forward', 'backward', 'jvp', 'hvp'\)")
 bad("compare", "actual", "complex", np.ones(3, complex), None, r"not a real numeric array \(dtype complex128\)")  # a verdict: the comparison fails
 bad("compare", "actual", "None", None, None, r"not a real numeric array \(objects\)")
 bad("compare", "expected", "None", None, TypeError, r"expected must be refnorm's value, a real numeric array, got objects")

@@ -263,3 +263,91 @@ def normalize_vjp(dy: Array, centered: Array, gamma: Array, scale: Array, shift:
         sum_dxhat_centered=gamma[None, :] * sum_dy_centered,
         direct_scale=gamma[None, :] * scale,
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Forward mode and second order (docs/sn-jvp-hvp.md): the tangents' one check, and stage 4's
+# JVP and the derivative of its VJP
+# --------------------------------------------------------------------------------------------
+
+
+def check_tangents(tangents: Any, expected: type, shapes: Mapping[str, tuple[int, ...]], like: Array, function: str, name: str = "tangents") -> Any:
+    """The one check of a JVP's or HVP's tangents: ``tangents`` is the op's gradient container
+    ``expected`` (``SwitchNormGrads``, ...), holding for every differentiable argument a finite real
+    floating array of that argument's shape (``shapes``, by field) and of the library and dtype of
+    ``like`` (an array of the forward's cache). Shapes must be equal, not broadcastable. Returns the
+    array namespace; ``function`` names the JVP or HVP in messages.
+    """
+    if not isinstance(tangents, expected):
+        raise TypeError(
+            f"{name} must be a {expected.__name__} holding one tangent per differentiable argument of {function} "
+            f"({', '.join(expected._fields)}), got {type(tangents).__name__}"
+        )
+    xp = namespace_of({**{f"{name}.{field}": getattr(tangents, field) for field in expected._fields}, "the forward's cache": like})
+    for field in expected._fields:
+        value = getattr(tangents, field)
+        check_floating(xp, value, f"{name}.{field}")
+        check_same_dtype("the forward's arguments", like, [(f"{name}.{field}", value)])
+        check_shape(value, f"{name}.{field}", tuple(shapes[field]), "the shape of its argument")
+        check_finite(xp, value, f"{name}.{field}")
+    return xp
+
+
+def normalize_jvp(
+    centered: Array, gamma: Array, scale: Array, shift: Array, centered_dot: Array, gamma_dot: Array, beta_dot: Array, scale_dot: Array, shift_dot: Array
+) -> Array:
+    r"""JVP of :func:`normalize`: the tangent of :math:`y = (\gamma\,\text{scale})(x - \mu^{in}) + (\gamma\,\text{shift} + \beta)`.
+
+    .. math::
+
+        \dot y = (\dot\gamma\,\text{scale} + \gamma\,\dot{\text{scale}})(x - \mu^{in})
+        + \gamma\,\text{scale}\,(x - \mu^{in})^\cdot
+        + \dot\gamma\,\text{shift} + \gamma\,\dot{\text{shift}} + \dot\beta,
+
+    shape ``(N, C, M)``; ``scale``, ``shift`` and their tangents are ``(N, C)``.
+    """
+    g = gamma[None, :]
+    g_dot = gamma_dot[None, :]
+    return (
+        (g_dot * scale + g * scale_dot)[:, :, None] * centered
+        + (g * scale)[:, :, None] * centered_dot
+        + (g_dot * shift + g * shift_dot + beta_dot[None, :])[:, :, None]
+    )
+
+
+def normalize_vjp_jvp(
+    dy: Array, centered: Array, gamma: Array, scale: Array, shift: Array, centered_dot: Array, gamma_dot: Array, scale_dot: Array, shift_dot: Array
+) -> NormalizeGrads:
+    r"""The derivative of :func:`normalize_vjp` along a tangent of the point, ``dy`` held fixed
+    (forward-over-reverse), in a :class:`NormalizeGrads` of tangents.
+
+    Only :math:`P_0 = \sum_i dy\,(x - \mu^{in})` depends on the point among the per-instance sums
+    (:math:`\dot P_0 = \sum_i dy\,(x - \mu^{in})^\cdot`); with :math:`G_0 = \sum_i dy`:
+
+    .. math::
+
+        \dot{\bar\gamma} = \sum_n (\dot{\text{scale}}\,P_0 + \text{scale}\,\dot P_0 + \dot{\text{shift}}\,G_0), \quad
+        \dot{\bar\beta} = 0, \quad
+        \dot G = \dot\gamma\, G_0, \quad
+        \dot P = \dot\gamma\, P_0 + \gamma\, \dot P_0, \quad
+        (\gamma\,\text{scale})^\cdot = \dot\gamma\,\text{scale} + \gamma\,\dot{\text{scale}} .
+
+    """
+    xp = namespace(dy, centered)
+    sum_dy = xp.sum(dy, axis=2)
+    sum_dy_centered = xp.vecdot(dy, centered, axis=-1)
+    sum_dy_centered_dot = xp.vecdot(dy, centered_dot, axis=-1)
+    return NormalizeGrads(
+        dgamma=xp.sum(scale_dot * sum_dy_centered + scale * sum_dy_centered_dot + shift_dot * sum_dy, axis=0),
+        dbeta=xp.zeros_like(gamma),
+        sum_dxhat=gamma_dot[None, :] * sum_dy,
+        sum_dxhat_centered=gamma_dot[None, :] * sum_dy_centered + gamma[None, :] * sum_dy_centered_dot,
+        direct_scale=gamma_dot[None, :] * scale + gamma[None, :] * scale_dot,
+    )
+
+
+def constant_scopes(config: LayerConfig) -> tuple[str, ...]:
+    """The scopes whose statistics are constants of the call: BN in evaluation (the running statistics).
+
+    Their tangents are ``None`` in the JVPs, as their cotangents are in the VJPs."""
+    return () if config.training else ("bn",)

@@ -19,12 +19,21 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from .._xp import Array, device
-from .layer import check_finite_parameters, check_layer_call
+from .._xp import Array, device, namespace
+from .layer import check_cache, check_finite_parameters, check_layer_call, check_upstream
 from .linearized import Linearized
 from .running import BatchAverage, RunningStats
 from .simplex import FixedRatios
-from .switchnorm import SwitchNormCache, SwitchNormConfig, switch_norm_backward, switch_norm_stages
+from .switchnorm import (
+    SwitchNormCache,
+    SwitchNormConfig,
+    SwitchNormGrads,
+    check_switch_norm_tangents,
+    switch_norm_backward,
+    switch_norm_hvp,
+    switch_norm_jvp,
+    switch_norm_stages,
+)
 
 PLAIN_NORM_ARGUMENTS = ("x", "gamma", "beta")
 
@@ -40,11 +49,11 @@ class PlainNormOutput(NamedTuple):
 
 
 class PlainNormGrads(NamedTuple):
+    """Gradients of the loss with respect to every input of a plain normalizer (and the container of its tangents)."""
+
     dx: Array
     dgamma: Array
     dbeta: Array
-
-
 
 
 def plain_norm_forward(
@@ -91,8 +100,43 @@ def plain_norm_backward(dy: Array, cache: SwitchNormCache) -> PlainNormGrads:
     return PlainNormGrads(grads.dx, grads.dgamma, grads.dbeta)
 
 
+def _as_switch_norm_tangents(tangents: PlainNormGrads, cache: SwitchNormCache, function: str) -> SwitchNormGrads:
+    """Checked plain-normalizer tangents as SN's: the fixed ratio's dummy logits do not move."""
+    check_switch_norm_tangents(tangents, cache, function, PlainNormGrads)
+    zero = namespace(cache.centered).zeros_like(cache.mixture.mean_ratios)
+    return SwitchNormGrads(tangents.dx, tangents.dgamma, tangents.dbeta, zero, zero)
+
+
+def plain_norm_jvp(tangents: PlainNormGrads, cache: SwitchNormCache) -> Array:
+    """JVP of :func:`plain_norm_forward`: SN's (:func:`refnorm.switch_norm_jvp`) with the ratio fixed to 1.
+
+    ``tangents`` is a ``PlainNormGrads(dx=..., dgamma=..., dbeta=...)`` of tangents, each of its
+    argument's shape and dtype; returns the tangent of ``y``."""
+    check_cache(cache, SwitchNormCache, "plain_norm_forward")
+    return switch_norm_jvp(_as_switch_norm_tangents(tangents, cache, "plain_norm_jvp"), cache)
+
+
+def plain_norm_hvp(dy: Array, cache: SwitchNormCache, tangents: PlainNormGrads) -> PlainNormGrads:
+    """Second order of :func:`plain_norm_forward`: the derivative of :func:`plain_norm_backward` ``(dy, ·)``
+    along ``tangents``, SN's (:func:`refnorm.switch_norm_hvp`) with the ratio fixed to 1."""
+    check_cache(cache, SwitchNormCache, "plain_norm_forward")
+    check_upstream(dy, cache.centered, cache.shape)
+    hvp = switch_norm_hvp(dy, cache, _as_switch_norm_tangents(tangents, cache, "plain_norm_hvp"))
+    return PlainNormGrads(hvp.dx, hvp.dgamma, hvp.dbeta)
+
+
 def plain_norm_linearize(x: Array, gamma: Array, beta: Array, **config: Any) -> Linearized:
-    """A plain normalizer at a point, as :func:`refnorm.gradcheck` consumes it."""
+    """A plain normalizer at a point, as :func:`refnorm.gradcheck` consumes it (pullback, pushforward, HVP)."""
     y, cache, _ = plain_norm_forward(x, gamma, beta, **config)
-    return Linearized(out=y, pullback=lambda dy: tuple(plain_norm_backward(dy, cache)))
+    return linearization(y, cache)
+
+
+def linearization(y: Array, cache: SwitchNormCache) -> Linearized:
+    """A plain normalizer's output with its backward, JVP and HVP."""
+    return Linearized(
+        out=y,
+        pullback=lambda dy: tuple(plain_norm_backward(dy, cache)),
+        pushforward=lambda *tangents: plain_norm_jvp(PlainNormGrads(*tangents), cache),
+        hvp=lambda dy, *tangents: tuple(plain_norm_hvp(dy, cache, PlainNormGrads(*tangents))),
+    )
 

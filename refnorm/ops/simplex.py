@@ -1,7 +1,7 @@
 r"""Maps from logits onto the probability simplex, with their VJPs and JVPs.
 
 Switchable Normalization turns each logit vector into importance ratios with one of these maps.
-A *ratio function* is any object with the four methods of :class:`RatioFunction`; SN takes one
+A *ratio function* is any object with the five methods of :class:`RatioFunction`; SN takes one
 for the means and one for the variances, which is how Sparse SN reuses SN with SparsestMax
 instead of softmax, and how a side fixed to a vertex stops receiving gradient.
 
@@ -22,11 +22,15 @@ from .._xp import Array, asarray_on, namespace
 
 @runtime_checkable
 class RatioFunction(Protocol):
-    """What SN needs from a map onto the simplex.
+    r"""What SN needs from a map onto the simplex.
 
     ``forward`` returns the ratios and an auxiliary value (whatever the derivatives need);
-    ``vjp`` and ``jvp`` take that value back. ``active_set`` tells the gradient checker which
-    smooth piece of a piecewise-smooth map the point lies on (``None`` for smooth maps).
+    ``vjp``, ``jvp`` and ``hvp`` take that value back. ``hvp(dratios, ratios, aux, dlogits)`` is
+    the second-order term of the layers' HVPs: the derivative of ``vjp(dratios, ...)`` along the
+    logit tangent ``dlogits`` with ``dratios`` held fixed, the Hessian of
+    :math:`\langle \bar w, \mathrm{ratio}(z) \rangle` times :math:`\dot z`. ``active_set`` tells
+    the gradient checker which smooth piece of a piecewise-smooth map the point lies on (``None``
+    for smooth maps).
     """
 
     def forward(self, logits: Array) -> tuple[Array, Any]: ...
@@ -34,6 +38,8 @@ class RatioFunction(Protocol):
     def vjp(self, dratios: Array, ratios: Array, aux: Any) -> Array: ...
 
     def jvp(self, dlogits: Array, ratios: Array, aux: Any) -> Array: ...
+
+    def hvp(self, dratios: Array, ratios: Array, aux: Any, dlogits: Array) -> Array: ...
 
     def active_set(self, aux: Any) -> Any: ...
 
@@ -126,6 +132,32 @@ def _check_structure_like(value: Any, name: str, ratios: Any) -> Any:
     return xp
 
 
+def softmax_hvp(dratios: Array, ratios: Array, dlogits: Array) -> Array:
+    r"""The derivative of :func:`softmax_vjp` along a logit tangent, the cotangent held fixed.
+
+    With :math:`g` = ``dratios``, :math:`\dot z` = ``dlogits`` and
+    :math:`\dot w = w \odot (\dot z - \langle w, \dot z\rangle)` (:func:`softmax_jvp`),
+    differentiating :math:`J^\top g = w \odot (g - \langle w, g\rangle)` gives
+
+    .. math::
+
+        H \dot z = \dot w \odot (g - \langle w, g \rangle) - w\, \langle \dot w, g \rangle,
+
+    the Hessian of :math:`\langle g, \mathrm{softmax}(z) \rangle` times :math:`\dot z` (a symmetric
+    matrix: :math:`H = \operatorname{diag}(a) - a w^\top - w a^\top` with
+    :math:`a = w \odot (g - \langle w, g\rangle)`).
+    """
+    xp = namespace_of({"dratios": dratios, "ratios": ratios, "dlogits": dlogits})
+    for name, value in (("dratios", dratios), ("dlogits", dlogits)):
+        check_floating(xp, value, name)
+        check_same_dtype("ratios", ratios, [(name, value)])
+        if tuple(value.shape) != tuple(ratios.shape):
+            raise ValueError(f"{name} has shape {tuple(value.shape)}, expected the shape of ratios = {tuple(ratios.shape)}")
+    ratios_dot = softmax_jvp(dlogits, ratios)
+    centred = dratios - xp.sum(ratios * dratios, axis=-1, keepdims=True)
+    return ratios_dot * centred - ratios * xp.sum(ratios_dot * dratios, axis=-1, keepdims=True)
+
+
 @dataclass(frozen=True)
 class Softmax:
     """The ratio function of Switchable Normalization.
@@ -144,6 +176,9 @@ class Softmax:
 
     def jvp(self, dlogits: Array, ratios: Array, aux: None) -> Array:
         return _softmax_jacobian_product(dlogits, ratios, _check_structure_like(dlogits, "dlogits", ratios))
+
+    def hvp(self, dratios: Array, ratios: Array, aux: None, dlogits: Array) -> Array:
+        return softmax_hvp(dratios, ratios, dlogits)
 
     def active_set(self, aux: None) -> None:
         return None
@@ -187,6 +222,9 @@ class FixedRatios:
     def jvp(self, dlogits: Array, ratios: Array, aux: None) -> Array:
         """Zero (``dlogits`` shaped like ``ratios``)."""
         return _check_structure_like(dlogits, "dlogits", ratios).zeros_like(dlogits)
+
+    def hvp(self, dratios: Array, ratios: Array, aux: None, dlogits: Array) -> Array:
+        return namespace(dlogits).zeros_like(dlogits)
 
     def active_set(self, aux: None) -> None:
         return None

@@ -50,6 +50,8 @@ from .switchnorm import (
     check_switch_norm_call,
     linearization,
     switch_norm_backward,
+    switch_norm_hvp,
+    switch_norm_jvp,
     switch_norm_stages,
 )
 
@@ -248,12 +250,34 @@ def sparse_switch_norm_backward(dy: Array, cache: SwitchNormCache) -> SwitchNorm
     return switch_norm_backward(dy, cache)
 
 
+def sparse_switch_norm_jvp(tangents: SwitchNormGrads, cache: SwitchNormCache) -> Array:
+    r"""JVP of :func:`sparse_switch_norm_forward`: SN's (:func:`refnorm.ops.switchnorm.switch_norm_jvp`)
+    with the SparsestMax JVP (:meth:`SparsestMax.jvp <refnorm.ops.sparsestmax.SparsestMax.jvp>`) for a
+    free side and zero for a fixed side, on the smooth piece of the point (the recorded stages).
+
+    ``tangents`` is a ``SwitchNormGrads(dx=..., dgamma=..., dbeta=..., dmean_logits=...,
+    dvar_logits=...)`` of tangents; returns the tangent of ``y``.
+    """
+    return switch_norm_jvp(tangents, cache)
+
+
+def sparse_switch_norm_hvp(dy: Array, cache: SwitchNormCache, tangents: SwitchNormGrads) -> SwitchNormGrads:
+    r"""Second order of :func:`sparse_switch_norm_forward`: the derivative of
+    :func:`sparse_switch_norm_backward` ``(dy, ·)`` along ``tangents``, SN's
+    (:func:`refnorm.ops.switchnorm.switch_norm_hvp`) with SparsestMax's second derivative
+    (:func:`refnorm.ops.sparsestmax.sparsestmax_hvp`) within the smooth piece of the point: at a
+    kink (a support or stage count about to change) it is the derivative on the recorded piece.
+    """
+    return switch_norm_hvp(dy, cache, tangents)
+
+
 def sparse_switch_norm_linearize(
     x: Array, gamma: Array, beta: Array, mean_logits: Array, var_logits: Array, *,
     radius: float, fixed: FixedSides = FixedSides(), variant: str = "paper", convention: str = "paper",
     momentum: float | None = None, **config: Any,
 ) -> Linearized:  # fmt: skip
-    """SSN at a point, as :func:`refnorm.gradcheck` consumes it (``config`` as in the forward).
+    """SSN at a point, as :func:`refnorm.gradcheck` consumes it (``config`` as in the forward):
+    pullback, pushforward and HVP.
 
     The active set is the SparsestMax stages of the free sides, so a direction that changes a
     support or a stage count is reported as skipped.

@@ -302,6 +302,50 @@ def instance_moments_vjp(dmean: Array, dvar: Array, centered: Array, *, conventi
     return slope[:, :, None] * centered + offset[:, :, None]
 
 
+def instance_moments_jvp(x_dot: Array, centered: Array, *, convention: str, layout: Layout) -> tuple[InstanceMoments, Array]:
+    r"""JVP of :func:`instance_moments_and_centered`: the tangents of the moments and of the centred input.
+
+    With :math:`\dot x` the tangent of ``x``, shape ``(N, C, M)``:
+
+    .. math::
+
+        \dot\mu^{in}_{nc} = \frac1M \sum_i \dot x_{nci}, \qquad
+        \dot s_{nc} = \frac{2}{M - d} \sum_i (x_{nci} - \mu^{in}_{nc})\, \dot x_{nci}, \qquad
+        (x - \mu^{in})^\cdot = \dot x - \dot\mu^{in}
+
+    (the term of :math:`\dot s` through :math:`\dot\mu^{in}` vanishes because the deviations sum to
+    zero). The transpose of :func:`instance_moments_vjp`. Returns ``(InstanceMoments(mean=mean_dot,
+    var=var_dot), centered_dot)``: a tangent has the type of its primal.
+    """
+    xp = namespace(x_dot, centered)
+    d = instance_correction(convention, layout)
+    mean_dot = xp.mean(x_dot, axis=2)
+    var_dot = (2.0 / float(layout.M - d)) * xp.vecdot(centered, x_dot, axis=-1)
+    return InstanceMoments(mean=mean_dot, var=var_dot), x_dot - mean_dot[:, :, None]
+
+
+def instance_moments_vjp_jvp(
+    dvar: Array, dmean_dot: Array, dvar_dot: Array, centered: Array, centered_dot: Array, *, convention: str, layout: Layout
+) -> Array:
+    r"""The derivative of :func:`instance_moments_vjp` along a tangent (forward-over-reverse).
+
+    The VJP :math:`\bar x = \frac{1}{M}\bar\mu^{in} + \frac{2}{M - d}\bar s\,(x - \mu^{in})` is
+    bilinear in its cotangents and the centred input, so along tangents
+    :math:`\dot{\bar\mu}^{in}, \dot{\bar s}` of the cotangents (``dmean_dot``, ``dvar_dot``) and
+    :math:`(x - \mu^{in})^\cdot` (``centered_dot``):
+
+    .. math::
+
+        \dot{\bar x} = \frac{1}{M}\dot{\bar\mu}^{in} + \frac{2}{M - d}\big(\dot{\bar s}\,(x - \mu^{in})
+        + \bar s\,(x - \mu^{in})^\cdot\big).
+
+    Returns :math:`\dot{\bar x}`, shape ``(N, C, M)``.
+    """
+    d = instance_correction(convention, layout)
+    factor = 2.0 / float(layout.M - d)
+    return (factor * dvar_dot)[:, :, None] * centered + (factor * dvar)[:, :, None] * centered_dot + (dmean_dot / float(layout.M))[:, :, None]
+
+
 def scope_moments(
     moments: InstanceMoments,
     normalizers: tuple[str, ...],
@@ -391,6 +435,90 @@ def scope_moments_vjp(
             dvar_in = dvar_in + spread_grad
             dmean_in = dmean_in + 2.0 * (moments.mean - mean) * spread_grad
     return dmean_in, dvar_in
+
+
+def scope_moments_jvp(
+    moments_dot: InstanceMoments,
+    moments: InstanceMoments,
+    scopes: ScopeMoments,
+    *,
+    convention: str,
+    layout: Layout,
+    groups: int | None = None,
+    constant: tuple[str, ...] = (),
+) -> ScopeMoments:
+    r"""JVP of :func:`scope_moments`: the tangents of every scope's mean and variance.
+
+    From the tangents :math:`\dot\mu^{in}, \dot s` of the instance moments:
+
+    .. math::
+
+        \dot\mu^k = P_k \dot\mu^{in}, \qquad
+        \dot\sigma^{2,k} = f_k \big( P_k \dot s + 2 P_k\big((\mu^{in} - \mu^k) \odot \dot\mu^{in}\big) \big)
+
+    (the term through :math:`\dot\mu^k` vanishes: :math:`\dot\mu^k` is constant over the instances
+    :math:`P_k` pools and :math:`P_k(\mu^{in} - \mu^k) = 0`). The transpose of
+    :func:`scope_moments_vjp`. Scopes named in ``constant`` (BN in evaluation, whose statistics are
+    the running ones) get ``None``, as their cotangents do in the VJP. ``scopes`` are the statistics
+    the layer mixes; a constant scope's are not read.
+    """
+    xp = namespace(moments.mean, moments_dot.mean)
+    means, variances = [], []
+    for scope, mean in zip(scopes.normalizers, scopes.means, strict=True):
+        if scope in constant:
+            means.append(None)
+            variances.append(None)
+            continue
+        spread = moments.mean - mean
+        var_dot = _pool(moments_dot.var, scope, groups, xp) + 2.0 * _pool(spread * moments_dot.mean, scope, groups, xp)
+        means.append(_pool(moments_dot.mean, scope, groups, xp))
+        variances.append(var_dot * scope_correction(scope, convention, layout, groups))
+    return ScopeMoments(normalizers=scopes.normalizers, means=tuple(means), variances=tuple(variances))
+
+
+def scope_moments_vjp_jvp(
+    dvars: tuple[Array | None, ...],
+    dmeans_dot: tuple[Array | None, ...],
+    dvars_dot: tuple[Array | None, ...],
+    moments: InstanceMoments,
+    scopes: ScopeMoments,
+    moments_dot: InstanceMoments,
+    scopes_dot: ScopeMoments,
+    *,
+    convention: str,
+    layout: Layout,
+    groups: int | None = None,
+) -> tuple[Array, Array]:
+    r"""The derivative of :func:`scope_moments_vjp` along a tangent (forward-over-reverse).
+
+    Differentiating the VJP's two lines along the tangents of their cotangents
+    (:math:`\dot{\bar\mu}_k, \dot{\bar\sigma}_k`: ``dmeans_dot``, ``dvars_dot``) and of the point
+    (:math:`\dot\mu^{in}`, :math:`\dot\mu^k`: ``moments_dot``, ``scopes_dot``):
+
+    .. math::
+
+        \dot{\bar s} \mathrel{+}= f_k P_k^\top \dot{\bar\sigma}_k, \qquad
+        \dot{\bar\mu}^{in} \mathrel{+}= P_k^\top \dot{\bar\mu}_k
+        + 2 (\dot\mu^{in} - \dot\mu^k) \odot f_k P_k^\top \bar\sigma_k
+        + 2 (\mu^{in} - \mu^k) \odot f_k P_k^\top \dot{\bar\sigma}_k .
+
+    A ``None`` cotangent (a constant scope) is skipped, as in the VJP. Returns
+    ``(dmean_in_dot, dvar_in_dot)``, the tangents of :func:`scope_moments_vjp`'s two gradients.
+    """
+    xp = namespace(moments.mean)
+    dmean_in_dot = xp.zeros_like(moments.mean)
+    dvar_in_dot = xp.zeros_like(moments.mean)
+    pieces = zip(scopes.normalizers, scopes.means, scopes_dot.means, dmeans_dot, dvars, dvars_dot, strict=True)
+    for scope, mean, mean_dot, dmean_dot, dvar, dvar_dot in pieces:
+        if dmean_dot is not None:
+            dmean_in_dot = dmean_in_dot + _pool_adjoint(dmean_dot, scope, groups, layout, xp)
+        if dvar is not None:
+            correction = scope_correction(scope, convention, layout, groups)
+            spread_grad = _pool_adjoint(dvar, scope, groups, layout, xp) * correction
+            spread_grad_dot = _pool_adjoint(dvar_dot, scope, groups, layout, xp) * correction
+            dvar_in_dot = dvar_in_dot + spread_grad_dot
+            dmean_in_dot = dmean_in_dot + 2.0 * (moments_dot.mean - mean_dot) * spread_grad + 2.0 * (moments.mean - mean) * spread_grad_dot
+    return dmean_in_dot, dvar_in_dot
 
 
 def reduce_to_scope(a: Array, scope: str, groups: int | None, xp: Any) -> Array:

@@ -7,11 +7,12 @@ from typing import Any
 
 import numpy as np
 
-from ...ops.plainnorm import PLAIN_NORM_ARGUMENTS, plain_norm_backward, plain_norm_forward
-from ...ops.linearized import Linearized
-from ...ops.switchnorm import SWITCH_NORM_ARGUMENTS, switch_norm_backward, switch_norm_forward
+from ...ops.plainnorm import PLAIN_NORM_ARGUMENTS, plain_norm_forward
+from ...ops.plainnorm import linearization as plain_norm_linearization
+from ...ops.switchnorm import SWITCH_NORM_ARGUMENTS, switch_norm_forward
+from ...ops.switchnorm import linearization as switch_norm_linearization
 from .base import (
-    LARGE_OFFSET, MODES, REFERENCE_SHAPES, Case, CaseMaker, Forward, OpInfo, drop_inputs, mixture_active_set, new_running_arrays,
+    LARGE_OFFSET, MODES, REFERENCE_SHAPES, Case, CaseMaker, Forward, OpInfo, drop_inputs, new_running_arrays,
     normalization_config, normalization_inputs, offset_gradcheck_options, replace_input, with_default_normalizers, with_element,
 )  # fmt: skip
 
@@ -23,8 +24,7 @@ from .base import (
 def _switch_norm_forward(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> Forward:
     config = dict(normalization_config(inputs, params), normalizers=params["normalizers"])
     y, cache, running = switch_norm_forward(*SWITCH_NORM.arguments_of(inputs), **config)
-    linearized = Linearized(out=y, pullback=lambda dy: tuple(switch_norm_backward(dy, cache)), active_set=mixture_active_set(cache))
-    return Forward(linearized, {**cache.arrays(), **new_running_arrays(running)})
+    return Forward(switch_norm_linearization(y, cache), {**cache.arrays(), **new_running_arrays(running)})
 
 
 SWITCH_NORM = OpInfo(
@@ -33,6 +33,7 @@ SWITCH_NORM = OpInfo(
     make_inputs=lambda rng, params: normalization_inputs(rng, params, logits=len(params["normalizers"])),
     forward=_switch_norm_forward,
     description="Switchable Normalization with softmax ratios",
+    hvp=True,
 )
 
 _SHAPES = {"2d": (3, 4), "3d": (2, 3, 5), "4d": (2, 4, 3, 3), "5d": (2, 2, 2, 3, 2)}
@@ -203,8 +204,7 @@ def _switch_norm_errors() -> Iterator[Case]:
 def _plain_norm_forward(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> Forward:
     config = dict(normalization_config(inputs, params), normalizer=params["normalizer"])
     y, cache, running = plain_norm_forward(*PLAIN_NORM.arguments_of(inputs), **config)
-    linearized = Linearized(out=y, pullback=lambda dy: tuple(plain_norm_backward(dy, cache)))
-    return Forward(linearized, {**cache.arrays(), **new_running_arrays(running)})
+    return Forward(plain_norm_linearization(y, cache), {**cache.arrays(), **new_running_arrays(running)})
 
 
 PLAIN_NORM = OpInfo(
@@ -213,6 +213,7 @@ PLAIN_NORM = OpInfo(
     make_inputs=lambda rng, params: normalization_inputs(rng, params, logits=None),
     forward=_plain_norm_forward,
     description="One normalizer alone: instance, layer, batch or group normalization",
+    hvp=True,
 )
 
 
