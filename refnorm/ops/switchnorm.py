@@ -358,7 +358,9 @@ def mix_jvp(
             mean_dot = mean_dot + mixture.mean_ratios[k] * scopes_dot.means[k]
             var_dot = var_dot + mixture.var_ratios[k] * scopes_dot.variances[k]
     r = mixture.inv_std
-    inv_std_dot = -0.5 * r * r * r * var_dot
+    # r^3 var_dot as r (r^2 var_dot): r^3 is subnormal, and loses its digits, for variances beyond
+    # about 1e205 (x around 1e103), while r^2 var_dot is the variance's relative change, of order 1.
+    inv_std_dot = -0.5 * r * (var_dot * (r * r))
     shift_dot = inv_std_dot * (mixture.moments.mean - mixture.mean) + r * (moments_dot.mean - mean_dot)
     return MixedStatistics(moments_dot, scopes_dot, mean_ratios_dot, var_ratios_dot, None, None, mean_dot, var_dot, inv_std_dot, shift_dot)
 
