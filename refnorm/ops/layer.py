@@ -170,8 +170,9 @@ def check_cache(cache: Any, expected: type, forward: str) -> None:
     check_record(cache, "cache")
 
 
-def check_ratio_gradient(xp: Any, dratios: Array, what: str) -> None:
-    """``ValueError`` naming ``dy`` when the gradient with respect to a layer's ratios overflowed.
+def check_ratio_gradient(xp: Any, dratios: Array, what: str, along: str | None = None) -> None:
+    """``ValueError`` naming ``dy`` when the gradient with respect to a layer's ratios overflowed
+    (``along``: its derivative along the tangents, in an HVP, naming ``along``).
 
     It sums the upstream gradient against statistics, ``sum_nc dL/dsigma^2 * sigma^2_k``, which
     in float32 exceeds the dtype's range for inputs whose statistics are about ``1e13`` apart
@@ -179,10 +180,14 @@ def check_ratio_gradient(xp: Any, dratios: Array, what: str) -> None:
     ratio on the boundary of the simplex multiplies it by 0). The ratio function's VJP would see
     NaN; this says why, at the stage that overflowed.
     """
+    # In float64 there is no wider dtype to point to: the statistics themselves are too large.
+    names = along or "dy"
+    remedy = f"rescale x or {names}" if dratios.dtype == xp.float64 else "compute this layer in float64"
+    quantity = f"the gradient with respect to the {what}" if along is None else f"the derivative along the tangents of the gradient with respect to the {what}"
     check_values(
-        xp, dratios, "dy",
-        message=f"the gradient with respect to the {what} is not finite: dy against the forward's statistics overflows "
-        f"{dratios.dtype} (compute this layer in float64), or the forward ran with check_finite=False on input it refuses",
+        xp, dratios, names,
+        message=f"{quantity} is not finite: {names} against the forward's statistics overflow{'s' if along is None else ''} "
+        f"{dratios.dtype} ({remedy}), or the forward ran with check_finite=False on input it refuses",
     )  # fmt: skip
 
 

@@ -423,14 +423,18 @@ def mix_vjp_jvp(
     dmean_ratios = xp.stack([xp.sum(A * mean) for mean in scopes.means])
     dvar_ratios = xp.stack([xp.sum(B * var) for var in scopes.variances])
     dmean_ratios_dot, dvar_ratios_dot = [], []
-    for mean, var, mean_dot, var_dot in zip(scopes.means, scopes.variances, scopes_dot.means, scopes_dot.variances, strict=True):
-        constant = mean_dot is None  # BN in evaluation: the statistics do not move
-        dmean_ratios_dot.append(xp.sum(A_dot * mean) if constant else xp.sum(A_dot * mean + A * mean_dot))
-        dvar_ratios_dot.append(xp.sum(B_dot * var) if constant else xp.sum(B_dot * var + B * var_dot))
-    dmean_logits_dot = config.mean_ratio.vjp(xp.stack(dmean_ratios_dot), mixture.mean_ratios, mixture.mean_aux) + config.mean_ratio.hvp(
+    with overflow_checked_afterwards():  # the sums against the statistics, as in mix_vjp
+        for mean, var, mean_dot, var_dot in zip(scopes.means, scopes.variances, scopes_dot.means, scopes_dot.variances, strict=True):
+            constant = mean_dot is None  # BN in evaluation: the statistics do not move
+            dmean_ratios_dot.append(xp.sum(A_dot * mean) if constant else xp.sum(A_dot * mean + A * mean_dot))
+            dvar_ratios_dot.append(xp.sum(B_dot * var) if constant else xp.sum(B_dot * var + B * var_dot))
+    dmean_ratios_dot, dvar_ratios_dot = xp.stack(dmean_ratios_dot), xp.stack(dvar_ratios_dot)
+    check_ratio_gradient(xp, dmean_ratios_dot, "mean ratios", along="dy, tangents")
+    check_ratio_gradient(xp, dvar_ratios_dot, "variance ratios", along="dy, tangents")
+    dmean_logits_dot = config.mean_ratio.vjp(dmean_ratios_dot, mixture.mean_ratios, mixture.mean_aux) + config.mean_ratio.hvp(
         dmean_ratios, mixture.mean_ratios, mixture.mean_aux, mean_logits_dot
     )
-    dvar_logits_dot = config.var_ratio.vjp(xp.stack(dvar_ratios_dot), mixture.var_ratios, mixture.var_aux) + config.var_ratio.hvp(
+    dvar_logits_dot = config.var_ratio.vjp(dvar_ratios_dot, mixture.var_ratios, mixture.var_aux) + config.var_ratio.hvp(
         dvar_ratios, mixture.var_ratios, mixture.var_aux, var_logits_dot
     )
 
