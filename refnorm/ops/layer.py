@@ -285,8 +285,8 @@ def check_tangents(tangents: Any, expected: type, shapes: Mapping[str, tuple[int
     """
     if not isinstance(tangents, expected):
         raise TypeError(
-            f"{name} must be a {expected.__name__} holding one tangent per differentiable argument of {function} "
-            f"({', '.join(expected._fields)}), got {type(tangents).__name__}"
+            f"{name} must be {'an' if expected.__name__[0] in 'AEIOU' else 'a'} {expected.__name__} holding one tangent per differentiable argument of {function} "
+            f"({', '.join(expected._fields)}), got {_other_container(tangents, expected)}"
         )
     xp = namespace_of({**{f"{name}.{field}": getattr(tangents, field) for field in expected._fields}, "the forward's cache": like})
     for field in expected._fields:
@@ -296,6 +296,24 @@ def check_tangents(tangents: Any, expected: type, shapes: Mapping[str, tuple[int
         check_shape(value, f"{name}.{field}", tuple(shapes[field]), "the shape of its argument")
         check_finite(xp, value, f"{name}.{field}")
     return xp
+
+
+def _other_container(value: Any, expected: type) -> str:
+    """What a tangents argument of the wrong type is, for :func:`check_tangents`'s message: a record's
+    fields that are missing or extra (another op's gradient container), or how to build the
+    container from a mapping."""
+    kind = type(value).__name__
+    fields = getattr(type(value), "_fields", None)
+    if isinstance(value, Mapping):
+        return f"{kind}; build one with {expected.__name__}(**{{...}})"
+    if not isinstance(fields, tuple):
+        return describe(value)
+    missing = [f for f in expected._fields if f not in fields]
+    extra = [f for f in fields if f not in expected._fields]
+    parts = ([f"no {', '.join(missing)}"] if missing else []) + ([f"an extra {', '.join(extra)}"] if extra else [])
+    if not parts:
+        return f"{kind} of {type(value).__module__} (another class with the same fields)"
+    return f"{kind} with {' and '.join(parts)}"
 
 
 def normalize_jvp(

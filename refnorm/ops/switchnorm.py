@@ -45,6 +45,7 @@ from typing import Any, NamedTuple
 
 from ._validation import check_shape, overflow_checked_afterwards
 from .._xp import Array, namespace
+from .exemplarnorm import ExemplarNormCache  # only to tell an HVP given EN's cache that EN has no second order
 from .layer import (
     LayerConfig,
     NormalizeGrads,
@@ -612,6 +613,30 @@ def check_switch_norm_tangents(tangents: Any, cache: SwitchNormCache, function: 
     return check_tangents(tangents, container, shapes, cache.centered, function)
 
 
+def check_jvp_call(tangents: Any, cache: Any, *, function: str, forward: str, container: type = SwitchNormGrads) -> Any:
+    """The checks of a JVP of the SN family (SN, SSN, the plain normalizers), run once at its public
+    entry point: the cache's type (:func:`refnorm.ops.layer.check_cache`), then the tangents
+    (:func:`check_switch_norm_tangents`). ``function`` and ``forward`` name the public JVP and the
+    forward whose cache it takes, in messages. Returns the array namespace."""
+    check_cache(cache, SwitchNormCache, forward)
+    return check_switch_norm_tangents(tangents, cache, function, container)
+
+
+def check_hvp_call(dy: Any, cache: Any, tangents: Any, *, function: str, forward: str, container: type = SwitchNormGrads) -> Any:
+    """The checks of an HVP of the SN family, run once: the cache's type (EN's is told that refnorm
+    has no second order for EN), ``dy`` as the backward checks it
+    (:func:`refnorm.ops.layer.check_upstream`), then the tangents. Returns the array namespace."""
+    if isinstance(cache, ExemplarNormCache):
+        raise TypeError(
+            f"cache must be the SwitchNormCache that {forward} returns, got ExemplarNormCache: refnorm defines no second "
+            "order for EN (docs/sn-jvp-hvp.md says why); EN's forward mode is exemplar_norm_jvp"
+        )
+    check_cache(cache, SwitchNormCache, forward)
+    xp = check_upstream(dy, cache.centered, cache.shape)
+    check_switch_norm_tangents(tangents, cache, function, container)
+    return xp
+
+
 def _point_tangents(tangents: SwitchNormGrads, cache: SwitchNormCache, xp: Any) -> tuple[Array, Array, MixedStatistics]:
     """Stages 1–3 along ``tangents``: ``x_dot`` as ``(N, C, M)``, the centred input's tangent and :func:`mix_jvp`'s."""
     layout, config, mixture = cache.layout, cache.config, cache.mixture
@@ -648,8 +673,13 @@ def switch_norm_jvp(tangents: SwitchNormGrads, cache: SwitchNormCache) -> Array:
     The transpose of :func:`switch_norm_backward`:
     :math:`\langle dy, \dot y \rangle = \sum_a \langle \bar a, \dot a \rangle` over the arguments.
     """
-    check_cache(cache, SwitchNormCache, "switch_norm_forward")
-    xp = check_switch_norm_tangents(tangents, cache, "switch_norm_jvp")
+    xp = check_jvp_call(tangents, cache, function="switch_norm_jvp", forward="switch_norm_forward")
+    return jvp_stages(tangents, cache, xp)
+
+
+def jvp_stages(tangents: SwitchNormGrads, cache: SwitchNormCache, xp: Any) -> Array:
+    """:func:`switch_norm_jvp` on arguments its caller has checked (:func:`check_jvp_call`): the
+    stages' JVPs, shared by SN, SSN and the plain normalizers."""
     mixture = cache.mixture
     _, centered_dot, mixture_dot = _point_tangents(tangents, cache, xp)
     y_dot = normalize_jvp(
@@ -683,9 +713,13 @@ def switch_norm_hvp(dy: Array, cache: SwitchNormCache, tangents: SwitchNormGrads
     ``dy`` is checked as the backward checks it; ``tangents`` as :func:`switch_norm_jvp` checks them.
     SSN's SparsestMax is differentiated within the smooth piece of the point (its recorded stages).
     """
-    check_cache(cache, SwitchNormCache, "switch_norm_forward")
-    xp = check_upstream(dy, cache.centered, cache.shape)
-    check_switch_norm_tangents(tangents, cache, "switch_norm_hvp")
+    xp = check_hvp_call(dy, cache, tangents, function="switch_norm_hvp", forward="switch_norm_forward")
+    return hvp_stages(dy, cache, tangents, xp)
+
+
+def hvp_stages(dy: Array, cache: SwitchNormCache, tangents: SwitchNormGrads, xp: Any) -> SwitchNormGrads:
+    """:func:`switch_norm_hvp` on arguments its caller has checked (:func:`check_hvp_call`): the
+    backward's stages and their derivatives, shared by SN, SSN and the plain normalizers."""
     layout, config, mixture = cache.layout, cache.config, cache.mixture
     dy3 = xp.reshape(dy, (layout.N, layout.C, layout.M))
     # The point's tangents: the JVP's stages 1-3.
