@@ -105,6 +105,40 @@ def _linearized_sparsemax(z: Any) -> refnorm.Linearized:
     return refnorm.sparsemax_linearize(z)
 
 
+def _linearized_sparsestmax(z: Any) -> refnorm.Linearized:
+    return refnorm.sparsestmax_linearize(z, radius=0.3)
+
+
+# --------------------------------------------------------------------------------------------
+# Tangents: one per differentiable argument, in the op's gradient container (issue 15)
+# --------------------------------------------------------------------------------------------
+
+
+def sn_tangents() -> refnorm.SwitchNormGrads:
+    rng = np.random.default_rng(20260312)
+    return refnorm.SwitchNormGrads(
+        dx=rng.standard_normal(SHAPE), dgamma=rng.standard_normal(C), dbeta=rng.standard_normal(C),
+        dmean_logits=rng.standard_normal(3), dvar_logits=rng.standard_normal(3),
+    )  # fmt: skip
+
+
+def plain_tangents() -> refnorm.PlainNormGrads:
+    t = sn_tangents()
+    return refnorm.PlainNormGrads(dx=t.dx, dgamma=t.dgamma, dbeta=t.dbeta)
+
+
+def en_tangents() -> refnorm.ExemplarNormGrads:
+    rng = np.random.default_rng(20260313)
+    return refnorm.ExemplarNormGrads(
+        dx=rng.standard_normal(SHAPE), dgamma=rng.standard_normal(C), dbeta=rng.standard_normal(C),
+        dconv_weight=rng.standard_normal(3), dconv_bias=np.asarray(rng.standard_normal()), dtemperature=np.asarray(rng.standard_normal()),
+    )  # fmt: skip
+
+
+def logit_tangent() -> np.ndarray:
+    return np.random.default_rng(20260314).standard_normal((2, 3))
+
+
 # --------------------------------------------------------------------------------------------
 # Consumers of records: a record's fields are checked where refnorm takes the record back
 # --------------------------------------------------------------------------------------------
@@ -146,6 +180,18 @@ def _through_stages(**fields: Any) -> Any:
     return refnorm.sparsestmax_vjp(np.ones((2, 3)), refnorm.SparsestMaxStages(**fields))
 
 
+def _through_sn_tangents(**fields: Any) -> Any:
+    return refnorm.switch_norm_jvp(refnorm.SwitchNormGrads(**fields), sn_cache())
+
+
+def _through_plain_tangents(**fields: Any) -> Any:
+    return refnorm.plain_norm_jvp(refnorm.PlainNormGrads(**fields), plain_cache())
+
+
+def _through_en_tangents(**fields: Any) -> Any:
+    return refnorm.exemplar_norm_jvp(refnorm.ExemplarNormGrads(**fields), en_cache())
+
+
 def _call_check(**fields: Any) -> Any:
     return kit.ConformanceCheck(**fields)()
 
@@ -169,22 +215,29 @@ VALID: dict[str, Callable[[], tuple[Callable[..., Any], dict[str, Any]]]] = {
         **layer_arrays(), running=running(), **_layer_options(momentum=0.9, mean_ratio=refnorm.SOFTMAX, var_ratio=refnorm.SOFTMAX,
                                                                check_finite=True))),
     "switch_norm_backward": lambda: (refnorm.switch_norm_backward, dict(dy=np.ones(SHAPE), cache=sn_cache())),
+    "switch_norm_jvp": lambda: (refnorm.switch_norm_jvp, dict(tangents=sn_tangents(), cache=sn_cache())),
+    "switch_norm_hvp": lambda: (refnorm.switch_norm_hvp, dict(dy=np.ones(SHAPE), cache=sn_cache(), tangents=sn_tangents())),
     "switch_norm_linearize": lambda: (refnorm.switch_norm_linearize, dict(**layer_arrays())),
     "sparse_switch_norm_forward": lambda: (refnorm.sparse_switch_norm_forward, dict(
         **layer_arrays(), radius=0.3, fixed=refnorm.FixedSides(), variant="paper", running=running(),
         **_layer_options(momentum=None, check_finite=True))),
     "sparse_switch_norm_backward": lambda: (refnorm.sparse_switch_norm_backward, dict(dy=np.ones(SHAPE), cache=ssn_cache())),
+    "sparse_switch_norm_jvp": lambda: (refnorm.sparse_switch_norm_jvp, dict(tangents=sn_tangents(), cache=ssn_cache())),
+    "sparse_switch_norm_hvp": lambda: (refnorm.sparse_switch_norm_hvp, dict(dy=np.ones(SHAPE), cache=ssn_cache(), tangents=sn_tangents())),
     "sparse_switch_norm_linearize": lambda: (refnorm.sparse_switch_norm_linearize, dict(
         **layer_arrays(), radius=0.3, fixed=refnorm.FixedSides(), variant="paper", convention="paper", momentum=None)),
     "plain_norm_forward": lambda: (refnorm.plain_norm_forward, dict(
         **{k: v for k, v in layer_arrays().items() if k in ("x", "gamma", "beta")}, normalizer="bn", groups=None, running=running(),
         training=True, convention="paper", eps=1e-5, momentum=0.9, check_finite=True)),
     "plain_norm_backward": lambda: (refnorm.plain_norm_backward, dict(dy=np.ones(SHAPE), cache=plain_cache())),
+    "plain_norm_jvp": lambda: (refnorm.plain_norm_jvp, dict(tangents=plain_tangents(), cache=plain_cache())),
+    "plain_norm_hvp": lambda: (refnorm.plain_norm_hvp, dict(dy=np.ones(SHAPE), cache=plain_cache(), tangents=plain_tangents())),
     "plain_norm_linearize": lambda: (refnorm.plain_norm_linearize, dict(
         **{k: v for k, v in layer_arrays().items() if k in ("x", "gamma", "beta")}, normalizer="ln")),
     "exemplar_norm_forward": lambda: (refnorm.exemplar_norm_forward, dict(
         x=layer_arrays()["x"], **en_params(), running=running(), mixing="output", **_layer_options(momentum=0.9, check_finite=True))),
     "exemplar_norm_backward": lambda: (refnorm.exemplar_norm_backward, dict(dy=np.ones(SHAPE), cache=en_cache())),
+    "exemplar_norm_jvp": lambda: (refnorm.exemplar_norm_jvp, dict(tangents=en_tangents(), cache=en_cache())),
     "exemplar_norm_linearize": lambda: (refnorm.exemplar_norm_linearize, dict(x=layer_arrays()["x"], **en_params())),
     "exemplar_norm_init": lambda: (refnorm.exemplar_norm_init, dict(channels=C, like=layer_arrays()["x"], kernel_size=3)),
     "switch_norm_sharded_forward": lambda: (refnorm.switch_norm_sharded_forward, dict(
@@ -196,14 +249,17 @@ VALID: dict[str, Callable[[], tuple[Callable[..., Any], dict[str, Any]]]] = {
     "softmax": lambda: (refnorm.softmax, dict(logits=logits())),
     "softmax_vjp": lambda: (refnorm.softmax_vjp, dict(dratios=np.ones((2, 3)), ratios=refnorm.softmax(logits()))),
     "softmax_jvp": lambda: (refnorm.softmax_jvp, dict(dlogits=np.ones((2, 3)), ratios=refnorm.softmax(logits()))),
+    "softmax_hvp": lambda: (refnorm.softmax_hvp, dict(dratios=np.ones((2, 3)), ratios=refnorm.softmax(logits()), dlogits=logit_tangent())),
     "sparsemax": lambda: (refnorm.sparsemax, dict(logits=logits())),
     "sparsemax_vjp": lambda: (refnorm.sparsemax_vjp, dict(dratios=np.ones((2, 3)), ratios=refnorm.sparsemax(logits()))),
     "sparsemax_jvp": lambda: (refnorm.sparsemax_jvp, dict(dlogits=np.ones((2, 3)), ratios=refnorm.sparsemax(logits()))),
+    "sparsemax_hvp": lambda: (refnorm.sparsemax_hvp, dict(dratios=np.ones((2, 3)), ratios=refnorm.sparsemax(logits()), dlogits=logit_tangent())),
     "sparsemax_linearize": lambda: (refnorm.sparsemax_linearize, dict(logits=logits())),
     "sparsestmax": lambda: (refnorm.sparsestmax, dict(logits=logits(), radius=0.3, variant="paper")),
     "sparsestmax_forward": lambda: (refnorm.sparsestmax_forward, dict(logits=logits(), radius=0.3, variant="paper")),
     "sparsestmax_vjp": lambda: (refnorm.sparsestmax_vjp, dict(dratios=np.ones((2, 3)), stages=stages())),
     "sparsestmax_jvp": lambda: (refnorm.sparsestmax_jvp, dict(dlogits=np.ones((2, 3)), stages=stages())),
+    "sparsestmax_hvp": lambda: (refnorm.sparsestmax_hvp, dict(dratios=np.ones((2, 3)), stages=stages(), dlogits=logit_tangent())),
     "sparsestmax_linearize": lambda: (refnorm.sparsestmax_linearize, dict(logits=logits(), radius=0.3, variant="paper")),
     "FixedRatios": lambda: (lambda **kw: refnorm.FixedRatios(**kw).forward(np.ones(3)), dict(ratios=(0.0, 1.0, 0.0))),
     "SparsestMax": lambda: (lambda **kw: refnorm.SparsestMax(**kw).forward(logits()), dict(radius=0.3, variant="paper")),
@@ -232,14 +288,17 @@ VALID: dict[str, Callable[[], tuple[Callable[..., Any], dict[str, Any]]]] = {
     "SwitchNormCache": lambda: (_through_sn_cache, sn_cache()._asdict()),
     "ExemplarNormCache": lambda: (_through_en_cache, en_cache()._asdict()),
     "SparsestMaxStages": lambda: (_through_stages, stages()._asdict()),
+    "SwitchNormGrads": lambda: (_through_sn_tangents, sn_tangents()._asdict()),
+    "PlainNormGrads": lambda: (_through_plain_tangents, plain_tangents()._asdict()),
+    "ExemplarNormGrads": lambda: (_through_en_tangents, en_tangents()._asdict()),
     # --- the gradient checker
     "gradcheck": lambda: (refnorm.gradcheck, dict(
         fun=_linearized_sparsemax, args=(logits(),), names=("logits",), wrt=None, mode="directional", directions=2, seed=0, rtol=1e-7,
-        atol=1e-10, step=1e-2, adjoint_rtol=1e-12)),
+        atol=1e-10, step=1e-2, adjoint_rtol=1e-12, order=None)),
     "assert_gradcheck": lambda: (refnorm.assert_gradcheck, dict(fun=_linearized_sparsemax, args=(logits(),))),
     # --- the conformance kit
     "Adapter": lambda: (kit.Adapter, dict(forward=adapter().forward, backward=adapter().backward, to_numpy=refnorm._xp.to_numpy,
-                                          dtype="float64", name="mine")),
+                                          dtype="float64", name="mine", jvp=adapter().jvp, hvp=adapter().hvp)),
     "ConformanceCheck": lambda: (_call_check, dict(adapter=adapter(), case=sparsemax_case(), source="live", check_error_messages=False)),
     "assert_allclose_named": lambda: (kit.assert_allclose_named, dict(
         actual=np.ones(3), expected=np.ones(3), case="sparsemax/a-case", array="output.y", rtol=None, atol=None, dtype=None,
@@ -267,11 +326,10 @@ def valid_call(subject: str) -> tuple[Callable[..., Any], dict[str, Any]]:
 
 
 RESULT_TYPES = {
-    "ExemplarNormGrads", "ExemplarNormOutput", "PlainNormGrads", "PlainNormOutput", "SparseSwitchNormOutput", "SwitchNormGrads",
-    "SwitchNormOutput", "ScopeMoments", "Preset", "GradcheckResult",
+    "ExemplarNormOutput", "PlainNormOutput", "SparseSwitchNormOutput", "SwitchNormOutput", "ScopeMoments", "Preset", "GradcheckResult",
     "CaseOutcome", "Comparison", "ConformanceError", "ConformanceReport", "ConformanceRun", "Tolerance",
 }  # fmt: skip
-"""Public types refnorm only returns (outputs, gradients, reports, the kit's verdicts) and never takes
-back as an argument: there is nothing of theirs for a function to check. Each is an immutable record
+"""Public types refnorm only returns (outputs, reports, the kit's verdicts) and never takes back as
+an argument (the gradient containers are taken back, as a JVP's or HVP's tangents: they are subjects): there is nothing of theirs for a function to check. Each is an immutable record
 (a NamedTuple or a frozen dataclass) or an exception; ``tests/test_error_contract.py`` checks that,
 and that passing one where an argument of another type is expected is a ``TypeError``."""

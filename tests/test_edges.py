@@ -5,11 +5,14 @@ rejects an input, ``check_finite=False`` (or the check bypassed) shows the wrong
 Then hypothesis over the whole range of magnitudes: a layer call either raises a clean
 ``ValueError``/``TypeError`` naming an argument, or returns finite values equal to an independent
 float64 computation (SN and the plain normalizers against ``tests/oracles/direct_sn.py``), and a
-float32 call equals the float64 one on the same inputs.
+float32 call equals the float64 one on the same inputs. The JVPs and HVPs (issue 15) are held to
+the same contract: non-finite or broadcastable tangents refused, right for huge inputs (scale
+invariance), and over the whole range finite and the transpose of the backward, or a clean error.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 
@@ -280,6 +283,163 @@ def test_every_backward_rejects_a_non_finite_upstream_gradient(backward, value):
         _backwards()[backward](dy)
 
 
+# --------------------------------------------------------------------------------------------
+# Tangents in every JVP and HVP, dy in every HVP (issue 15's functions under issue 10's contract)
+# --------------------------------------------------------------------------------------------
+
+
+def _second_order():
+    """Every layer's JVP and HVP at one point: ``name: (call(dy, tangents), tangents)``."""
+    x, gamma, beta, mean_logits, var_logits = _layer_inputs()
+    rng = np.random.default_rng(7)
+    sn = refnorm.switch_norm_forward(x, gamma, beta, mean_logits, var_logits).cache
+    ssn = refnorm.sparse_switch_norm_forward(x, gamma, beta, mean_logits, var_logits, radius=0.3).cache
+    plain = refnorm.plain_norm_forward(x, gamma, beta, normalizer="gn", groups=2).cache
+    params = refnorm.exemplar_norm_init(4, x)
+    en = refnorm.exemplar_norm_forward(x, *params).cache
+    sn_t = refnorm.SwitchNormGrads(*(rng.standard_normal(a.shape) for a in (x, gamma, beta, mean_logits, var_logits)))
+    plain_t = refnorm.PlainNormGrads(sn_t.dx, sn_t.dgamma, sn_t.dbeta)
+    en_t = refnorm.ExemplarNormGrads(*(rng.standard_normal(np.shape(a)) for a in (x, *params)))
+    return {
+        "switch_norm_jvp": (lambda dy, t: refnorm.switch_norm_jvp(t, sn), sn_t),
+        "sparse_switch_norm_jvp": (lambda dy, t: refnorm.sparse_switch_norm_jvp(t, ssn), sn_t),
+        "plain_norm_jvp": (lambda dy, t: refnorm.plain_norm_jvp(t, plain), plain_t),
+        "exemplar_norm_jvp": (lambda dy, t: refnorm.exemplar_norm_jvp(t, en), en_t),
+        "switch_norm_hvp": (lambda dy, t: refnorm.switch_norm_hvp(dy, sn, t), sn_t),
+        "sparse_switch_norm_hvp": (lambda dy, t: refnorm.sparse_switch_norm_hvp(dy, ssn, t), sn_t),
+        "plain_norm_hvp": (lambda dy, t: refnorm.plain_norm_hvp(dy, plain, t), plain_t),
+    }
+
+
+SECOND_ORDER_FIELDS = [(name, field) for name, (_, t) in _second_order().items() for field in t._fields]
+
+
+@pytest.mark.parametrize(("function", "field"), SECOND_ORDER_FIELDS)
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_every_jvp_and_hvp_rejects_a_non_finite_tangent(function, field, value):
+    call, tangents = _second_order()[function]
+    bad = np.array(getattr(tangents, field), copy=True)
+    bad.flat[-1] = value
+    with pytest.raises(ValueError, match=rf"^tangents\.{field} contains NaN or infinity"):
+        call(np.ones((2, 4, 3, 3)), tangents._replace(**{field: bad}))
+
+
+@pytest.mark.parametrize("function", [name for name in _second_order() if name.endswith("hvp")])
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_every_hvp_rejects_a_non_finite_upstream_gradient(function, value):
+    call, tangents = _second_order()[function]
+    dy = np.ones((2, 4, 3, 3))
+    dy[1, 2, 0, 1] = value
+    with pytest.raises(ValueError, match=r"^dy contains NaN or infinity"):
+        call(dy, tangents)
+
+
+@pytest.mark.parametrize(("function", "field"), SECOND_ORDER_FIELDS)
+def test_every_jvp_and_hvp_refuses_a_tangent_that_would_only_broadcast(function, field):
+    """A tangent of shape (1, ...) or () where its argument has more elements would broadcast into
+    a plausible, wrong result; it is refused naming the field and its argument's shape."""
+    call, tangents = _second_order()[function]
+    good = getattr(tangents, field)
+    broadcastable = good.reshape(-1)[:1].reshape((1,) * good.ndim) if good.size > 1 else good[None]
+    with pytest.raises(ValueError, match=rf"^tangents\.{field} has shape {re.escape(str(broadcastable.shape))}, expected the shape of its argument = "):
+        call(np.ones((2, 4, 3, 3)), tangents._replace(**{field: broadcastable}))
+
+
+def _derivatives_at_scale(op, s, dtype):
+    """Every derivative of ``op`` at ``x * s`` with ``eps * s^2`` and the x tangent ``* s`` (the dx
+    HVP block ``* s``): by the scale invariance y(s x; s^2 eps) = y(x; eps), each equals its value
+    at s = 1."""
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((2, 4, 2, 2))
+    gamma, beta, tangent_x, dy = rng.standard_normal(4), rng.standard_normal(4), rng.standard_normal(x.shape), rng.standard_normal(x.shape)
+    small = [rng.standard_normal(4), rng.standard_normal(4), rng.standard_normal(3), rng.standard_normal(3)]
+    cast = lambda *arrays: [np.asarray(a, dtype) for a in arrays]  # noqa: E731
+    x, gamma, beta, tangent_x, dy = cast(x * s, gamma, beta, tangent_x * s, dy)
+    eps = 1e-5 * s * s
+    if op == "exemplar_norm":
+        params = refnorm.exemplar_norm_init(4, x)._replace(gamma=gamma, beta=beta, conv_weight=np.asarray([0.7, -1.1, 0.4], dtype),
+                                                          conv_bias=np.asarray(0.3, dtype), temperature=np.asarray(1.3, dtype))  # fmt: skip
+        cache = refnorm.exemplar_norm_forward(x, *params, eps=eps).cache
+        tangents = refnorm.ExemplarNormGrads(tangent_x, *cast(small[0], small[1], small[2], 0.5, -0.2))
+        return {"jvp": refnorm.exemplar_norm_jvp(tangents, cache)}
+    if op == "plain_norm":
+        cache = refnorm.plain_norm_forward(x, gamma, beta, normalizer="bn", eps=eps).cache
+        tangents = refnorm.PlainNormGrads(tangent_x, *cast(small[0], small[1]))
+        jvp, hvp = refnorm.plain_norm_jvp, refnorm.plain_norm_hvp
+    else:
+        logits = cast(*rng.standard_normal((2, 3)))
+        forward = refnorm.switch_norm_forward if op == "switch_norm" else functools.partial(refnorm.sparse_switch_norm_forward, radius=0.3)
+        cache = forward(x, gamma, beta, *logits, eps=eps).cache
+        tangents = refnorm.SwitchNormGrads(tangent_x, *cast(*small))
+        jvp, hvp = (refnorm.switch_norm_jvp, refnorm.switch_norm_hvp) if op == "switch_norm" else (refnorm.sparse_switch_norm_jvp, refnorm.sparse_switch_norm_hvp)
+    second = hvp(dy, cache, tangents)
+    return {"jvp": jvp(tangents, cache), "hvp.dx": second.dx * s, **{f"hvp.{k}": v for k, v in second._asdict().items() if k != "dx"}}
+
+
+@pytest.mark.parametrize(("dtype", "s"), [(np.float64, 1e105), (np.float64, 1e150), (np.float32, 1e15)])
+@pytest.mark.parametrize("op", ["switch_norm", "sparse_switch_norm", "plain_norm", "exemplar_norm"])
+def test_jvp_and_hvp_are_right_for_inputs_whose_variances_are_huge(op, dtype, s):
+    """The JVPs formed r' = -1/2 r^3 var' with r^3 first: for variances beyond about 1e205 (x around
+    1e103 in float64, 1e13 in float32) r^3 is subnormal and loses its digits, and beyond about 1e210
+    it is 0, so every JVP and HVP lost its path through the variance: 17 % to 47 % wrong at x = 1e110
+    while the forward and the backward were exact. r (r^2 var') keeps every intermediate normal."""
+    at_scale, reference = _derivatives_at_scale(op, s, dtype), _derivatives_at_scale(op, 1.0, dtype)
+    rtol = 1e-12 if dtype == np.float64 else 1e-4
+    for name, value in at_scale.items():
+        assert np.isfinite(value).all(), name
+        np.testing.assert_allclose(value, reference[name], rtol=rtol, atol=rtol * float(np.max(np.abs(reference[name]))), err_msg=name)
+
+
+def test_softmax_hvp_rejects_a_nan_cotangent_it_used_to_turn_into_nan():
+    """softmax_hvp checked the shapes and dtypes of dratios and dlogits but not dratios' values: a NaN
+    in dratios returned a NaN Hessian-vector product. softmax_vjp and softmax_jvp refused it already."""
+    ratios = refnorm.softmax(np.array([[0.3, -1.0, 2.0]]))
+    dratios = np.array([[np.nan, 1.0, 0.0]])
+    with pytest.raises(ValueError, match=r"^dratios contains NaN or infinity"):
+        refnorm.softmax_hvp(dratios, ratios, np.ones((1, 3)))
+    with np.errstate(invalid="ignore"):  # what the unchecked formula gives: NaN everywhere
+        ratios_dot = refnorm.softmax_jvp(np.ones((1, 3)), ratios)
+        centred = dratios - np.sum(ratios * dratios, axis=-1, keepdims=True)
+        unchecked = ratios_dot * centred - ratios * np.sum(ratios_dot * dratios, axis=-1, keepdims=True)
+    assert np.isnan(unchecked).all()
+
+
+def test_softmax_hvp_names_a_bad_ratios_not_the_cotangent_that_fails_to_match_it():
+    """An integer ``ratios`` was reported as "dratios has dtype float64, expected int64 (the dtype of ratios)"."""
+    with pytest.raises(TypeError, match=r"^ratios has dtype int64, expected a real floating dtype"):
+        refnorm.softmax_hvp(np.ones((1, 3)), np.array([[0, 1, 0]]), np.ones((1, 3)))
+    with pytest.raises(ValueError, match=r"^ratios has shape \(\), expected \(\.\.\., K\)"):
+        refnorm.softmax_hvp(np.ones((1, 3)), np.asarray(0.5), np.ones((1, 3)))
+
+
+def test_an_hvp_given_an_en_cache_says_en_has_no_second_order():
+    x = _layer_inputs()[0]
+    en = refnorm.exemplar_norm_forward(x, *refnorm.exemplar_norm_init(4, x)).cache
+    t = refnorm.SwitchNormGrads(x, np.ones(4), np.ones(4), np.ones(3), np.ones(3))
+    with pytest.raises(TypeError, match=r"got ExemplarNormCache: refnorm defines no second order for EN \(docs/sn-jvp-hvp\.md says why\); EN's forward mode is exemplar_norm_jvp"):
+        refnorm.switch_norm_hvp(np.ones_like(x), en, t)
+
+
+def test_ssn_jvp_and_hvp_name_themselves_and_their_forward():
+    """They delegate to SN's stages; their messages say sparse_switch_norm_*, not switch_norm_*."""
+    x = _layer_inputs()[0]
+    with pytest.raises(TypeError, match=r"^cache must be the SwitchNormCache that sparse_switch_norm_forward returns, got None"):
+        refnorm.sparse_switch_norm_jvp(refnorm.SwitchNormGrads(x, x, x, x, x), None)
+    ssn = refnorm.sparse_switch_norm_forward(*_layer_inputs(), radius=0.3).cache
+    with pytest.raises(TypeError, match=r"differentiable argument of sparse_switch_norm_hvp \(dx, dgamma, dbeta, dmean_logits, dvar_logits\), got tuple"):
+        refnorm.sparse_switch_norm_hvp(np.ones_like(x), ssn, (x,))
+
+
+def test_another_ops_gradients_as_tangents_are_told_which_fields_differ():
+    x, gamma, beta, mean_logits, var_logits = _layer_inputs()
+    plain = refnorm.plain_norm_forward(x, gamma, beta, normalizer="ln").cache
+    sn_t = refnorm.SwitchNormGrads(x, gamma, beta, mean_logits, var_logits)
+    with pytest.raises(TypeError, match=r"got SwitchNormGrads with an extra dmean_logits, dvar_logits$"):
+        refnorm.plain_norm_jvp(sn_t, plain)
+    with pytest.raises(TypeError, match=r"got dict; build one with PlainNormGrads\(\*\*\{\.\.\.\}\)$"):
+        refnorm.plain_norm_jvp({"dx": x, "dgamma": gamma, "dbeta": beta}, plain)
+
+
 def test_the_reported_softmax_vjp_broadcast_is_rejected():
     """softmax_vjp(ones(3), full((4, 3), 1/3)) returned shape (4, 3)."""
     with pytest.raises(ValueError, match=r"dratios has shape \(3,\), expected the shape of ratios = \(4, 3\)"):
@@ -437,10 +597,10 @@ def edge_calls(draw, exponent: int = 150):
     return call
 
 
-def _clean(error: Exception) -> None:
+def _clean(error: Exception, names: tuple[str, ...] = ARGUMENTS) -> None:
     event(f"raised {type(error).__name__}: {' '.join(str(error).split()[:3])}")
     assert isinstance(error, TypeError | ValueError), repr(error)
-    assert any(name in str(error) for name in ARGUMENTS), f"names no argument: {error}"
+    assert any(name in str(error) for name in names), f"names no argument: {error}"
 
 
 def assert_close_at_any_magnitude(actual, expected, call, dtype, *, amplification: float = 1.0) -> None:
@@ -596,3 +756,63 @@ def test_arrays_on_two_devices_are_named():
     on[1] = strict.asarray(gamma, device=strict.Device("device1"))
     with pytest.raises(ValueError, match=r"^gamma is on device .*device1.*, but x is on .*; expected every array on one device$"):
         refnorm.switch_norm_forward(*on)
+
+
+@settings(max_examples=300, deadline=None)
+@given(call=edge_calls(), seed=st.integers(0, 2**16))
+def test_jvp_and_hvp_at_any_magnitude_are_finite_and_adjoint_or_a_clean_error(call, seed):
+    """float64 SN across the range of ``edge_calls``: where the forward returns, its JVP along
+    unit-scale tangents, its backward and its HVP are finite (or a clean error naming an argument),
+    and the JVP is the transpose of the backward, <dy, J t> = sum_a <dL/da, t_a>, within the
+    rounding of the terms the two sides sum.
+
+    Those terms are larger than the result: the direct term r gamma dy (r <= (min var + eps)^(-1/2))
+    and the paths through the statistics, which multiply it by up to (1 + kappa)^2 (kappa =
+    max|x| r) and, for the logits, by the statistics themselves (up to max|x|), cancel to the
+    result. So the identity holds within 64 u (A ||dy|| ||t|| + its scale) with A = r gamma
+    (1 + kappa)^2 (1 + max|x|) and the scale ||dy|| ||J t|| + sum_a ||dL/da|| ||t_a||; where that
+    bound exceeds 1e-3 of the scale the draw is too ill-conditioned to say anything, and only
+    finiteness is asserted. Where A itself approaches float64's range, the derivatives may exceed
+    it (docs/errors.md, "Outputs": refnorm does not check its outputs), and only clean errors are
+    asserted. Hypothesis reports how often each happens."""
+    try:
+        y, cache, _ = refnorm.switch_norm_forward(**call)
+    except Exception as error:  # noqa: BLE001 - the forward's edges are the test above
+        _clean(error)
+        return
+    rng = np.random.default_rng(seed)
+    arguments = (call["x"], call["gamma"], call["beta"], call["mean_logits"], call["var_logits"])
+    tangents = refnorm.SwitchNormGrads(*(rng.standard_normal(a.shape) for a in arguments))
+    dy = rng.standard_normal(y.shape)
+    size = np.float64(np.max(np.abs(call["x"])))
+    with np.errstate(over="ignore", invalid="ignore"):  # an infinite bound: beyond float64's range, below
+        r = 1.0 / np.sqrt(np.float64(_smallest_variance(call)) + call["eps"])
+        amplification = r * np.max(np.abs(call["gamma"])) * (1.0 + size * r) ** 2 * (1.0 + size)
+        bound = float(64.0 * np.finfo(np.float64).eps * amplification * np.linalg.norm(dy) * math.sqrt(sum(float(np.vdot(t, t)) for t in tangents)))
+        representable = bool(amplification * (1.0 + size * r) * (1.0 + r) < FLOAT64_MAX / 1e6)  # the HVP's terms too
+    try:
+        with np.errstate(**({} if representable else {"over": "ignore", "invalid": "ignore"})):
+            y_dot = refnorm.switch_norm_jvp(tangents, cache)
+            grads = refnorm.switch_norm_backward(dy, cache)
+            hvp = refnorm.switch_norm_hvp(dy, cache, tangents)
+    except Exception as error:  # noqa: BLE001 - the contract: only clean, named errors
+        _clean(error, ("dy", "tangents"))  # dy against statistics of 1e206 overflows the ratios' gradient
+        return
+    if not representable:
+        event("derivatives may exceed float64's range")
+        return
+    event("returned")
+    assert np.isfinite(y_dot).all(), "the JVP is not finite"
+    for name, array in (*grads._asdict().items(), *((f"hvp.{k}", v) for k, v in hvp._asdict().items())):
+        assert np.isfinite(array).all(), f"{name} is not finite"
+    pairs = [(dy, y_dot)] + [(g, t) for g, t in zip(grads, tangents, strict=True)]
+    with np.errstate(over="ignore", invalid="ignore"):  # a scale beyond float64: too ill-conditioned, below
+        scale = sum(float(np.linalg.norm(a) * np.linalg.norm(b)) for a, b in pairs)
+        products = [float(np.vdot(dy, y_dot))] + [-float(np.vdot(g, t)) for g, t in zip(grads, tangents, strict=True)]
+    bound += 64.0 * float(np.finfo(np.float64).eps) * scale  # the rounding of the dot products themselves
+    if not (bound <= 1e-3 * scale and math.isfinite(scale)):
+        event("too ill-conditioned to compare")
+        return
+    event("adjoint compared")
+    mismatch = math.fsum(products)
+    assert abs(mismatch) <= bound, f"<dy, J t> - <J^T dy, t> = {mismatch:.3g}, allowed {bound:.3g} (scale {scale:.3g})"

@@ -19,6 +19,7 @@ NumPy broadcasting error), nothing is returned half-computed and no input is mut
 
 from __future__ import annotations
 
+import collections
 import inspect
 import re
 from collections.abc import Callable
@@ -31,7 +32,7 @@ import hypothesis.strategies as st
 import numpy as np
 import pytest
 import torch
-from contract_calls import C, N, RESULT_TYPES, SHAPE, VALID, en_cache, sn_cache, valid_call
+from contract_calls import C, N, RESULT_TYPES, SHAPE, VALID, en_cache, en_params, layer_arrays, plain_cache, sn_cache, stages, valid_call
 from hypothesis import given, settings
 
 import refnorm
@@ -262,6 +263,92 @@ for field, value, expected in (("stages", None, r"tuple\["), ("vertex", None, "a
                                ("radius", "0.3", "float"), ("variant", None, "str")):  # fmt: skip
     bad("SparsestMaxStages", field, "junk", value, TypeError, rf"stages\.{field} must be {expected}")
 
+# --- forward mode and second order (issue 15): tangents, the HVPs' upstream gradient, their caches
+SECOND = {  # function: (its tangents' container, the forward whose cache it takes, the cache's type)
+    "switch_norm_jvp": ("SwitchNormGrads", "switch_norm_forward", "SwitchNormCache"),
+    "sparse_switch_norm_jvp": ("SwitchNormGrads", "sparse_switch_norm_forward", "SwitchNormCache"),
+    "plain_norm_jvp": ("PlainNormGrads", "plain_norm_forward", "SwitchNormCache"),
+    "exemplar_norm_jvp": ("ExemplarNormGrads", "exemplar_norm_forward", "ExemplarNormCache"),
+    "switch_norm_hvp": ("SwitchNormGrads", "switch_norm_forward", "SwitchNormCache"),
+    "sparse_switch_norm_hvp": ("SwitchNormGrads", "sparse_switch_norm_forward", "SwitchNormCache"),
+    "plain_norm_hvp": ("PlainNormGrads", "plain_norm_forward", "SwitchNormCache"),
+}
+WRONG_CONTAINER = {  # another op's gradients as the tangents: the fields it lacks or adds, named
+    "SwitchNormGrads": (lambda t: refnorm.PlainNormGrads(t.dx, t.dgamma, t.dbeta), r"PlainNormGrads with no dmean_logits, dvar_logits"),
+    "PlainNormGrads": (lambda t: refnorm.SwitchNormGrads(t.dx, t.dgamma, t.dbeta, np.zeros(1), np.zeros(1)), r"SwitchNormGrads with an extra dmean_logits, dvar_logits"),  # fmt: skip
+    "ExemplarNormGrads": (lambda t: refnorm.SwitchNormGrads(t.dx, t.dgamma, t.dbeta, np.zeros(3), np.zeros(3)),
+                          r"SwitchNormGrads with no dconv_weight, dconv_bias, dtemperature and an extra dmean_logits, dvar_logits"),
+}  # fmt: skip
+for function, (container, forward, cache_type) in SECOND.items():
+    fields = getattr(refnorm, container)._fields
+    expected = rf"tangents must be an? {container} holding one tangent per differentiable argument of {function} \({', '.join(fields)}\), got"
+    bad(function, "tangents", "None", None, TypeError, rf"{expected} None")
+    bad(function, "tangents", "tuple", From(tuple), TypeError, rf"{expected} tuple")
+    bad(function, "tangents", "list", From(list), TypeError, rf"{expected} list")
+    bad(function, "tangents", "dict", From(lambda t: t._asdict()), TypeError, rf"{expected} dict; build one with {container}\(\*\*\{{\.\.\.\}}\)")
+    bad(function, "tangents", "another-ops-gradients", From(WRONG_CONTAINER[container][0]), TypeError, rf"{expected} {WRONG_CONTAINER[container][1]}")
+    bad(function, "tangents", "dx-broadcastable", From(lambda t: t._replace(dx=t.dx[:1])), ValueError, r"tangents\.dx has shape \(1, 4, 2, 2\), expected the shape of its argument = \(3, 4, 2, 2\)")  # fmt: skip
+    bad(function, "tangents", "dx-flattened", From(lambda t: t._replace(dx=t.dx.reshape(N, -1))), ValueError, r"tangents\.dx has shape \(3, 16\), expected the shape of its argument = \(3, 4, 2, 2\)")  # fmt: skip
+    bad(function, "tangents", "dx-float32", From(lambda t: t._replace(dx=t.dx.astype(np.float32))), TypeError, r"tangents\.dx has dtype float32, expected float64 \(the dtype of the forward's arguments\); refnorm does not mix precisions")  # fmt: skip
+    bad(function, "tangents", "dx-integer", From(lambda t: t._replace(dx=np.ones(SHAPE, np.int64))), TypeError, r"tangents\.dx has dtype int64, expected a real floating dtype")  # fmt: skip
+    bad(function, "tangents", "dx-complex", From(lambda t: t._replace(dx=t.dx.astype(complex))), TypeError, r"tangents\.dx has dtype complex128, expected a real floating dtype")  # fmt: skip
+    bad(function, "tangents", "dx-nan", From(lambda t: t._replace(dx=with_nan(t.dx))), ValueError, r"tangents\.dx contains NaN or infinity; refnorm needs finite inputs")  # fmt: skip
+    bad(function, "tangents", "dx-inf", From(lambda t: t._replace(dx=with_inf(t.dx))), ValueError, r"tangents\.dx contains NaN or infinity")
+    bad(function, "tangents", "dx-torch", From(lambda t: t._replace(dx=torch.from_numpy(t.dx))), TypeError, r"tangents\.dx is a torch array; tangents\.dgamma, .*the forward's cache are numpy arrays: the array arguments must all come from one array library")  # fmt: skip
+    bad(function, "tangents", "dx-strict", From(lambda t: t._replace(dx=array_api_strict.asarray(t.dx))), TypeError, r"tangents\.dx is a array_api_strict array")  # fmt: skip
+    bad(function, "tangents", "dgamma-length", From(lambda t: t._replace(dgamma=np.ones(5))), ValueError, r"tangents\.dgamma has shape \(5,\), expected the shape of its argument = \(4,\)")  # fmt: skip
+    bad(function, "tangents", "dgamma-scalar", From(lambda t: t._replace(dgamma=np.asarray(1.0))), ValueError, r"tangents\.dgamma has shape \(\), expected the shape of its argument = \(4,\)")  # fmt: skip
+    bad(function, "tangents", "dgamma-None", From(lambda t: t._replace(dgamma=None)), TypeError, rf"tangents\.dgamma {A_ARRAY}, got None")
+    bad(function, "tangents", "dbeta-list", From(lambda t: t._replace(dbeta=[0.0] * C)), TypeError, r"tangents\.dbeta must be an array .*, got list")
+    bad(function, "tangents", "dbeta-inf", From(lambda t: t._replace(dbeta=with_inf(t.dbeta))), ValueError, r"tangents\.dbeta contains NaN or infinity")
+    bad(function, "tangents", "dbeta-python-float", From(lambda t: t._replace(dbeta=0.5)), TypeError, r"tangents\.dbeta must be an array .*, got float \(0\.5\)")
+    if container == "SwitchNormGrads":
+        for side in ("dmean_logits", "dvar_logits"):
+            bad(function, "tangents", f"{side}-length", From(lambda t, side=side: t._replace(**{side: np.zeros(2)})), ValueError, rf"tangents\.{side} has shape \(2,\), expected the shape of its argument = \(3,\)")  # fmt: skip
+            bad(function, "tangents", f"{side}-nan", From(lambda t, side=side: t._replace(**{side: with_nan(getattr(t, side))})), ValueError, rf"tangents\.{side} contains NaN or infinity")  # fmt: skip
+            bad(function, "tangents", f"{side}-float32", From(lambda t, side=side: t._replace(**{side: getattr(t, side).astype(np.float32)})), TypeError, rf"tangents\.{side} has dtype float32, expected float64")  # fmt: skip
+        # a cache of one normalizer (the plain normalizers') has one logit per side
+        bad(function, "cache", "plain-cache", From(lambda c: plain_cache()), ValueError, r"tangents\.dmean_logits has shape \(3,\), expected the shape of its argument = \(1,\)")  # fmt: skip
+    if container == "ExemplarNormGrads":
+        bad(function, "tangents", "dconv_weight-length", From(lambda t: t._replace(dconv_weight=np.zeros(5))), ValueError, r"tangents\.dconv_weight has shape \(5,\), expected the shape of its argument = \(3,\)")  # fmt: skip
+        bad(function, "tangents", "dconv_bias-shape", From(lambda t: t._replace(dconv_bias=np.zeros(1))), ValueError, r"tangents\.dconv_bias has shape \(1,\), expected the shape of its argument = \(\)")  # fmt: skip
+        bad(function, "tangents", "dconv_bias-python-float", From(lambda t: t._replace(dconv_bias=0.5)), TypeError, r"tangents\.dconv_bias must be an array .*, got float \(0\.5\)")  # fmt: skip
+        bad(function, "tangents", "dtemperature-nan", From(lambda t: t._replace(dtemperature=np.asarray(np.nan))), ValueError, r"tangents\.dtemperature contains NaN or infinity")  # fmt: skip
+        bad(function, "tangents", "dtemperature-float32", From(lambda t: t._replace(dtemperature=np.asarray(1.0, np.float32))), TypeError, r"tangents\.dtemperature has dtype float32, expected float64")  # fmt: skip
+    needs = rf"cache must be the {cache_type} that {forward} returns, got"
+    bad(function, "cache", "None", None, TypeError, rf"{needs} None")
+    bad(function, "cache", "tuple", From(tuple), TypeError, rf"{needs} tuple")
+    bad(function, "cache", "stages", From(lambda c: stages()), TypeError, rf"{needs} SparsestMaxStages")
+    output = refnorm.ExemplarNormOutput if cache_type == "ExemplarNormCache" else refnorm.SwitchNormOutput
+    bad(function, "cache", "whole-output", From(lambda c, output=output: output(np.ones(SHAPE), c, None)), TypeError, rf"{needs} {output.__name__}; pass its \.cache \({forward} returns y, cache, \.\.\.\)")  # fmt: skip
+    if cache_type == "ExemplarNormCache":
+        bad(function, "cache", "sn-cache", From(lambda c: sn_cache()), TypeError, rf"{needs} SwitchNormCache$")
+        bad(function, "cache", "edited", From(lambda c: c._replace(generator=None)), TypeError, r"cache\.generator must be RatioGenerator, got None")
+    else:
+        refused = r": refnorm defines no second order for EN \(docs/sn-jvp-hvp\.md says why\); EN's forward mode is exemplar_norm_jvp"
+        bad(function, "cache", "en-cache", From(lambda c: en_cache()), TypeError, rf"{needs} ExemplarNormCache" + (refused if function.endswith("hvp") else "$"))
+        bad(function, "cache", "edited", From(lambda c: c._replace(mixture=None)), TypeError, r"cache\.mixture must be MixedStatistics, got None")
+        bad(function, "cache", "nested-edited", From(lambda c: c._replace(mixture=c.mixture._replace(inv_std=None))), TypeError, r"cache\.mixture\.inv_std must be an array, got None")  # fmt: skip
+    if function.endswith("hvp"):  # the upstream gradient, as every backward checks it
+        bad(function, "dy", "None", None, TypeError, r"dy must be an array .*, got None")
+        bad(function, "dy", "list", LIST, TypeError, rf"dy {A_ARRAY}, got list")
+        bad(function, "dy", "shape", np.ones((N, C, 4)), ValueError, r"dy has shape \(3, 4, 4\), expected the output's shape = \(3, 4, 2, 2\)")
+        bad(function, "dy", "broadcastable", np.ones((1, C, 1, 1)), ValueError, r"dy has shape \(1, 4, 1, 1\), expected the output's shape = \(3, 4, 2, 2\)")
+        bad(function, "dy", "float32", np.ones(SHAPE, np.float32), TypeError, r"dy has dtype float32, expected float64 \(the dtype of the output\)")
+        bad(function, "dy", "nan", From(with_nan), ValueError, r"dy contains NaN or infinity; refnorm needs finite inputs")
+        bad(function, "dy", "inf", From(with_inf), ValueError, r"dy contains NaN or infinity")
+        bad(function, "dy", "torch", torch.ones(SHAPE, dtype=torch.float64), TypeError, r"dy is a torch array; the forward's cache is a numpy array")
+        bad(function, "dy", "integer", np.ones(SHAPE, np.int64), TypeError, r"dy has dtype int64, expected a real floating dtype")
+        bad(function, "dy", "complex", np.ones(SHAPE, complex), TypeError, r"dy has dtype complex128, expected a real floating dtype")
+# the gradient containers, taken back as tangents (through switch_norm_jvp, plain_norm_jvp, exemplar_norm_jvp): every field
+for container in ("SwitchNormGrads", "PlainNormGrads", "ExemplarNormGrads"):
+    for field in getattr(refnorm, container)._fields:
+        bad(container, field, "None", None, TypeError, rf"tangents\.{field} must be an array .*, got None")
+        bad(container, field, "nan", From(lambda v: np.full(v.shape, np.nan)), ValueError, rf"tangents\.{field} contains NaN or infinity")
+        bad(container, field, "float32", From(lambda v: v.astype(np.float32)), TypeError, rf"tangents\.{field} has dtype float32, expected float64")
+        bad(container, field, "extra-axis", From(lambda v: v[None]), ValueError, rf"tangents\.{field} has shape \(1,[\d, ]*\), expected the shape of its argument")
+        bad(container, field, "integer", From(lambda v: np.ones(v.shape, np.int64)), TypeError, rf"tangents\.{field} has dtype int64, expected a real floating dtype")
+
 # --- simplex maps
 for function in ("softmax", "sparsemax", "sparsemax_linearize", "sparsestmax", "sparsestmax_forward", "sparsestmax_linearize"):
     bad(function, "logits", "list", LIST, TypeError, rf"logits {A_ARRAY}, got list")
@@ -295,6 +382,42 @@ for function, cotangent in (("sparsestmax_vjp", "dratios"), ("sparsestmax_jvp", 
     bad(function, cotangent, "None", None, TypeError, rf"{cotangent} must be an array .*, got None")
     bad(function, "stages", "None", None, TypeError, r"stages must be the SparsestMaxStages that sparsestmax_forward returned, got NoneType")
     bad(function, "stages", "ratios", From(lambda s: s.vertex), TypeError, r"stages must be the SparsestMaxStages .*, got ndarray")
+# the simplex maps' second order: the cotangent and the logit tangent, checked as their VJPs and JVPs check them
+for function in ("softmax_hvp", "sparsemax_hvp"):
+    for argument in ("dratios", "dlogits"):
+        bad(function, argument, "broadcastable", np.ones(3), ValueError, rf"{argument} has shape \(3,\), expected the shape of ratios = \(2, 3\)")
+        bad(function, argument, "transposed", np.ones((3, 2)), ValueError, rf"{argument} has shape \(3, 2\), expected the shape of ratios = \(2, 3\)")
+        bad(function, argument, "float32", np.ones((2, 3), np.float32), TypeError, rf"{argument} has dtype float32, expected float64 \(the dtype of ratios\)")
+        bad(function, argument, "integer", np.ones((2, 3), np.int64), TypeError, rf"{argument} has dtype int64, expected a real floating dtype")
+        bad(function, argument, "complex", np.ones((2, 3), complex), TypeError, rf"{argument} has dtype complex128, expected a real floating dtype")
+        bad(function, argument, "nan", From(with_nan), ValueError, rf"{argument} contains NaN or infinity; refnorm needs finite inputs")
+        bad(function, argument, "inf", From(with_inf), ValueError, rf"{argument} contains NaN or infinity")
+        bad(function, argument, "None", None, TypeError, rf"{argument} must be an array .*, got None")
+        bad(function, argument, "list", LIST, TypeError, rf"{argument} {A_ARRAY}, got list")
+        bad(function, argument, "torch", torch.ones((2, 3), dtype=torch.float64), TypeError, rf"(^|; ){argument} is a torch array(;|:).* must all come from one array library")
+    bad(function, "ratios", "list", LIST, TypeError, r"ratios must be an array .*, got list")
+    bad(function, "ratios", "None", None, TypeError, r"ratios must be an array .*, got None")
+    bad(function, "ratios", "nan", From(with_nan), ValueError, r"ratios contains NaN or infinity")
+    bad(function, "ratios", "integer", np.zeros((2, 3), np.int64), TypeError, r"ratios has dtype int64, expected a real floating dtype")
+    bad(function, "ratios", "complex", np.ones((2, 3), complex) / 3, TypeError, r"ratios has dtype complex128, expected a real floating dtype")
+    bad(function, "ratios", "scalar", np.asarray(1.0), ValueError, r"ratios has shape \(\), expected \(\.\.\., K\)")
+    bad(function, "ratios", "torch", From(lambda r: torch.from_numpy(r)), TypeError, r"ratios is a torch array")
+bad("softmax_hvp", "ratios", "above-1", np.full((2, 3), 2.0), ValueError, r"ratios has an entry above 1\.0 \(2\.0\); expected every entry <= 1\.0")
+bad("softmax_hvp", "ratios", "negative", np.full((2, 3), -0.5), ValueError, r"ratios has a negative entry \(-0\.5\); expected every entry >= 0")
+for argument in ("dratios", "dlogits"):
+    bad("sparsestmax_hvp", argument, "scalar", np.asarray(1.0), ValueError, rf"{argument} has shape \(\), expected the shape of the forward's ratios = \(2, 3\)")
+    bad("sparsestmax_hvp", argument, "broadcastable", np.ones((1, 3)), ValueError, rf"{argument} has shape \(1, 3\), expected the shape of the forward's ratios = \(2, 3\)")
+    bad("sparsestmax_hvp", argument, "float32", np.ones((2, 3), np.float32), TypeError, rf"{argument} has dtype float32, expected float64 \(the dtype of the forward's ratios\)")
+    bad("sparsestmax_hvp", argument, "integer", np.ones((2, 3), np.int64), TypeError, rf"{argument} has dtype int64, expected a real floating dtype")
+    bad("sparsestmax_hvp", argument, "nan", From(with_nan), ValueError, rf"{argument} contains NaN or infinity")
+    bad("sparsestmax_hvp", argument, "inf", From(with_inf), ValueError, rf"{argument} contains NaN or infinity")
+    bad("sparsestmax_hvp", argument, "None", None, TypeError, rf"{argument} must be an array .*, got None")
+    bad("sparsestmax_hvp", argument, "torch", torch.ones((2, 3), dtype=torch.float64), TypeError, rf"{argument} is a torch array; stages is a numpy array")
+bad("sparsestmax_hvp", "stages", "None", None, TypeError, r"stages must be the SparsestMaxStages that sparsestmax_forward returned, got NoneType")
+bad("sparsestmax_hvp", "stages", "ratios", From(lambda s: s.vertex), TypeError, r"stages must be the SparsestMaxStages .*, got ndarray")
+bad("sparsestmax_hvp", "stages", "tuple", From(tuple), TypeError, r"stages must be the SparsestMaxStages .*, got tuple")
+bad("sparsestmax_hvp", "stages", "sn-cache", From(lambda s: sn_cache()), TypeError, r"stages must be the SparsestMaxStages .*, got SwitchNormCache")
+bad("sparsestmax_hvp", "stages", "edited", From(lambda s: s._replace(vertex=None)), TypeError, r"stages\.vertex must be an array, got None")
 bad("FixedRatios", "ratios", "string", "10", TypeError, r"FixedRatios needs ratios as a tuple of numbers such as \(0\.0, 1\.0, 0\.0\), got str \('10'\)")
 bad("FixedRatios", "ratios", "nan", (float("nan"), 1.0), ValueError, r"FixedRatios needs ratios on the simplex \(finite, non-negative, summing to 1\), got \(nan, 1\.0\)")
 bad("FixedRatios", "ratios", "not-summing-to-1", (0.5, 0.6, 0.0), ValueError, r"FixedRatios needs ratios on the simplex")
@@ -429,6 +552,24 @@ bad("Linearized", "out", "string", "y", TypeError, r"fun's output is a str, expe
 bad("Linearized", "pullback", "not-callable", "vjp", TypeError, r"fun's Linearized has a pullback that is a str, not callable")
 bad("Linearized", "pushforward", "not-callable", 1, TypeError, r"has a pushforward that is an int, not callable \(or None\)")
 bad("Linearized", "active_set", "function", lambda: None, TypeError, r"fun's Linearized has an active_set that holds a function, not arrays, tuples and numbers")
+bad("gradcheck", "order", "zero", 0, ValueError, r"order must be an int >= 1, got 0")
+bad("gradcheck", "order", "three", 3, ValueError, r"order must be 1, 2 or None \(every derivative the op provides\), got 3")
+bad("gradcheck", "order", "float", 2.0, TypeError, r"order must be an int, got a float")
+bad("gradcheck", "order", "bool", True, TypeError, r"order must be an int, got a bool")
+bad("gradcheck", "order", "string", "2", TypeError, r"order must be an int, got a str")
+bad("gradcheck", "order", "nan", float("nan"), TypeError, r"order must be an int, got a float")
+bad("gradcheck", "order", "in-jacobian-mode", 2, ValueError, r"order=2 is checked in directional mode only; use mode='directional' \(the default\)")
+bad("gradcheck", "order", "without-an-hvp", 2, ValueError, r"order=2 checks the second order, but fun's Linearized has no hvp")
+bad("gradcheck", "order", "exemplar-norm", 2, ValueError, r"order=2 checks the second order, but fun's Linearized has no hvp")  # EN has no second order
+bad("assert_gradcheck", "kwargs", "order-out-of-range", {"order": 3}, ValueError, r"order must be 1, 2 or None")
+bad("Linearized", "hvp", "not-callable", "hvp", TypeError, r"fun's Linearized has an hvp that is a str, not callable \(or None\)")
+bad("Linearized", "hvp", "array", np.ones(3), TypeError, r"fun's Linearized has an hvp that is an? ndarray, not callable \(or None\)")
+# a malformed hvp is the checker's verdict, a failed check naming where (never a pass, never an exception)
+bad("Linearized", "hvp", "returns-nan", lambda v, t: (np.full((2, 3), np.nan),), None, r"hvp\(v\[0\], u\[0\]\) for arg0 holds NaN at \(0, 0\)")
+bad("Linearized", "hvp", "raises", lambda v, t: (1 / 0,), None, r"hvp\(v\[0\], u\[0\]\) raised ZeroDivisionError")
+bad("Linearized", "hvp", "wrong-shape", lambda v, t: (np.zeros(3),), None, r"hvp\(v\[0\], u\[0\]\) for arg0 has shape \(3,\), expected \(2, 3\)")
+bad("Linearized", "hvp", "returns-None", lambda v, t: None, None, r"hvp\(v\[0\], u\[0\]\) returned None, expected a tuple with one array per argument")
+bad("Linearized", "hvp", "wrong-number", lambda v, t: (t, t), None, r"hvp\(v\[0\], u\[0\]\) returned 2 arrays, expected one per argument \(1: arg0\)")
 
 # --- the conformance kit
 bad("Adapter", "forward", "None", None, TypeError, r"Adapter\.forward must be callable, got NoneType")
@@ -438,6 +579,10 @@ bad("Adapter", "dtype", "float16", "float16", ValueError, r"dtype 'float16' has 
 bad("Adapter", "dtype", "None", None, TypeError, r"dtype must be 'float32' or 'float64' \(a name or a NumPy dtype\), got None")
 bad("Adapter", "dtype", "object", object(), TypeError, r"dtype must be 'float32' or 'float64' \(a name or a NumPy dtype\), got object")
 bad("Adapter", "name", "empty", "", TypeError, r"Adapter\.name must be a non-empty string")
+bad("Adapter", "jvp", "string", "jax.jvp", TypeError, r"Adapter\.jvp must be callable or None, got str")
+bad("Adapter", "jvp", "dict", {}, TypeError, r"Adapter\.jvp must be callable or None, got dict")
+bad("Adapter", "hvp", "int", 1, TypeError, r"Adapter\.hvp must be callable or None, got int")
+bad("Adapter", "hvp", "tuple", (None,), TypeError, r"Adapter\.hvp must be callable or None, got tuple")
 for checker in ("check_conformance", "ConformanceCheck", "run_conformance", "conformance_checks", "parametrize_conformance"):
     bad(checker, "adapter", "function", lambda i, p: {}, TypeError, r"adapter must be a refnorm\.testing\.Adapter, got function")
     bad(checker, "adapter", "None", None, TypeError, r"adapter must be a refnorm\.testing\.Adapter, got NoneType")
@@ -555,6 +700,10 @@ ROW_SETUP: dict[str, Callable[[dict[str, Any]], None]] = {
         mean_logits=np.zeros(1), var_logits=np.zeros(1), fixed=refnorm.FixedSides(mean=0)),
     "initial_running_stats-mean-overflows-float32": lambda kw: kw.update(like=kw["like"].astype(np.float32)),
     **{f"{layer}-groups-string": (lambda kw: kw.update(normalizers=("gn", "bn"))) for layer in FORWARDS},
+    "gradcheck-order-in-jacobian-mode": lambda kw: kw.update(mode="jacobian"),
+    "gradcheck-order-without-an-hvp": lambda kw: kw.update(fun=lambda z: refnorm.sparsemax_linearize(z)._replace(hvp=None)),
+    "gradcheck-order-exemplar-norm": lambda kw: kw.update(
+        fun=lambda x: refnorm.exemplar_norm_linearize(x, **en_params()), args=(layer_arrays()["x"],), names=("x",)),
 }
 """Rows that change a second argument (the keywords are changed in place before the call)."""
 
@@ -572,9 +721,10 @@ def test_bad_input_raises_the_documented_error(row):
     thunk, kwargs = call_with(row.subject, row.argument, row.value)
     ROW_SETUP.get(row.id, lambda kw: None)(kwargs)
     before = [(a, a.copy()) for a in _arrays(kwargs)]
-    if row.raises is None:  # the kit judges an implementation's output: a failed comparison, not an error
+    if row.raises is None:  # the kit or the checker judges what it was given: a failed verdict, not an error
         result = thunk()
-        assert not result.passed and re.search(row.match, result.describe()), result.describe()
+        verdict = result.describe() if hasattr(result, "describe") else result.summary()
+        assert not result.passed and re.search(row.match, verdict), verdict
     else:
         with pytest.raises(row.raises) as raised:
             thunk()
@@ -674,6 +824,14 @@ def corruptions(value: Any, types_only: bool = False) -> dict[str, Any]:
         if len(value) > 1:
             out["shards-one-short"] = [value[0], value[1][..., :1]]
     if isinstance(value, tuple) and hasattr(value, "_fields"):
+        # the record's own fields in another container: a plain tuple, a dict, a look-alike record
+        # with one field missing or one extra (another op's gradients as a JVP's tangents)
+        kind = type(value).__name__
+        out["as-tuple"] = tuple(value)
+        out["as-dict"] = value._asdict()
+        if len(value._fields) > 1:
+            out["field-missing"] = collections.namedtuple(kind, value._fields[:-1])(*value[:-1])
+        out["field-extra"] = collections.namedtuple(kind, (*value._fields, "extra"))(*value, value[0])
         for field in value._fields:
             v = getattr(value, field)
             out[f"{field}=None"] = value._replace(**{field: None})

@@ -424,7 +424,8 @@ def branch_statistics_jvp(x_dot: Array, branches: Branches, centered: Array, lay
         convention=config.convention, layout=layout, groups=config.groups, constant=constant_scopes(config),
     )  # fmt: skip
     inv_stds_dot = tuple(
-        None if var_dot is None else -0.5 * r * r * r * var_dot for r, var_dot in zip(branches.inv_stds, scopes_dot.variances, strict=True)
+        # r (r^2 var_dot), not r^3 var_dot: r^3 is subnormal for huge variances (switchnorm.mix_jvp)
+        None if var_dot is None else -0.5 * r * (var_dot * (r * r)) for r, var_dot in zip(branches.inv_stds, scopes_dot.variances, strict=True)
     )
     return Branches(moments_dot, scopes_dot, inv_stds_dot), centered_dot
 
@@ -559,7 +560,7 @@ def mix_jvp(branches: Branches, branches_dot: Branches, ratios_dot: Array, embed
             mean_dot = mean_dot + lam * scopes_dot.means[k]
             var_dot = var_dot + lam * scopes_dot.variances[k]
     r = mixture.scale
-    inv_std_dot = -0.5 * r * r * r * var_dot
+    inv_std_dot = -0.5 * r * (var_dot * (r * r))  # not r^3 first: subnormal for huge variances (switchnorm.mix_jvp)
     shift_dot = inv_std_dot * (branches.moments.mean - mixture.mean) + r * (branches_dot.moments.mean - mean_dot)
     return MixedBranches(mixture.mixing, ratios_dot, embedding_dot, inv_std_dot, shift_dot, mean_dot, var_dot)
 

@@ -170,8 +170,9 @@ def check_cache(cache: Any, expected: type, forward: str) -> None:
     check_record(cache, "cache")
 
 
-def check_ratio_gradient(xp: Any, dratios: Array, what: str) -> None:
-    """``ValueError`` naming ``dy`` when the gradient with respect to a layer's ratios overflowed.
+def check_ratio_gradient(xp: Any, dratios: Array, what: str, along: str | None = None) -> None:
+    """``ValueError`` naming ``dy`` when the gradient with respect to a layer's ratios overflowed
+    (``along``: its derivative along the tangents, in an HVP, naming ``along``).
 
     It sums the upstream gradient against statistics, ``sum_nc dL/dsigma^2 * sigma^2_k``, which
     in float32 exceeds the dtype's range for inputs whose statistics are about ``1e13`` apart
@@ -179,10 +180,14 @@ def check_ratio_gradient(xp: Any, dratios: Array, what: str) -> None:
     ratio on the boundary of the simplex multiplies it by 0). The ratio function's VJP would see
     NaN; this says why, at the stage that overflowed.
     """
+    # In float64 there is no wider dtype to point to: the statistics themselves are too large.
+    names = along or "dy"
+    remedy = f"rescale x or {names}" if dratios.dtype == xp.float64 else "compute this layer in float64"
+    quantity = f"the gradient with respect to the {what}" if along is None else f"the derivative along the tangents of the gradient with respect to the {what}"
     check_values(
-        xp, dratios, "dy",
-        message=f"the gradient with respect to the {what} is not finite: dy against the forward's statistics overflows "
-        f"{dratios.dtype} (compute this layer in float64), or the forward ran with check_finite=False on input it refuses",
+        xp, dratios, names,
+        message=f"{quantity} is not finite: {names} against the forward's statistics overflow{'s' if along is None else ''} "
+        f"{dratios.dtype} ({remedy}), or the forward ran with check_finite=False on input it refuses",
     )  # fmt: skip
 
 
@@ -280,8 +285,8 @@ def check_tangents(tangents: Any, expected: type, shapes: Mapping[str, tuple[int
     """
     if not isinstance(tangents, expected):
         raise TypeError(
-            f"{name} must be a {expected.__name__} holding one tangent per differentiable argument of {function} "
-            f"({', '.join(expected._fields)}), got {type(tangents).__name__}"
+            f"{name} must be {'an' if expected.__name__[0] in 'AEIOU' else 'a'} {expected.__name__} holding one tangent per differentiable argument of {function} "
+            f"({', '.join(expected._fields)}), got {_other_container(tangents, expected)}"
         )
     xp = namespace_of({**{f"{name}.{field}": getattr(tangents, field) for field in expected._fields}, "the forward's cache": like})
     for field in expected._fields:
@@ -291,6 +296,24 @@ def check_tangents(tangents: Any, expected: type, shapes: Mapping[str, tuple[int
         check_shape(value, f"{name}.{field}", tuple(shapes[field]), "the shape of its argument")
         check_finite(xp, value, f"{name}.{field}")
     return xp
+
+
+def _other_container(value: Any, expected: type) -> str:
+    """What a tangents argument of the wrong type is, for :func:`check_tangents`'s message: a record's
+    fields that are missing or extra (another op's gradient container), or how to build the
+    container from a mapping."""
+    kind = type(value).__name__
+    fields = getattr(type(value), "_fields", None)
+    if isinstance(value, Mapping):
+        return f"{kind}; build one with {expected.__name__}(**{{...}})"
+    if not isinstance(fields, tuple):
+        return describe(value)
+    missing = [f for f in expected._fields if f not in fields]
+    extra = [f for f in fields if f not in expected._fields]
+    parts = ([f"no {', '.join(missing)}"] if missing else []) + ([f"an extra {', '.join(extra)}"] if extra else [])
+    if not parts:
+        return f"{kind} of {type(value).__module__} (another class with the same fields)"
+    return f"{kind} with {' and '.join(parts)}"
 
 
 def normalize_jvp(

@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from .._xp import Array, device, namespace
-from .layer import check_cache, check_finite_parameters, check_layer_call, check_upstream
+from .layer import check_finite_parameters, check_layer_call
 from .linearized import Linearized
 from .running import BatchAverage, RunningStats
 from .simplex import FixedRatios
@@ -28,10 +28,11 @@ from .switchnorm import (
     SwitchNormCache,
     SwitchNormConfig,
     SwitchNormGrads,
-    check_switch_norm_tangents,
+    check_hvp_call,
+    check_jvp_call,
+    hvp_stages,
+    jvp_stages,
     switch_norm_backward,
-    switch_norm_hvp,
-    switch_norm_jvp,
     switch_norm_stages,
 )
 
@@ -100,9 +101,8 @@ def plain_norm_backward(dy: Array, cache: SwitchNormCache) -> PlainNormGrads:
     return PlainNormGrads(grads.dx, grads.dgamma, grads.dbeta)
 
 
-def _as_switch_norm_tangents(tangents: PlainNormGrads, cache: SwitchNormCache, function: str) -> SwitchNormGrads:
+def _as_switch_norm_tangents(tangents: PlainNormGrads, cache: SwitchNormCache) -> SwitchNormGrads:
     """Checked plain-normalizer tangents as SN's: the fixed ratio's dummy logits do not move."""
-    check_switch_norm_tangents(tangents, cache, function, PlainNormGrads)
     zero = namespace(cache.centered).zeros_like(cache.mixture.mean_ratios)
     return SwitchNormGrads(tangents.dx, tangents.dgamma, tangents.dbeta, zero, zero)
 
@@ -112,16 +112,15 @@ def plain_norm_jvp(tangents: PlainNormGrads, cache: SwitchNormCache) -> Array:
 
     ``tangents`` is a ``PlainNormGrads(dx=..., dgamma=..., dbeta=...)`` of tangents, each of its
     argument's shape and dtype; returns the tangent of ``y``."""
-    check_cache(cache, SwitchNormCache, "plain_norm_forward")
-    return switch_norm_jvp(_as_switch_norm_tangents(tangents, cache, "plain_norm_jvp"), cache)
+    xp = check_jvp_call(tangents, cache, function="plain_norm_jvp", forward="plain_norm_forward", container=PlainNormGrads)
+    return jvp_stages(_as_switch_norm_tangents(tangents, cache), cache, xp)
 
 
 def plain_norm_hvp(dy: Array, cache: SwitchNormCache, tangents: PlainNormGrads) -> PlainNormGrads:
     """Second order of :func:`plain_norm_forward`: the derivative of :func:`plain_norm_backward` ``(dy, ·)``
     along ``tangents``, SN's (:func:`refnorm.switch_norm_hvp`) with the ratio fixed to 1."""
-    check_cache(cache, SwitchNormCache, "plain_norm_forward")
-    check_upstream(dy, cache.centered, cache.shape)
-    hvp = switch_norm_hvp(dy, cache, _as_switch_norm_tangents(tangents, cache, "plain_norm_hvp"))
+    xp = check_hvp_call(dy, cache, tangents, function="plain_norm_hvp", forward="plain_norm_forward", container=PlainNormGrads)
+    hvp = hvp_stages(dy, cache, _as_switch_norm_tangents(tangents, cache), xp)
     return PlainNormGrads(hvp.dx, hvp.dgamma, hvp.dbeta)
 
 

@@ -146,14 +146,18 @@ def softmax_hvp(dratios: Array, ratios: Array, dlogits: Array) -> Array:
     the Hessian of :math:`\langle g, \mathrm{softmax}(z) \rangle` times :math:`\dot z` (a symmetric
     matrix: :math:`H = \operatorname{diag}(a) - a w^\top - w a^\top` with
     :math:`a = w \odot (g - \langle w, g\rangle)`).
+
+    ``ratios`` is the forward's output (every entry in ``[0, 1]``); ``dratios`` and ``dlogits`` must
+    have its library, dtype and exact shape and be finite.
     """
     xp = namespace_of({"dratios": dratios, "ratios": ratios, "dlogits": dlogits})
-    for name, value in (("dratios", dratios), ("dlogits", dlogits)):
-        check_floating(xp, value, name)
-        check_same_dtype("ratios", ratios, [(name, value)])
-        if tuple(value.shape) != tuple(ratios.shape):
-            raise ValueError(f"{name} has shape {tuple(value.shape)}, expected the shape of ratios = {tuple(ratios.shape)}")
-    ratios_dot = softmax_jvp(dlogits, ratios)
+    # ratios first, so a bad ratios is named as such (not as a dtype or shape dratios fails to match);
+    # then the cotangent and the tangent as softmax_vjp and softmax_jvp check them (finite included).
+    check_simplex_input(ratios, "ratios")
+    check_values(xp, ratios, "ratios", nonnegative=True, at_most=1.0)
+    check_like(xp, dratios, "dratios", ratios, "ratios")
+    check_like(xp, dlogits, "dlogits", ratios, "ratios")
+    ratios_dot = _softmax_jacobian_product(dlogits, ratios, xp)
     centred = dratios - xp.sum(ratios * dratios, axis=-1, keepdims=True)
     return ratios_dot * centred - ratios * xp.sum(ratios_dot * dratios, axis=-1, keepdims=True)
 

@@ -47,11 +47,13 @@ from .switchnorm import (
     SwitchNormCache,
     SwitchNormConfig,
     SwitchNormGrads,
+    check_hvp_call,
+    check_jvp_call,
     check_switch_norm_call,
+    hvp_stages,
+    jvp_stages,
     linearization,
     switch_norm_backward,
-    switch_norm_hvp,
-    switch_norm_jvp,
     switch_norm_stages,
 )
 
@@ -258,7 +260,8 @@ def sparse_switch_norm_jvp(tangents: SwitchNormGrads, cache: SwitchNormCache) ->
     ``tangents`` is a ``SwitchNormGrads(dx=..., dgamma=..., dbeta=..., dmean_logits=...,
     dvar_logits=...)`` of tangents; returns the tangent of ``y``.
     """
-    return switch_norm_jvp(tangents, cache)
+    xp = check_jvp_call(tangents, cache, function="sparse_switch_norm_jvp", forward="sparse_switch_norm_forward")
+    return jvp_stages(tangents, cache, xp)
 
 
 def sparse_switch_norm_hvp(dy: Array, cache: SwitchNormCache, tangents: SwitchNormGrads) -> SwitchNormGrads:
@@ -268,7 +271,8 @@ def sparse_switch_norm_hvp(dy: Array, cache: SwitchNormCache, tangents: SwitchNo
     (:func:`refnorm.ops.sparsestmax.sparsestmax_hvp`) within the smooth piece of the point: at a
     kink (a support or stage count about to change) it is the derivative on the recorded piece.
     """
-    return switch_norm_hvp(dy, cache, tangents)
+    xp = check_hvp_call(dy, cache, tangents, function="sparse_switch_norm_hvp", forward="sparse_switch_norm_forward")
+    return hvp_stages(dy, cache, tangents, xp)
 
 
 def sparse_switch_norm_linearize(

@@ -45,6 +45,7 @@ from typing import Any, NamedTuple
 
 from ._validation import check_shape, overflow_checked_afterwards
 from .._xp import Array, namespace
+from .exemplarnorm import ExemplarNormCache  # only to tell an HVP given EN's cache that EN has no second order
 from .layer import (
     LayerConfig,
     NormalizeGrads,
@@ -358,7 +359,9 @@ def mix_jvp(
             mean_dot = mean_dot + mixture.mean_ratios[k] * scopes_dot.means[k]
             var_dot = var_dot + mixture.var_ratios[k] * scopes_dot.variances[k]
     r = mixture.inv_std
-    inv_std_dot = -0.5 * r * r * r * var_dot
+    # r^3 var_dot as r (r^2 var_dot): r^3 is subnormal, and loses its digits, for variances beyond
+    # about 1e205 (x around 1e103), while r^2 var_dot is the variance's relative change, of order 1.
+    inv_std_dot = -0.5 * r * (var_dot * (r * r))
     shift_dot = inv_std_dot * (mixture.moments.mean - mixture.mean) + r * (moments_dot.mean - mean_dot)
     return MixedStatistics(moments_dot, scopes_dot, mean_ratios_dot, var_ratios_dot, None, None, mean_dot, var_dot, inv_std_dot, shift_dot)
 
@@ -421,14 +424,18 @@ def mix_vjp_jvp(
     dmean_ratios = xp.stack([xp.sum(A * mean) for mean in scopes.means])
     dvar_ratios = xp.stack([xp.sum(B * var) for var in scopes.variances])
     dmean_ratios_dot, dvar_ratios_dot = [], []
-    for mean, var, mean_dot, var_dot in zip(scopes.means, scopes.variances, scopes_dot.means, scopes_dot.variances, strict=True):
-        constant = mean_dot is None  # BN in evaluation: the statistics do not move
-        dmean_ratios_dot.append(xp.sum(A_dot * mean) if constant else xp.sum(A_dot * mean + A * mean_dot))
-        dvar_ratios_dot.append(xp.sum(B_dot * var) if constant else xp.sum(B_dot * var + B * var_dot))
-    dmean_logits_dot = config.mean_ratio.vjp(xp.stack(dmean_ratios_dot), mixture.mean_ratios, mixture.mean_aux) + config.mean_ratio.hvp(
+    with overflow_checked_afterwards():  # the sums against the statistics, as in mix_vjp
+        for mean, var, mean_dot, var_dot in zip(scopes.means, scopes.variances, scopes_dot.means, scopes_dot.variances, strict=True):
+            constant = mean_dot is None  # BN in evaluation: the statistics do not move
+            dmean_ratios_dot.append(xp.sum(A_dot * mean) if constant else xp.sum(A_dot * mean + A * mean_dot))
+            dvar_ratios_dot.append(xp.sum(B_dot * var) if constant else xp.sum(B_dot * var + B * var_dot))
+    dmean_ratios_dot, dvar_ratios_dot = xp.stack(dmean_ratios_dot), xp.stack(dvar_ratios_dot)
+    check_ratio_gradient(xp, dmean_ratios_dot, "mean ratios", along="dy, tangents")
+    check_ratio_gradient(xp, dvar_ratios_dot, "variance ratios", along="dy, tangents")
+    dmean_logits_dot = config.mean_ratio.vjp(dmean_ratios_dot, mixture.mean_ratios, mixture.mean_aux) + config.mean_ratio.hvp(
         dmean_ratios, mixture.mean_ratios, mixture.mean_aux, mean_logits_dot
     )
-    dvar_logits_dot = config.var_ratio.vjp(xp.stack(dvar_ratios_dot), mixture.var_ratios, mixture.var_aux) + config.var_ratio.hvp(
+    dvar_logits_dot = config.var_ratio.vjp(dvar_ratios_dot, mixture.var_ratios, mixture.var_aux) + config.var_ratio.hvp(
         dvar_ratios, mixture.var_ratios, mixture.var_aux, var_logits_dot
     )
 
@@ -606,6 +613,30 @@ def check_switch_norm_tangents(tangents: Any, cache: SwitchNormCache, function: 
     return check_tangents(tangents, container, shapes, cache.centered, function)
 
 
+def check_jvp_call(tangents: Any, cache: Any, *, function: str, forward: str, container: type = SwitchNormGrads) -> Any:
+    """The checks of a JVP of the SN family (SN, SSN, the plain normalizers), run once at its public
+    entry point: the cache's type (:func:`refnorm.ops.layer.check_cache`), then the tangents
+    (:func:`check_switch_norm_tangents`). ``function`` and ``forward`` name the public JVP and the
+    forward whose cache it takes, in messages. Returns the array namespace."""
+    check_cache(cache, SwitchNormCache, forward)
+    return check_switch_norm_tangents(tangents, cache, function, container)
+
+
+def check_hvp_call(dy: Any, cache: Any, tangents: Any, *, function: str, forward: str, container: type = SwitchNormGrads) -> Any:
+    """The checks of an HVP of the SN family, run once: the cache's type (EN's is told that refnorm
+    has no second order for EN), ``dy`` as the backward checks it
+    (:func:`refnorm.ops.layer.check_upstream`), then the tangents. Returns the array namespace."""
+    if isinstance(cache, ExemplarNormCache):
+        raise TypeError(
+            f"cache must be the SwitchNormCache that {forward} returns, got ExemplarNormCache: refnorm defines no second "
+            "order for EN (docs/sn-jvp-hvp.md says why); EN's forward mode is exemplar_norm_jvp"
+        )
+    check_cache(cache, SwitchNormCache, forward)
+    xp = check_upstream(dy, cache.centered, cache.shape)
+    check_switch_norm_tangents(tangents, cache, function, container)
+    return xp
+
+
 def _point_tangents(tangents: SwitchNormGrads, cache: SwitchNormCache, xp: Any) -> tuple[Array, Array, MixedStatistics]:
     """Stages 1–3 along ``tangents``: ``x_dot`` as ``(N, C, M)``, the centred input's tangent and :func:`mix_jvp`'s."""
     layout, config, mixture = cache.layout, cache.config, cache.mixture
@@ -642,8 +673,13 @@ def switch_norm_jvp(tangents: SwitchNormGrads, cache: SwitchNormCache) -> Array:
     The transpose of :func:`switch_norm_backward`:
     :math:`\langle dy, \dot y \rangle = \sum_a \langle \bar a, \dot a \rangle` over the arguments.
     """
-    check_cache(cache, SwitchNormCache, "switch_norm_forward")
-    xp = check_switch_norm_tangents(tangents, cache, "switch_norm_jvp")
+    xp = check_jvp_call(tangents, cache, function="switch_norm_jvp", forward="switch_norm_forward")
+    return jvp_stages(tangents, cache, xp)
+
+
+def jvp_stages(tangents: SwitchNormGrads, cache: SwitchNormCache, xp: Any) -> Array:
+    """:func:`switch_norm_jvp` on arguments its caller has checked (:func:`check_jvp_call`): the
+    stages' JVPs, shared by SN, SSN and the plain normalizers."""
     mixture = cache.mixture
     _, centered_dot, mixture_dot = _point_tangents(tangents, cache, xp)
     y_dot = normalize_jvp(
@@ -677,9 +713,13 @@ def switch_norm_hvp(dy: Array, cache: SwitchNormCache, tangents: SwitchNormGrads
     ``dy`` is checked as the backward checks it; ``tangents`` as :func:`switch_norm_jvp` checks them.
     SSN's SparsestMax is differentiated within the smooth piece of the point (its recorded stages).
     """
-    check_cache(cache, SwitchNormCache, "switch_norm_forward")
-    xp = check_upstream(dy, cache.centered, cache.shape)
-    check_switch_norm_tangents(tangents, cache, "switch_norm_hvp")
+    xp = check_hvp_call(dy, cache, tangents, function="switch_norm_hvp", forward="switch_norm_forward")
+    return hvp_stages(dy, cache, tangents, xp)
+
+
+def hvp_stages(dy: Array, cache: SwitchNormCache, tangents: SwitchNormGrads, xp: Any) -> SwitchNormGrads:
+    """:func:`switch_norm_hvp` on arguments its caller has checked (:func:`check_hvp_call`): the
+    backward's stages and their derivatives, shared by SN, SSN and the plain normalizers."""
     layout, config, mixture = cache.layout, cache.config, cache.mixture
     dy3 = xp.reshape(dy, (layout.N, layout.C, layout.M))
     # The point's tangents: the JVP's stages 1-3.
