@@ -6,11 +6,19 @@ This is the worked example of ``refnorm.testing`` (see ``test_torch_switchnorm.p
   and order, both variance conventions, training and evaluation), differentiated by autograd.
 * :class:`SwitchNorm` wraps it as an ``nn.Module`` (parameters, running buffers).
 * :func:`adapter` is everything the conformance kit needs: call the implementation on the
-  case's inputs, return named arrays; backward through ``torch.autograd.grad``.
-* :func:`planted_bug_adapter` is the same layer with a hand-written backward that reproduces the
-  official SyncSN bug (spec-notes §2.6): the forward uses the official, unbiased instance
-  variance, but the backward is the derivative of the biased-variance forward. The conformance
-  kit must catch it: ``grad.x`` is off by O(1/(H·W - 1)) in the official convention.
+  case's inputs, return named arrays; backward through ``torch.autograd.grad``, forward mode
+  through ``torch.func.jvp`` and the second order by double backward (the gradient of
+  ``<gradient, tangent>``, what MAML and gradient penalties compute).
+* :class:`_HandWrittenBackward` is the same layer with the textbook hand-derived backward, written
+  in torch operations on the statistics the forward saved, detached. It carries two planted bugs
+  the kit must catch:
+
+  - :func:`planted_bug_adapter` reproduces the official SyncSN bug (spec-notes §2.6): with the
+    official, unbiased instance variance in the forward, the backward is still the derivative of
+    the biased-variance forward, so ``grad.x`` is off by O(1/(H·W - 1)) in the official convention;
+  - :func:`detached_statistics_adapter`: in the paper convention its first order is exact, but
+    the double backward, which differentiates the backward's own operations, sees the detached
+    statistics as constants and misses every path through them: ``hvp.*`` is wrong.
 
 Statistics are assembled from the per-instance moments the way the official code does, but with
 the law of total variance (``var_ln = mean_c(var_in) + mean_c((mean_in - mean_ln)^2)``) instead of
@@ -143,8 +151,12 @@ def _call(layer: Any, tensors: Mapping[str, torch.Tensor], params: Mapping[str, 
     )  # fmt: skip
 
 
-def adapter(layer: Any = switch_norm, *, dtype: torch.dtype = torch.float64, name: str = "torch-switchnorm") -> Adapter:
-    """The conformance-kit adapter of ``layer`` (a function with :func:`switch_norm`'s signature)."""
+def adapter(
+    layer: Any = switch_norm, *, dtype: torch.dtype = torch.float64, name: str = "torch-switchnorm", jvp: bool = True, hvp: bool = True
+) -> Adapter:
+    """The conformance-kit adapter of ``layer`` (a function with :func:`switch_norm`'s signature):
+    forward, backward, and unless switched off the JVP (``torch.func.jvp``, which a custom
+    ``autograd.Function`` without a ``jvp`` cannot run) and the second order (double backward)."""
 
     def forward(inputs: dict[str, np.ndarray], params: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         with torch.no_grad():
@@ -157,24 +169,55 @@ def adapter(layer: Any = switch_norm, *, dtype: torch.dtype = torch.float64, nam
         grads = torch.autograd.grad(y, [tensors[n] for n in ARGUMENTS], grad_outputs=torch.from_numpy(upstream["y"]))
         return dict(zip(ARGUMENTS, grads))
 
-    return Adapter(forward, backward, to_numpy=lambda t: t.detach().cpu().numpy(), dtype=str(dtype).removeprefix("torch."), name=name)
+    def forward_mode(inputs: dict[str, np.ndarray], params: Mapping[str, Any], tangents: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        tensors = _tensors(inputs)
+
+        def y_of(*arguments: torch.Tensor) -> torch.Tensor:
+            return _call(layer, {**tensors, **dict(zip(ARGUMENTS, arguments))}, params)[0]
+
+        _, y_dot = torch.func.jvp(y_of, tuple(tensors[n] for n in ARGUMENTS), tuple(torch.from_numpy(tangents[n]) for n in ARGUMENTS))
+        return {"y": y_dot}
+
+    def second_order(
+        inputs: dict[str, np.ndarray], params: Mapping[str, Any], upstream: dict[str, np.ndarray], tangents: dict[str, np.ndarray]
+    ) -> dict[str, torch.Tensor]:
+        # Double backward: the gradient of <gradient, tangent>, the gradient built with create_graph=True.
+        tensors = _tensors(inputs, requires_grad=True)
+        arguments = [tensors[n] for n in ARGUMENTS]
+        y, _ = _call(layer, tensors, params)
+        grads = torch.autograd.grad(y, arguments, grad_outputs=torch.from_numpy(upstream["y"]), create_graph=True)
+        # A gradient that does not depend on the point (beta's) has no graph: its derivative is 0.
+        moving = [(g, torch.from_numpy(tangents[n])) for n, g in zip(ARGUMENTS, grads) if g.requires_grad]
+        second = torch.autograd.grad([g for g, _ in moving], arguments, grad_outputs=[t for _, t in moving], allow_unused=True)
+        return {n: torch.zeros_like(t) if h is None else h for n, t, h in zip(ARGUMENTS, arguments, second)}
+
+    return Adapter(
+        forward, backward, to_numpy=lambda t: t.detach().cpu().numpy(), dtype=str(dtype).removeprefix("torch."), name=name,
+        jvp=forward_mode if jvp else None, hvp=second_order if hvp else None,
+    )  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------
-# The planted bug: official (unbiased) forward, biased hand-written backward (SyncSN, spec-notes §2.6)
+# A hand-written backward on detached statistics, and the two bugs it plants: the SyncSN
+# biased/unbiased mix-up (first order, spec-notes §2.6) and the detached statistics (second order)
 # --------------------------------------------------------------------------------------------
 
 
-class _SyncSNBackwardMixup(torch.autograd.Function):
+class _HandWrittenBackward(torch.autograd.Function):
     """Training-mode SN whose backward is hand-written the way ``devkit/ops/syncsn_layer.py`` does:
-    the derivative of the *biased*-variance forward, whatever convention the forward used."""
+    the derivative of the *biased*-variance forward, whatever convention the forward used (the
+    first planted bug, in the official convention), in torch operations on the statistics the
+    forward saved, detached (the second: the double backward, which differentiates these
+    operations, sees the statistics as constants)."""
 
     @staticmethod
     def forward(ctx: Any, x, gamma, beta, mean_logits, var_logits, normalizers, convention, eps):  # type: ignore[override]
         y, extras = switch_norm(x, gamma, beta, mean_logits, var_logits, normalizers=normalizers, convention=convention, eps=eps)
         ctx.normalizers = normalizers
-        ctx.save_for_backward(x, gamma, extras["xhat"], extras["var"], extras["mean_ratios"], extras["var_ratios"],
-                              *(extras[f"{s}_{k}"] for k in normalizers for s in ("mean", "var")))  # fmt: skip
+        # Saved detached, to save memory: right for the gradient, wrong for the gradient's gradient.
+        statistics = (extras["xhat"], extras["var"], extras["mean_ratios"], extras["var_ratios"],
+                      *(extras[f"{s}_{k}"] for k in normalizers for s in ("mean", "var")))  # fmt: skip
+        ctx.save_for_backward(x, gamma, *(t.detach() for t in statistics))
         ctx.eps = eps
         return y, extras
 
@@ -215,8 +258,15 @@ def planted_bug_switch_norm(x, gamma, beta, mean_logits, var_logits, *, running_
     """:func:`switch_norm` (training mode) with the SyncSN biased/unbiased backward mix-up."""
     if not training or x.ndim == 2:
         raise NotImplementedError("the planted-bug layer reproduces SyncSN: training mode, spatial input only")
-    return _SyncSNBackwardMixup.apply(x, gamma, beta, mean_logits, var_logits, tuple(normalizers), convention, eps)
+    return _HandWrittenBackward.apply(x, gamma, beta, mean_logits, var_logits, tuple(normalizers), convention, eps)
 
 
 def planted_bug_adapter() -> Adapter:
-    return adapter(planted_bug_switch_norm, name="torch-switchnorm-with-syncsn-backward")
+    """The SyncSN mix-up, checked to first order (a custom ``autograd.Function`` without a ``jvp`` has no forward mode)."""
+    return adapter(planted_bug_switch_norm, name="torch-switchnorm-with-syncsn-backward", jvp=False, hvp=False)
+
+
+def detached_statistics_adapter(*, hvp: bool = True) -> Adapter:
+    """The hand-written backward in the paper convention, where it is right to first order, with its
+    double backward (``hvp=True``) missing the paths through the detached statistics."""
+    return adapter(planted_bug_switch_norm, name="torch-switchnorm-with-detached-statistics", jvp=False, hvp=hvp)

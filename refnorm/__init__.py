@@ -1,7 +1,9 @@
 """refnorm: the reference implementation of Switchable, Sparse Switchable and Exemplar Normalization.
 
 Forward passes and hand-derived backward passes written once against the Python array API (NumPy,
-CuPy, array-api-strict, PyTorch tensors, JAX arrays, Dask arrays), each checked with finite differences.
+CuPy, array-api-strict, PyTorch tensors, JAX arrays, Dask arrays), hand-derived forward-mode derivatives (JVPs) of every op
+and second order (HVPs) of SN, SSN and the plain normalizers, each checked with finite differences
+and against each other.
 """
 
 from importlib.metadata import PackageNotFoundError, version
@@ -15,12 +17,21 @@ from .ops.exemplarnorm import (
     exemplar_norm_backward,
     exemplar_norm_forward,
     exemplar_norm_init,
+    exemplar_norm_jvp,
     exemplar_norm_linearize,
 )
 from .ops._validation import DeferredChecks, deferred_checks
 from .ops.linearized import Linearized
 from .oracle.gradient_check import GradcheckResult, assert_gradcheck, gradcheck
-from .ops.plainnorm import PlainNormGrads, PlainNormOutput, plain_norm_backward, plain_norm_forward, plain_norm_linearize
+from .ops.plainnorm import (
+    PlainNormGrads,
+    PlainNormOutput,
+    plain_norm_backward,
+    plain_norm_forward,
+    plain_norm_hvp,
+    plain_norm_jvp,
+    plain_norm_linearize,
+)
 from .ops.running import (
     BatchAverage,
     RunningStats,
@@ -30,24 +41,28 @@ from .ops.running import (
     finalize,
     initial_running_stats,
 )
-from .ops.simplex import SOFTMAX, FixedRatios, RatioFunction, Softmax, softmax, softmax_jvp, softmax_vjp
+from .ops.simplex import SOFTMAX, FixedRatios, RatioFunction, Softmax, softmax, softmax_hvp, softmax_jvp, softmax_vjp
 from .ops.sparse_switchnorm import (
     FixedSides,
     SparseSwitchNormOutput,
     radius_schedule,
     sparse_switch_norm_backward,
     sparse_switch_norm_forward,
+    sparse_switch_norm_hvp,
+    sparse_switch_norm_jvp,
     sparse_switch_norm_linearize,
 )
 from .ops.sparsestmax import (
     SparsestMax,
     SparsestMaxStages,
     sparsemax,
+    sparsemax_hvp,
     sparsemax_jvp,
     sparsemax_linearize,
     sparsemax_vjp,
     sparsestmax,
     sparsestmax_forward,
+    sparsestmax_hvp,
     sparsestmax_jvp,
     sparsestmax_linearize,
     sparsestmax_vjp,
@@ -59,6 +74,8 @@ from .ops.switchnorm import (
     SwitchNormOutput,
     switch_norm_backward,
     switch_norm_forward,
+    switch_norm_hvp,
+    switch_norm_jvp,
     switch_norm_linearize,
 )
 from .ops.switchnorm_sharded import switch_norm_sharded_backward, switch_norm_sharded_forward
@@ -106,6 +123,7 @@ __all__ = [
     "exemplar_norm_backward",
     "exemplar_norm_forward",
     "exemplar_norm_init",
+    "exemplar_norm_jvp",
     "exemplar_norm_linearize",
     "finalize",
     "gradcheck",
@@ -113,27 +131,36 @@ __all__ = [
     "instance_moments",
     "plain_norm_backward",
     "plain_norm_forward",
+    "plain_norm_hvp",
+    "plain_norm_jvp",
     "plain_norm_linearize",
     "preset",
     "radius_schedule",
     "scope_moments",
     "softmax",
+    "softmax_hvp",
     "softmax_jvp",
     "softmax_vjp",
     "sparse_switch_norm_backward",
     "sparse_switch_norm_forward",
+    "sparse_switch_norm_hvp",
+    "sparse_switch_norm_jvp",
     "sparse_switch_norm_linearize",
     "sparsemax",
+    "sparsemax_hvp",
     "sparsemax_jvp",
     "sparsemax_linearize",
     "sparsemax_vjp",
     "sparsestmax",
     "sparsestmax_forward",
+    "sparsestmax_hvp",
     "sparsestmax_jvp",
     "sparsestmax_linearize",
     "sparsestmax_vjp",
     "switch_norm_backward",
     "switch_norm_forward",
+    "switch_norm_hvp",
+    "switch_norm_jvp",
     "switch_norm_linearize",
     "switch_norm_sharded_backward",
     "switch_norm_sharded_forward",

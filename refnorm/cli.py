@@ -1,8 +1,10 @@
 """The ``refnorm`` command line.
 
-``refnorm check [--op OP] [--case GLOB] [--kind K] [--failures-only] [--json PATH] [--junit-xml PATH]``
+``refnorm check [--op OP] [--case GLOB] [--kind K] [--order 1|2] [--failures-only] [--json PATH] [--junit-xml PATH]``
     Run the gradient checker on every implemented op over the catalog's sample cases (or
-    reference cases) and print a table of errors; exit 1 if any check fails.
+    reference cases) and print a table of errors: finite differences of the backward, the JVP's
+    adjoint test and finite differences, and for ops with a second order its finite differences
+    and symmetry (``--order 1``: first order only); exit 1 if any check fails.
 ``refnorm info``
     Version, array backends and devices.
 ``refnorm golden generate --out DIR [--kind K] [--op OP] [--backend B] [--selection all|shipped] [--force]``
@@ -154,6 +156,22 @@ def _rel(value: float) -> str:
     return f"{'n/a':>13}" if value != value else f"{value:>13.2e}"
 
 
+def _derivative_errors(argument: Any) -> dict[str, float | None]:
+    """The errors of the derivative checks of one argument: ``None`` where the check did not run,
+    NaN where it ran and no relative error applies (the derivative is zero or ~zero)."""
+    return {
+        "adjoint_error": argument.adjoint_error,
+        "jvp_error": argument.max_jvp_error if argument.jvp else None,
+        "hvp_error": argument.max_hvp_error if argument.hvp else None,
+        "symmetry_error": argument.symmetry_error,
+    }
+
+
+def _cell(value: float | None) -> str:
+    """A table cell of a derivative check: ``-`` where it did not run, ``n/a`` where no relative error applies."""
+    return "-" if value is None else ("n/a" if value != value else f"{value:.2e}")
+
+
 # --------------------------------------------------------------------------------------------
 # refnorm check
 # --------------------------------------------------------------------------------------------
@@ -178,7 +196,10 @@ def _check(args: argparse.Namespace) -> int:
     if not selected:
         print("refnorm check: no cases selected", file=sys.stderr)
         return 2
-    header = f"{'case':<44}{'argument':<14}{'checked':>8}{'skipped':>8}{'max abs err':>13}{'max rel err':>13}  verdict"
+    header = (
+        f"{'case':<44}{'argument':<14}{'checked':>8}{'skipped':>8}{'max abs err':>13}{'max rel err':>13}"
+        f"{'adjoint':>10}{'jvp fd':>10}{'hvp fd':>10}{'symmetry':>10}  verdict"
+    )
     print(header)
     print("-" * len(header))
     entries: list[CaseEntry] = []
@@ -187,7 +208,9 @@ def _check(args: argparse.Namespace) -> int:
     for case in selected:
         began = time.perf_counter()
         try:
-            result = gradcheck_case(case, directions=args.directions)
+            # --order 2 asks for the second order where an op has one; without it, every derivative the op has.
+            order = {} if args.order is None else {"order": min(args.order, 2 if OPS[case.op].hvp else 1)}
+            result = gradcheck_case(case, directions=args.directions, **order)
         except Exception as error:  # noqa: BLE001 - a crash is a finding about this case, reported
             entries.append(CaseEntry(case.id, "error", f"{type(error).__name__}: {error}", problems=(f"{type(error).__name__}: {error}",),
                                      seconds=time.perf_counter() - began))  # fmt: skip
@@ -200,16 +223,18 @@ def _check(args: argparse.Namespace) -> int:
             details.append({
                 "argument": argument.name, "passed": argument.passed, "checked": argument.checked, "skipped": argument.skipped,
                 "max_abs_error": argument.max_abs_error, "max_rel_error": None if relative != relative else relative,
-                "adjoint_error": argument.adjoint_error, "failures": failures,
+                **{key: None if value != value else value for key, value in _derivative_errors(argument).items()},
+                "failures": failures,
             })  # fmt: skip
             if argument.passed and args.failures_only:
                 continue
             verdict = "ok" if argument.passed else "FAIL " + "; ".join(failures)
             not_applicable = not_applicable or relative != relative
-            print(f"{case.id:<44}{argument.name:<14}{argument.checked:>8}{argument.skipped:>8}{argument.max_abs_error:>13.2e}{_rel(relative)}  {verdict}")
+            derivatives = "".join(f"{_cell(value):>10}" for value in _derivative_errors(argument).values())
+            print(f"{case.id:<44}{argument.name:<14}{argument.checked:>8}{argument.skipped:>8}{argument.max_abs_error:>13.2e}{_rel(relative)}{derivatives}  {verdict}")
         failing = [f"{d['argument']}: {'; '.join(d['failures'])}" for d in details if not d["passed"]]
         entries.append(CaseEntry(case.id, "passed" if result.passed else "failed", "\n".join(failing),
-                                 details={"mode": result.mode, "arguments": details}, seconds=time.perf_counter() - began))  # fmt: skip
+                                 details={"mode": result.mode, "order": result.order, "arguments": details}, seconds=time.perf_counter() - began))  # fmt: skip
     elapsed = time.perf_counter() - started
     report = Report("refnorm check", tuple(entries), context={"kinds": kinds, "ops": ops, "cases": list(args.case or ()), "directions": args.directions},
                     subject="check", seconds=elapsed)  # fmt: skip
@@ -221,6 +246,8 @@ def _check(args: argparse.Namespace) -> int:
     if not_applicable:
         print("max rel err n/a: every direction of that argument was judged in absolute terms (its gradient is zero or ~zero, "
               "so no relative error applies)")  # fmt: skip
+    print("adjoint: JVP against VJP (relative, exact to rounding); jvp fd, hvp fd: finite differences of the output and of the "
+          "backward against the JVP and the second order (relative); symmetry: <w, H u> against <u, H w>; -: not checked")  # fmt: skip
     _emit_reports(report, args)
     return 1 if failed else 0
 
@@ -492,6 +519,8 @@ def build_parser() -> argparse.ArgumentParser:
     _case_option(check)
     check.add_argument("--kind", action="append", choices=("sample", "reference"), help="which cases (repeatable; default sample)")
     check.add_argument("--directions", type=int, default=3, help="random directions per argument (default 3)")
+    check.add_argument("--order", type=int, choices=(1, 2), default=None,
+                       help="1: first order only (backward, JVP); 2: also the second order where the op has one (the default: everything the op has)")  # fmt: skip
     check.add_argument("--failures-only", action="store_true", help="print only the arguments that fail (and the summary)")
     _report_options(check)
     check.set_defaults(run=_check)

@@ -53,6 +53,7 @@ def test_the_float32_ssn_offset_case_weights_every_normalizer_and_needs_its_wide
     default = DEFAULT_TOLERANCES["float32"]["forward"]
     assert not compare(single.outputs["y"], reference.outputs["y"], rtol=default.rtol, atol=default.atol).passed
     widened = recommended_tolerances(case, reference)
-    assert set(widened.widened) == {"float32.forward", "float32.backward"} and case.conditioning
+    # the forward-mode and second-order values inherit the cancellation (each direction is measured on its own)
+    assert set(widened.widened) == {"float32.forward", "float32.backward", "float32.jvp", "float32.hvp"} and case.conditioning
     vertex = recommended_tolerances(_case("sparse_switch_norm/official-train-offset1e4"))
     assert widened.get("float32", "backward").atol > vertex.get("float32", "backward").atol, "harder than the vertex case"

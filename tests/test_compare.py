@@ -223,7 +223,7 @@ def test_everything_unaccounted_for_in_the_results_is_a_failure(golden_set, tmp_
     assert "error case" in next(p for p in report.problems if p.startswith("sparsemax/K1"))
     assert failing(report)["sparsemax/K3"].extra == (
         "output.z: the golden case has no such array (its output.* arrays: output.y)",
-        "weird: not <group>.<name> with a group of input, upstream, output, intermediate, grad",
+        "weird: not <group>.<name> with a group of input, upstream, tangent, output, intermediate, grad, jvp, hvp",
     )
     assert not report.passed
 

@@ -608,7 +608,14 @@ def test_the_site_is_built_with_every_page():
     names = {path.relative_to(SITE).as_posix() for path in SITE_PAGES}
     expected = {f"{path.stem}.html" for path in DOCS.glob("*.md")} | {f"api/{path.stem}.html" for path in (DOCS / "api").glob("*.md")}
     expected |= {f"notebooks/{path.stem}.html" for path in (ROOT / "notebooks").glob("*.ipynb")}
-    assert expected <= names, f"pages missing from the site: {sorted(expected - names)}"
+    if not expected <= names:
+        # A site built before pages were added is stale, not wrong: outside CI this is a skip that
+        # says so (a developer's old build must not fail the suite); .ci/run builds the site first
+        # and sets REFNORM_REQUIRE_DOCS_SITE=1, where it is a failure.
+        _skip_or_fail(
+            f"the docs site is stale, pages missing from it: {sorted(expected - names)}; "
+            "rebuild it with python -m sphinx -W -b html docs docs/_build/html"
+        )
 
 
 @pytest.mark.parametrize("path", SITE_PAGES, ids=lambda path: path.relative_to(SITE).as_posix())

@@ -90,9 +90,9 @@ def test_every_sample_case_has_named_intermediates(case):
     assert intermediates and all(isinstance(name, str) and name.isidentifier() for name in intermediates)
 
 
-def test_an_evaluation_has_the_five_groups_in_order():
+def test_an_evaluation_has_the_eight_groups_in_order():
     evaluation = evaluate_case(FIRST_CASE["switch_norm"])
-    assert list(evaluation.groups()) == list(GROUPS) == ["input", "output", "intermediate", "upstream", "grad"]
+    assert list(evaluation.groups()) == list(GROUPS) == ["input", "output", "intermediate", "upstream", "grad", "tangent", "jvp", "hvp"]
     assert set(evaluation.gradients) == set(OPS["switch_norm"].arguments)
 
 

@@ -146,7 +146,7 @@ def test_force_never_replaces_a_directory_that_is_not_a_golden_set(tmp_path: Pat
 
 
 def test_a_failed_generation_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    def broken(case, *, backend="numpy"):
+    def broken(case, **options):
         raise RuntimeError("boom")
 
     monkeypatch.setattr(golden, "case_entry", broken)
@@ -230,8 +230,9 @@ def test_generating_into_the_package_needs_the_shipped_selection(capsys: pytest.
 
 
 def test_the_shipped_set_stays_small():
+    # 3.0 MB in schema version 1; version 2 adds tangent.*, jvp.* and hvp.* (3.6 MB).
     size = sum(p.stat().st_size for p in golden.SHIPPED.rglob("*") if p.is_file())
-    assert size < 3.5e6, f"the shipped golden set is {size / 1e6:.2f} MB"
+    assert size < 4e6, f"the shipped golden set is {size / 1e6:.2f} MB"
 
 
 def test_golden_files_hold_no_pickles_and_load_with_plain_numpy():

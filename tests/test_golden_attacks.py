@@ -358,9 +358,9 @@ def test_an_interrupted_evaluation_leaves_the_old_set(victim: Path, monkeypatch:
     hook = _raise_on_call(call, Interrupt("stop"))
     real = golden.case_entry
 
-    def case_entry(case, *, backend="numpy"):
+    def case_entry(case, **options):
         hook()
-        return real(case, backend=backend)
+        return real(case, **options)
 
     monkeypatch.setattr(golden, "case_entry", case_entry)
     before = snapshot(victim)
@@ -593,8 +593,9 @@ FORGERIES: dict[str, tuple[Callable[[dict], None], str]] = {
     "a kind twice": (lambda m: m.update(kinds=["sample", "error", "error"]), "is not a list of distinct kinds"),
     "the selection changed": (lambda m: m.update(selection="shipped"), "the set holds selection"),
     "an unknown selection": (lambda m: m.update(selection="best"), "selection: 'best' is not one of"),
-    "schema version 2": (lambda m: m.update(schema_version=2), "schema version 2; this refnorm reads version 1; upgrade refnorm"),
-    "schema version 0": (lambda m: m.update(schema_version=0), "schema version 0; this refnorm reads version 1"),
+    "schema version 3": (lambda m: m.update(schema_version=3), "schema version 3; this refnorm reads version 1, 2; upgrade refnorm"),
+    "schema version 1 claimed by a version-2 set": (lambda m: m.update(schema_version=1), "is not an array of the case"),
+    "schema version 0": (lambda m: m.update(schema_version=0), "schema version 0; this refnorm reads version 1, 2"),
     "schema version true": (lambda m: m.update(schema_version=True), "schema version True"),
     "another schema": (lambda m: m.update(schema="other"), "is not a refnorm golden manifest"),
     "an unknown top-level field": (lambda m: m.update(trusted=True), "unknown field 'trusted'"),
@@ -911,10 +912,10 @@ def test_fuzzing_the_manifest_structure_never_passes_and_never_raises(pristine: 
     evaluated: dict[str, Any] = {}
     real = golden._case_entry
 
-    def case_entry(case, backend):
-        if case.id not in evaluated:
-            evaluated[case.id] = real(case, backend)
-        return evaluated[case.id]
+    def case_entry(case, backend, *version):
+        if (case.id, *version) not in evaluated:
+            evaluated[(case.id, *version)] = real(case, backend, *version)
+        return evaluated[(case.id, *version)]
 
     monkeypatch.setattr(golden, "_case_entry", case_entry)
     target = tmp_path / "set"

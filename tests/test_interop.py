@@ -51,7 +51,7 @@ def test_gradcheck_accepts_torch_tensors(rng):
 
 def test_mixing_torch_and_numpy_is_refused():
     x = torch.zeros((2, 3, 2, 2), dtype=torch.float64)
-    with pytest.raises(TypeError, match="Multiple namespaces"):
+    with pytest.raises(TypeError, match=r"x is a torch array; gamma, beta are numpy arrays: the array arguments must all come from one"):
         refnorm.plain_norm_forward(x, np.ones(3), np.zeros(3), normalizer="bn")
 
 
@@ -86,4 +86,93 @@ def test_torch_autograd_through_refnorms_forward_equals_the_hand_derived_backwar
         report = check_conformance(adapter, case)
         # far inside the default tolerance: both are float64 evaluations of the same function
         worst = max(report.comparisons, key=lambda c: c.ratio)
+        assert worst.ratio < 1e-3, f"{case.id}: {worst.describe()}"
+
+
+# --------------------------------------------------------------------------------------------
+# Forward mode and second order: torch.func.jvp and double backward through refnorm's own forward
+# --------------------------------------------------------------------------------------------
+
+
+def _torch_inputs(inputs, info, requires_grad=False):
+    return {n: torch.from_numpy(a).requires_grad_(requires_grad and n in info.arguments) for n, a in inputs.items()}
+
+
+def _forward_mode_adapter(op: str):
+    """refnorm's forward on torch tensors, pushed forward by ``torch.func.jvp``: an independent check of
+    the hand-derived JVP (forward-mode autodiff of the same array-API forward)."""
+    from refnorm.testing import Adapter
+
+    info = OPS[op]
+
+    def forward(inputs, params):
+        with torch.no_grad():
+            return {"y": info.linearize(_torch_inputs(inputs, info), params).out}
+
+    def jvp(inputs, params, tangents):
+        tensors = _torch_inputs(inputs, info)
+        primals = tuple(tensors[n] for n in info.arguments)
+        _, pushed = torch.func.jvp(
+            lambda *point: info.linearize(info.with_arguments(tensors, point), params).out,
+            primals, tuple(torch.from_numpy(tangents[n]) for n in info.arguments),
+        )  # fmt: skip
+        return {"y": pushed}
+
+    return Adapter(forward, jvp=jvp, name=f"torch.func.jvp-through-refnorm-{op}")
+
+
+def _double_backward_adapter(op: str):
+    """refnorm's forward on torch tensors, differentiated twice by autograd (the gradient of
+    ``<gradient, tangent>``): an independent check of the hand-derived second order."""
+    from refnorm.testing import Adapter
+
+    info = OPS[op]
+
+    def forward(inputs, params):
+        with torch.no_grad():
+            return {"y": info.linearize(_torch_inputs(inputs, info), params).out}
+
+    def hvp(inputs, params, upstream, tangents):
+        tensors = _torch_inputs(inputs, info, requires_grad=True)
+        leaves = [tensors[n] for n in info.arguments]
+        out = info.linearize(tensors, params).out
+        zeros = {n: torch.zeros_like(t) for n, t in zip(info.arguments, leaves)}
+        if not out.requires_grad:  # a constant (SparsestMax at a vertex): every derivative is 0
+            return zeros
+        grads = torch.autograd.grad(out, leaves, grad_outputs=torch.from_numpy(upstream["y"]), create_graph=True, allow_unused=True)
+        moving = [(g, torch.from_numpy(tangents[n])) for n, g in zip(info.arguments, grads) if g is not None and g.requires_grad]
+        if not moving:  # the gradients do not depend on the point: the second order is 0
+            return zeros
+        second = torch.autograd.grad([g for g, _ in moving], leaves, grad_outputs=[t for _, t in moving], allow_unused=True)
+        return {n: zeros[n] if h is None else h for n, h in zip(info.arguments, second)}
+
+    return Adapter(forward, hvp=hvp, name=f"torch-double-backward-through-refnorm-{op}")
+
+
+# torch.func.jvp loads its forward-mode decompositions on first use, compiling them with
+# torch.jit.script, which torch 2.13 itself deprecates (pyproject turns every warning into an error).
+TORCH_JIT_DEPRECATION = "ignore:`torch.jit.script` is deprecated:DeprecationWarning"
+
+
+@pytest.mark.filterwarnings(TORCH_JIT_DEPRECATION)
+@pytest.mark.parametrize("op", sorted(OPS))
+def test_torch_func_jvp_through_refnorms_forward_equals_the_hand_derived_jvp(op: str):
+    adapter = _forward_mode_adapter(op)
+    for case in cases(kind="sample", op=op) + cases(kind="reference", op=op):
+        report = check_conformance(adapter, case)
+        jvp = [c for c in report.comparisons if c.array.startswith("jvp.")]
+        assert jvp, case.id
+        # far inside the default tolerance: both are float64 evaluations of the same derivative
+        worst = max(jvp, key=lambda c: c.ratio)
+        assert worst.ratio < 1e-3, f"{case.id}: {worst.describe()}"
+
+
+@pytest.mark.parametrize("op", sorted(op for op, info in OPS.items() if info.hvp))
+def test_torch_double_backward_through_refnorms_forward_equals_the_hand_derived_hvp(op: str):
+    adapter = _double_backward_adapter(op)
+    for case in cases(kind="sample", op=op) + cases(kind="reference", op=op):
+        report = check_conformance(adapter, case)
+        hvp = [c for c in report.comparisons if c.array.startswith("hvp.")]
+        assert len(hvp) == len(OPS[op].arguments), case.id
+        worst = max(hvp, key=lambda c: c.ratio)
         assert worst.ratio < 1e-3, f"{case.id}: {worst.describe()}"

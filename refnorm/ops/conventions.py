@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ._validation import check_choice
+from ._validation import check_bool, check_choice, check_int, describe
 
 CONVENTIONS = ("paper", "official")
 """Names accepted by every ``convention=`` argument."""
@@ -62,13 +62,17 @@ def preset(name: str, *, ndim: int = 4, sparse: bool = False) -> Preset:
     name
         ``"paper"`` or ``"official"``.
     ndim
-        Rank of the layer input; the official momentum is 0.9 for 4-D input (``SwitchNorm2d``)
+        Rank of the layer input, an int >= 2; the official momentum is 0.9 for 4-D input (``SwitchNorm2d``)
         and 0.997 for every other rank: ``(N, C)`` (``SwitchNorm1d``), 5-D (``SwitchNorm3d``), and
         refnorm's choice for 3-D ``(N, C, L)`` input, which no official layer accepts.
     sparse
         True for Sparse Switchable Normalization (``SSN2d`` uses 0.997).
     """
+    if not isinstance(name, str):
+        raise TypeError(f"name must be the name of a preset, one of {', '.join(map(repr, CONVENTIONS))}; got {describe(name)}")
     check_choice(name, "preset", CONVENTIONS)
+    check_int(ndim, "ndim", 2)
+    check_bool(sparse, "sparse")
     if name == "paper":
         return Preset("paper", "paper", eps=1e-5, momentum=0.9, running_mean_init=0.0, running_var_init=1.0)
     momentum = 0.9 if (ndim == 4 and not sparse) else 0.997

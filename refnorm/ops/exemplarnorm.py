@@ -57,24 +57,56 @@ every score equal, so uniform ratios at the start).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from ._validation import check_choice, check_shape
+from ._validation import (
+    check_choice,
+    check_floating,
+    check_int,
+    check_shape,
+    check_values,
+    describe,
+    namespace_of,
+    overflow_checked_afterwards,
+)
 from .._xp import Array, full_like_on, namespace
-from .layer import LayerConfig, check_cache, check_finite_parameters, check_layer_call, check_upstream, normalize, normalize_vjp
+from .layer import (
+    LayerConfig,
+    check_cache,
+    check_finite_parameters,
+    check_layer_call,
+    check_ratio_gradient,
+    check_tangents,
+    check_upstream,
+    constant_scopes,
+    normalize,
+    normalize_jvp,
+    normalize_vjp,
+)
 from .linearized import Linearized
-from .ratio_generator import RatioGenerator, embedding, embedding_vjp, ratio_generator, ratio_generator_vjp
+from .ratio_generator import (
+    RatioGenerator,
+    embedding,
+    embedding_jvp,
+    embedding_vjp,
+    ratio_generator,
+    ratio_generator_jvp,
+    ratio_generator_vjp,
+)
 from .running import BatchAverage, RunningStats, use_running_statistics
 from .statistics import (
     InstanceMoments,
     Layout,
     ScopeMoments,
     instance_moments_and_centered,
+    instance_moments_jvp,
     instance_moments_vjp,
     reduce_to_scope,
     scope_moments,
+    scope_moments_jvp,
     scope_moments_vjp,
 )
 
@@ -233,7 +265,9 @@ class ExemplarNormGrads(NamedTuple):
 
 def _check_kernel_size(kernel_size: Any, channels: int, name: str) -> int:
     """``ValueError`` unless the kernel size is an odd positive int no larger than ``channels``."""
-    if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1:
+    if isinstance(kernel_size, bool) or not isinstance(kernel_size, int):
+        raise TypeError(f"{name} must be a positive odd int, got {describe(kernel_size)}")
+    if kernel_size < 1:
         raise ValueError(f"{name} must be a positive odd int, got {kernel_size!r}")
     if kernel_size % 2 == 0:
         raise ValueError(
@@ -256,10 +290,10 @@ def exemplar_norm_init(channels: int, like: Array, *, kernel_size: int = 3) -> E
     1 keeps the ReLU active, so the gradient reaches the kernel; all scores are then equal and
     the ratios are exactly uniform, ``1 / K``, for every input.
     """
-    if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
-        raise ValueError(f"channels must be a positive int, got {channels!r}")
+    channels = check_int(channels, "channels", 1)
     kernel_size = _check_kernel_size(kernel_size, channels, "kernel_size")
-    xp = namespace(like)
+    xp = namespace_of({"like": like})
+    check_floating(xp, like, "like")
     return ExemplarNormParams(
         gamma=full_like_on(like, (channels,), 1.0, xp),
         beta=full_like_on(like, (channels,), 0.0, xp),
@@ -289,7 +323,7 @@ def check_exemplar_norm_call(
     xp, layout, layer = check_layer_call(
         x, parameters,
         running=running, training=training, normalizers=normalizers, groups=groups, convention=convention,
-        eps=eps, momentum=momentum,
+        eps=eps, momentum=momentum, check_finite=check_finite,
     )  # fmt: skip
     check_choice(mixing, "mixing", MIXING)
     if params.conv_weight.ndim != 1:
@@ -301,8 +335,20 @@ def check_exemplar_norm_call(
     check_shape(params.conv_bias, "conv_bias", (), "a scalar, shape")
     check_shape(params.temperature, "temperature", (), "a scalar, shape")
     if check_finite:  # x itself is checked through its instance moments (branch_statistics)
-        check_finite_parameters(xp, parameters)
+        check_finite_parameters(xp, parameters, running)
     return layout, ExemplarNormConfig(**vars(layer), mixing=mixing)
+
+
+def check_generated_scores(xp: Any, generator: RatioGenerator) -> None:
+    """``ValueError`` naming ``conv_weight`` and ``conv_bias`` when the ratio generator's scores overflow:
+    their spread over the normalizers is infinite (so their inverse standard deviation is 0 and the
+    standardised scores would be 0: uniform ratios, silently) or a score is not finite."""
+    message = (
+        f"conv_weight and conv_bias are so large that the ratio generator's scores overflow {generator.ratios.dtype} "
+        "(their spread over the normalizers is infinite); expected parameters whose scores stay finite"
+    )
+    check_values(xp, generator.score_inv_std, "conv_weight", positive=True, message=message)
+    check_values(xp, generator.ratios, "conv_weight", message=message)
 
 
 # --------------------------------------------------------------------------------------------
@@ -324,9 +370,9 @@ def branch_statistics(
     """
     xp = namespace(x)
     moments, centered = instance_moments_and_centered(x, convention=config.convention, check_finite=check_finite)
-    scopes = scope_moments(moments, config.normalizers, convention=config.convention, layout=layout, groups=config.groups)
+    scopes = scope_moments(moments, config.normalizers, convention=config.convention, layout=layout, groups=config.groups, check_finite=False)
     scopes, new_running = use_running_statistics(
-        scopes, running, training=config.training, momentum=config.momentum, channels=layout.C
+        scopes, running, training=config.training, momentum=config.momentum, channels=layout.C, check_finite=check_finite
     )
     inv_stds = tuple(1.0 / xp.sqrt(var + config.eps) for var in scopes.variances)
     return Branches(moments, scopes, inv_stds), centered, new_running
@@ -361,6 +407,27 @@ def branch_statistics_vjp(grads: BranchGrads, branches: Branches, centered: Arra
         convention=config.convention, layout=layout, groups=config.groups,
     )  # fmt: skip
     return instance_moments_vjp(dmean_in + grads.dmean_in, dvar_in, centered, convention=config.convention, layout=layout)
+
+
+def branch_statistics_jvp(x_dot: Array, branches: Branches, centered: Array, layout: Layout, config: LayerConfig) -> tuple[Branches, Array]:
+    r"""JVP of :func:`branch_statistics`: the tangents of every branch's statistics and of the centred input.
+
+    :func:`~refnorm.ops.statistics.instance_moments_jvp`, then
+    :func:`~refnorm.ops.statistics.scope_moments_jvp` and
+    :math:`\dot r_k = -\tfrac12 r_k^3\, \dot\sigma^2_k`. In evaluation the BN statistics are constants:
+    their tangents are ``None``. ``x_dot`` has shape ``(N, C, M)``. Returns a :class:`Branches` of
+    tangents and the centred input's tangent.
+    """
+    moments_dot, centered_dot = instance_moments_jvp(x_dot, centered, convention=config.convention, layout=layout)
+    scopes_dot = scope_moments_jvp(
+        moments_dot, branches.moments, branches.scopes,
+        convention=config.convention, layout=layout, groups=config.groups, constant=constant_scopes(config),
+    )  # fmt: skip
+    inv_stds_dot = tuple(
+        # r (r^2 var_dot), not r^3 var_dot: r^3 is subnormal for huge variances (switchnorm.mix_jvp)
+        None if var_dot is None else -0.5 * r * (var_dot * (r * r)) for r, var_dot in zip(branches.inv_stds, scopes_dot.variances, strict=True)
+    )
+    return Branches(moments_dot, scopes_dot, inv_stds_dot), centered_dot
 
 
 # --------------------------------------------------------------------------------------------
@@ -452,6 +519,52 @@ def mix_vjp(sum_dxhat: Array, sum_dxhat_centered: Array, mixture: MixedBranches,
     return MixedBranchesGrads(xp.stack(dratios, axis=1), tuple(dmeans), tuple(dvars))
 
 
+def mix_jvp(branches: Branches, branches_dot: Branches, ratios_dot: Array, embedding_dot: Array, mixture: MixedBranches) -> MixedBranches:
+    r"""JVP of :func:`mix`: a :class:`MixedBranches` of tangents (a ``None`` statistic tangent is a constant).
+
+    Output mixing, :math:`\text{scale} = \sum_k \lambda_k r_k`, :math:`\text{shift} = \sum_k \lambda_k e_k`:
+
+    .. math::
+
+        \dot{\text{scale}} = \sum_k (\dot\lambda_k r_k + \lambda_k \dot r_k), \qquad
+        \dot{\text{shift}} = \sum_k (\dot\lambda_k e_k + \lambda_k \dot e_k).
+
+    Statistics mixing (SN's :func:`refnorm.ops.switchnorm.mix_jvp` with per-sample ratios):
+
+    .. math::
+
+        \dot\mu = \sum_k (\dot\lambda_k \mu_k + \lambda_k \dot\mu_k), \quad
+        \dot\sigma^2 = \sum_k (\dot\lambda_k \sigma^2_k + \lambda_k \dot\sigma^2_k), \quad
+        \dot r = -\tfrac12 r^3 \dot\sigma^2, \quad
+        \dot{\text{shift}} = \dot r\,(\mu^{in} - \mu) + r\,(\dot\mu^{in} - \dot\mu).
+    """
+    xp = namespace(ratios_dot, embedding_dot)
+    ratios = mixture.ratios
+    scopes, scopes_dot = branches.scopes, branches_dot.scopes
+    zeros = xp.zeros_like(branches.moments.mean)
+    if mixture.mixing == "output":
+        scale_dot, shift_dot = zeros, zeros
+        for k in range(len(scopes.normalizers)):
+            lam, lam_dot = ratios[:, k : k + 1], ratios_dot[:, k : k + 1]
+            scale_dot = scale_dot + lam_dot * branches.inv_stds[k]
+            if branches_dot.inv_stds[k] is not None:
+                scale_dot = scale_dot + lam * branches_dot.inv_stds[k]
+            shift_dot = shift_dot + lam_dot * mixture.embedding[:, k, :] + lam * embedding_dot[:, k, :]
+        return MixedBranches(mixture.mixing, ratios_dot, embedding_dot, scale_dot, shift_dot, None, None)
+    mean_dot, var_dot = zeros, zeros
+    for k in range(len(scopes.normalizers)):
+        lam, lam_dot = ratios[:, k : k + 1], ratios_dot[:, k : k + 1]
+        mean_dot = mean_dot + lam_dot * scopes.means[k]
+        var_dot = var_dot + lam_dot * scopes.variances[k]
+        if scopes_dot.means[k] is not None:
+            mean_dot = mean_dot + lam * scopes_dot.means[k]
+            var_dot = var_dot + lam * scopes_dot.variances[k]
+    r = mixture.scale
+    inv_std_dot = -0.5 * r * (var_dot * (r * r))  # not r^3 first: subnormal for huge variances (switchnorm.mix_jvp)
+    shift_dot = inv_std_dot * (branches.moments.mean - mixture.mean) + r * (branches_dot.moments.mean - mean_dot)
+    return MixedBranches(mixture.mixing, ratios_dot, embedding_dot, inv_std_dot, shift_dot, mean_dot, var_dot)
+
+
 # --------------------------------------------------------------------------------------------
 # The layer
 # --------------------------------------------------------------------------------------------
@@ -530,7 +643,10 @@ def exemplar_norm_forward(
     xp = namespace(x)
     branches, centered, new_running = branch_statistics(x, running, layout, config, check_finite=check_finite)
     e = embedding(branches.moments.mean, branches.scopes.means, branches.inv_stds)
-    generator = ratio_generator(e, conv_weight, conv_bias, temperature)
+    with overflow_checked_afterwards() if check_finite else contextlib.nullcontext():
+        generator = ratio_generator(e, conv_weight, conv_bias, temperature)
+    if check_finite:  # the embedding is bounded; scores that overflow come from the kernel and bias
+        check_generated_scores(xp, generator)
     mixture = mix(branches, generator.ratios, e, config.mixing, config.eps)
     y = normalize(centered, gamma, beta, mixture.scale, mixture.shift)
     cache = ExemplarNormCache(centered, gamma, branches, generator, mixture, layout, tuple(x.shape), config)
@@ -562,7 +678,9 @@ def exemplar_norm_backward(dy: Array, cache: ExemplarNormCache) -> ExemplarNormG
     xp = check_upstream(dy, cache.centered, cache.shape)
     dy3 = xp.reshape(dy, (layout.N, layout.C, layout.M))
     normalized = normalize_vjp(dy3, cache.centered, cache.gamma, mixture.scale, mixture.shift)
-    mixed = mix_vjp(normalized.sum_dxhat, normalized.sum_dxhat_centered, mixture, branches)
+    with overflow_checked_afterwards():
+        mixed = mix_vjp(normalized.sum_dxhat, normalized.sum_dxhat_centered, mixture, branches)
+    check_ratio_gradient(xp, mixed.dratios, "per-sample ratios")
     generated = ratio_generator_vjp(mixed.dratios, generator)
     embedded = embedding_vjp(generated.dembedding, generator.embedding, branches.inv_stds)
     statistics = BranchGrads(  # the mixing's and the embedding's paths to the statistics, summed
@@ -583,6 +701,48 @@ def exemplar_norm_backward(dy: Array, cache: ExemplarNormCache) -> ExemplarNormG
     )
 
 
+def exemplar_norm_jvp(tangents: ExemplarNormGrads, cache: ExemplarNormCache) -> Array:
+    r"""Hand-derived JVP of :func:`exemplar_norm_forward`: the tangent of ``y`` along ``tangents``, the
+    stages' JVPs in forward order.
+
+    ``tangents`` is an ``ExemplarNormGrads(dx=..., dgamma=..., dbeta=..., dconv_weight=...,
+    dconv_bias=..., dtemperature=...)`` of tangents, each of its argument's shape and dtype (and
+    finite). The stages:
+
+    * step 1, :func:`branch_statistics_jvp`: :math:`\dot\mu^{in}, \dot\mu_k, \dot\sigma^2_k, \dot r_k`
+      and the centred input's tangent (none for BN in evaluation);
+    * step 2, :func:`~refnorm.ops.ratio_generator.embedding_jvp`: :math:`\dot e`;
+    * step 3, :func:`~refnorm.ops.ratio_generator.ratio_generator_jvp`: :math:`\dot\lambda`, through
+      the convolution, the ReLU, the channel mean, the standardisation and the tempered softmax;
+    * step 4, :func:`mix_jvp`: the tangents of the per-instance scale and shift;
+    * step 5, :func:`~refnorm.ops.layer.normalize_jvp`: :math:`\dot y`.
+
+    The transpose of :func:`exemplar_norm_backward`. EN has no second order in refnorm
+    (``docs/sn-jvp-hvp.md`` says why).
+    """
+    check_cache(cache, ExemplarNormCache, "exemplar_norm_forward")
+    layout, config = cache.layout, cache.config
+    branches, generator, mixture = cache.branches, cache.generator, cache.mixture
+    shapes = {
+        "dx": cache.shape, "dgamma": (layout.C,), "dbeta": (layout.C,), "dconv_weight": tuple(generator.conv_weight.shape),
+        "dconv_bias": (), "dtemperature": (),
+    }  # fmt: skip
+    xp = check_tangents(tangents, ExemplarNormGrads, shapes, cache.centered, "exemplar_norm_jvp")
+    x_dot = xp.reshape(tangents.dx, (layout.N, layout.C, layout.M))
+    branches_dot, centered_dot = branch_statistics_jvp(x_dot, branches, cache.centered, layout, config)
+    e_dot = embedding_jvp(
+        branches_dot.moments.mean, branches_dot.scopes.means, branches_dot.inv_stds,
+        branches.moments.mean, branches.scopes.means, branches.inv_stds,
+    )  # fmt: skip
+    ratios_dot = ratio_generator_jvp(e_dot, tangents.dconv_weight, tangents.dconv_bias, tangents.dtemperature, generator)
+    mixture_dot = mix_jvp(branches, branches_dot, ratios_dot, e_dot, mixture)
+    y_dot = normalize_jvp(
+        cache.centered, cache.gamma, mixture.scale, mixture.shift,
+        centered_dot, tangents.dgamma, tangents.dbeta, mixture_dot.scale, mixture_dot.shift,
+    )  # fmt: skip
+    return xp.reshape(y_dot, cache.shape)
+
+
 # --------------------------------------------------------------------------------------------
 # For the gradient checker
 # --------------------------------------------------------------------------------------------
@@ -597,9 +757,15 @@ def exemplar_norm_linearize(
     and is reported as skipped.
     """
     y, cache, _ = exemplar_norm_forward(x, gamma, beta, conv_weight, conv_bias, temperature, **config)
+    return linearization(y, cache)
+
+
+def linearization(y: Array, cache: ExemplarNormCache) -> Linearized:
+    """An EN forward's output with its backward and JVP (no HVP), and the ReLU's sign pattern as the active set."""
     return Linearized(
         out=y,
         pullback=lambda dy: tuple(exemplar_norm_backward(dy, cache)),
+        pushforward=lambda *tangents: exemplar_norm_jvp(ExemplarNormGrads(*tangents), cache),
         active_set=cache.generator.pre_activation > 0.0,
     )
 
@@ -630,4 +796,11 @@ def embedding_linearize(
         dx = branch_statistics_vjp(BranchGrads(dmean_in, dmeans, dvars), branches, centered, layout, config)
         return (xp.reshape(dx, x.shape),)
 
-    return Linearized(out=e, pullback=pullback)
+    def pushforward(x_dot: Array) -> Array:
+        branches_dot, _ = branch_statistics_jvp(xp.reshape(x_dot, centered.shape), branches, centered, layout, config)
+        return embedding_jvp(
+            branches_dot.moments.mean, branches_dot.scopes.means, branches_dot.inv_stds,
+            branches.moments.mean, branches.scopes.means, branches.inv_stds,
+        )  # fmt: skip
+
+    return Linearized(out=e, pullback=pullback, pushforward=pushforward)

@@ -19,9 +19,13 @@ class Linearized(NamedTuple):
     differentiate that argument). ``pushforward(*tangents)`` takes one tangent per argument and
     returns a tangent shaped like ``out``. ``active_set`` is any value made of arrays, tuples and
     plain numbers: two points with equal active sets lie on the same smooth piece.
+    ``hvp(cotangent, *tangents)`` is the second order: the derivative of ``pullback(cotangent)``
+    along the tangents (one per argument), the cotangent held fixed; the Hessian of
+    ``<cotangent, out>`` times the tangents, one array per argument like ``pullback``'s.
     """
 
     out: Any
     pullback: Callable[[Any], tuple[Any, ...]]
     pushforward: Callable[..., Any] | None = None
     active_set: Any = None
+    hvp: Callable[..., tuple[Any, ...]] | None = None

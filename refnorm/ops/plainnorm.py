@@ -19,12 +19,22 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from .._xp import Array, device
+from .._xp import Array, device, namespace
 from .layer import check_finite_parameters, check_layer_call
 from .linearized import Linearized
 from .running import BatchAverage, RunningStats
 from .simplex import FixedRatios
-from .switchnorm import SwitchNormCache, SwitchNormConfig, switch_norm_backward, switch_norm_stages
+from .switchnorm import (
+    SwitchNormCache,
+    SwitchNormConfig,
+    SwitchNormGrads,
+    check_hvp_call,
+    check_jvp_call,
+    hvp_stages,
+    jvp_stages,
+    switch_norm_backward,
+    switch_norm_stages,
+)
 
 PLAIN_NORM_ARGUMENTS = ("x", "gamma", "beta")
 
@@ -40,11 +50,11 @@ class PlainNormOutput(NamedTuple):
 
 
 class PlainNormGrads(NamedTuple):
+    """Gradients of the loss with respect to every input of a plain normalizer (and the container of its tangents)."""
+
     dx: Array
     dgamma: Array
     dbeta: Array
-
-
 
 
 def plain_norm_forward(
@@ -71,10 +81,10 @@ def plain_norm_forward(
     xp, layout, layer = check_layer_call(
         x, parameters,
         running=running, training=training, normalizers=(normalizer,), groups=groups, convention=convention,
-        eps=eps, momentum=momentum,
+        eps=eps, momentum=momentum, check_finite=check_finite,
     )  # fmt: skip
     if check_finite:  # x itself is checked through its instance moments
-        check_finite_parameters(xp, parameters)
+        check_finite_parameters(xp, parameters, running)
     config = SwitchNormConfig(**vars(layer), mean_ratio=_ONE, var_ratio=_ONE)
     # SN's stages want one logit per normalizer; the fixed ratio ignores its value and passes no gradient.
     logit = xp.zeros((1,), dtype=x.dtype, device=device(x))
@@ -91,8 +101,41 @@ def plain_norm_backward(dy: Array, cache: SwitchNormCache) -> PlainNormGrads:
     return PlainNormGrads(grads.dx, grads.dgamma, grads.dbeta)
 
 
+def _as_switch_norm_tangents(tangents: PlainNormGrads, cache: SwitchNormCache) -> SwitchNormGrads:
+    """Checked plain-normalizer tangents as SN's: the fixed ratio's dummy logits do not move."""
+    zero = namespace(cache.centered).zeros_like(cache.mixture.mean_ratios)
+    return SwitchNormGrads(tangents.dx, tangents.dgamma, tangents.dbeta, zero, zero)
+
+
+def plain_norm_jvp(tangents: PlainNormGrads, cache: SwitchNormCache) -> Array:
+    """JVP of :func:`plain_norm_forward`: SN's (:func:`refnorm.switch_norm_jvp`) with the ratio fixed to 1.
+
+    ``tangents`` is a ``PlainNormGrads(dx=..., dgamma=..., dbeta=...)`` of tangents, each of its
+    argument's shape and dtype; returns the tangent of ``y``."""
+    xp = check_jvp_call(tangents, cache, function="plain_norm_jvp", forward="plain_norm_forward", container=PlainNormGrads)
+    return jvp_stages(_as_switch_norm_tangents(tangents, cache), cache, xp)
+
+
+def plain_norm_hvp(dy: Array, cache: SwitchNormCache, tangents: PlainNormGrads) -> PlainNormGrads:
+    """Second order of :func:`plain_norm_forward`: the derivative of :func:`plain_norm_backward` ``(dy, ·)``
+    along ``tangents``, SN's (:func:`refnorm.switch_norm_hvp`) with the ratio fixed to 1."""
+    xp = check_hvp_call(dy, cache, tangents, function="plain_norm_hvp", forward="plain_norm_forward", container=PlainNormGrads)
+    hvp = hvp_stages(dy, cache, _as_switch_norm_tangents(tangents, cache), xp)
+    return PlainNormGrads(hvp.dx, hvp.dgamma, hvp.dbeta)
+
+
 def plain_norm_linearize(x: Array, gamma: Array, beta: Array, **config: Any) -> Linearized:
-    """A plain normalizer at a point, as :func:`refnorm.gradcheck` consumes it."""
+    """A plain normalizer at a point, as :func:`refnorm.gradcheck` consumes it (pullback, pushforward, HVP)."""
     y, cache, _ = plain_norm_forward(x, gamma, beta, **config)
-    return Linearized(out=y, pullback=lambda dy: tuple(plain_norm_backward(dy, cache)))
+    return linearization(y, cache)
+
+
+def linearization(y: Array, cache: SwitchNormCache) -> Linearized:
+    """A plain normalizer's output with its backward, JVP and HVP."""
+    return Linearized(
+        out=y,
+        pullback=lambda dy: tuple(plain_norm_backward(dy, cache)),
+        pushforward=lambda *tangents: plain_norm_jvp(PlainNormGrads(*tangents), cache),
+        hvp=lambda dy, *tangents: tuple(plain_norm_hvp(dy, cache, PlainNormGrads(*tangents))),
+    )
 

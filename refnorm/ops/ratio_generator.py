@@ -5,7 +5,8 @@ EN (:mod:`refnorm.ops.exemplarnorm`) gives every sample ``n`` its own importance
 branch's statistics (:math:`\mu^{in}` the instance mean, :math:`\mu_k` the mean of normalizer
 ``k`` and :math:`r_k = (\sigma^2_k + \epsilon)^{-1/2}`, all broadcast to ``(N, C)``), in five
 stages, each a forward function with its hand-derived VJP written right below it and its own
-gradient check (the ``*_linearize`` functions at the end, run by ``refnorm check``):
+gradient check (the ``*_linearize`` functions at the end, run by ``refnorm check``), and its
+hand-derived JVP below that (``*_jvp``; :func:`ratio_generator_jvp` composes them):
 
 1. **embedding** (:func:`embedding`), the spatial mean of every normalized map, ``(N, K, C)``:
 
@@ -48,7 +49,7 @@ from typing import Any, NamedTuple
 
 from .._xp import Array, device, namespace
 from .linearized import Linearized
-from .simplex import softmax, softmax_vjp
+from .simplex import softmax_jvp, softmax_stage, softmax_stage_vjp
 
 EPS_RATIO = 1e-5
 """:math:`\\epsilon_r`, added to the variance of the scores before standardising them (SPEC §4)."""
@@ -144,6 +145,29 @@ def embedding_vjp(dembedding: Array, embedding: Array, inv_stds: Sequence[Array]
     return EmbeddingGrads(dmean_in, tuple(dmeans), tuple(dvars))
 
 
+def embedding_jvp(
+    mean_in_dot: Array,
+    means_dot: Sequence[Array | None],
+    inv_stds_dot: Sequence[Array | None],
+    mean_in: Array,
+    means: Sequence[Array],
+    inv_stds: Sequence[Array],
+) -> Array:
+    r"""JVP of :func:`embedding`: :math:`\dot e_k = (\dot\mu^{in} - \dot\mu_k)\, r_k + (\mu^{in} - \mu_k)\, \dot r_k`, shape ``(N, K, C)``.
+
+    A ``None`` tangent of :math:`\mu_k` and :math:`r_k` marks a constant (BN in evaluation: the
+    running statistics). The transpose of :func:`embedding_vjp`.
+    """
+    xp = namespace(mean_in_dot, mean_in)
+    tangents = []
+    for mean, r, mean_dot, r_dot in zip(means, inv_stds, means_dot, inv_stds_dot, strict=True):
+        if mean_dot is None:
+            tangents.append(mean_in_dot * r)
+        else:
+            tangents.append((mean_in_dot - mean_dot) * r + (mean_in - mean) * r_dot)
+    return xp.stack(tangents, axis=1)
+
+
 # --------------------------------------------------------------------------------------------
 # Stage 2: shared 1-D convolution along channels, then ReLU
 # --------------------------------------------------------------------------------------------
@@ -214,6 +238,22 @@ def channel_conv_vjp(dz: Array, e: Array, weight: Array) -> ChannelConvGrads:
     return ChannelConvGrads(de, dweight, dbias)
 
 
+def channel_conv_jvp(e_dot: Array, weight_dot: Array, bias_dot: Array, e: Array, weight: Array) -> Array:
+    r"""JVP of :func:`channel_conv`: the convolution is bilinear in the kernel and the signal, so
+
+    .. math:: \dot z = \dot b + \sum_j \big(w_j\, \dot e_{\dots, c + j - p} + \dot w_j\, e_{\dots, c + j - p}\big),
+
+    the product rule on every tap of the zero-padded signal. The transpose of :func:`channel_conv_vjp`.
+    """
+    xp = namespace(e_dot, e, weight, weight_dot)
+    q, C = weight.shape[0], e.shape[-1]
+    padded, padded_dot = _zero_pad_last(e, q // 2, xp), _zero_pad_last(e_dot, q // 2, xp)
+    z_dot = xp.zeros_like(e) + bias_dot
+    for j in range(q):
+        z_dot = z_dot + weight[j] * padded_dot[..., j : j + C] + weight_dot[j] * padded[..., j : j + C]
+    return z_dot
+
+
 def relu(z: Array) -> Array:
     """:math:`\\max(z, 0)`."""
     xp = namespace(z)
@@ -224,6 +264,11 @@ def relu_vjp(da: Array, z: Array) -> Array:
     """VJP of :func:`relu`: ``da`` where ``z > 0``, else 0 (the derivative at ``z = 0`` is taken as 0, as in PyTorch)."""
     xp = namespace(da, z)
     return xp.where(z > 0.0, da, xp.zeros_like(da))
+
+
+def relu_jvp(z_dot: Array, z: Array) -> Array:
+    """JVP of :func:`relu`: ``z_dot`` where ``z > 0``, else 0 (the Jacobian is diagonal: :func:`relu_vjp`'s formula)."""
+    return relu_vjp(z_dot, z)
 
 
 # --------------------------------------------------------------------------------------------
@@ -240,6 +285,11 @@ def channel_mean_vjp(ds: Array, channels: int) -> Array:
     r"""VJP of :func:`channel_mean`: :math:`\partial L/\partial a_{nkc} = \bar s_{nk} / C`, shape ``(*ds.shape, C)``."""
     xp = namespace(ds)
     return xp.broadcast_to(ds[..., None] / float(channels), (*ds.shape, channels))
+
+
+def channel_mean_jvp(a_dot: Array) -> Array:
+    r"""JVP of :func:`channel_mean` (linear): :math:`\dot s_{nk} = \frac1C \sum_c \dot a_{nkc}`."""
+    return channel_mean(a_dot)
 
 
 # --------------------------------------------------------------------------------------------
@@ -291,6 +341,20 @@ def standardize_vjp(dstandardized: Array, standardized: Array, score_inv_std: Ar
     )
 
 
+def standardize_jvp(scores_dot: Array, standardized: Array, score_inv_std: Array) -> Array:
+    r"""JVP of :func:`standardize`, means over the last axis:
+
+    .. math::
+
+        \dot{\tilde s} = \rho\,(\dot s - \bar{\dot s}) + (s - \bar s)\,\dot\rho
+        = \rho \Big( \dot s - \bar{\dot s} - \tilde s\, \overline{\dot s\, \tilde s} \Big),
+        \qquad \dot\rho = -\rho^3\, \overline{(s - \bar s)\,\dot s},
+
+    the formula of :func:`standardize_vjp`: the Jacobian is symmetric.
+    """
+    return standardize_vjp(scores_dot, standardized, score_inv_std)
+
+
 # --------------------------------------------------------------------------------------------
 # Stage 5: softmax with a learnable temperature
 # --------------------------------------------------------------------------------------------
@@ -305,7 +369,7 @@ class TemperedSoftmaxGrads(NamedTuple):
 
 def tempered_softmax(standardized: Array, temperature: Array) -> Array:
     r"""The ratios :math:`\lambda = \mathrm{softmax}(\tau \tilde s)` over the last axis (``tau`` multiplies)."""
-    return softmax(temperature * standardized)
+    return softmax_stage(temperature * standardized)
 
 
 def tempered_softmax_vjp(dratios: Array, ratios: Array, standardized: Array, temperature: Array) -> TemperedSoftmaxGrads:
@@ -320,8 +384,17 @@ def tempered_softmax_vjp(dratios: Array, ratios: Array, standardized: Array, tem
         \frac{\partial L}{\partial \tau} = \sum_{n,k} \ell_{nk}\, \tilde s_{nk} .
     """
     xp = namespace(dratios, ratios, standardized, temperature)
-    dlogits = softmax_vjp(dratios, ratios)
+    dlogits = softmax_stage_vjp(dratios, ratios)
     return TemperedSoftmaxGrads(temperature * dlogits, xp.sum(dlogits * standardized))
+
+
+def tempered_softmax_jvp(standardized_dot: Array, temperature_dot: Array, ratios: Array, standardized: Array, temperature: Array) -> Array:
+    r"""JVP of :func:`tempered_softmax`: the softmax JVP of the logits' tangent
+    :math:`(\tau \tilde s)^\cdot = \tau \dot{\tilde s} + \dot\tau\, \tilde s`,
+
+    .. math:: \dot\lambda = \lambda \odot \big(\ell - \langle \lambda, \ell \rangle\big), \qquad \ell = \tau \dot{\tilde s} + \dot\tau\, \tilde s .
+    """
+    return softmax_jvp(temperature * standardized_dot + temperature_dot * standardized, ratios)
 
 
 def largest_ratio_bound(K: int, temperature: float = 1.0) -> float:
@@ -369,6 +442,15 @@ def ratio_generator_vjp(dratios: Array, generator: RatioGenerator) -> RatioGener
     return RatioGeneratorGrads(dembedding, dconv_weight, dconv_bias, dtemperature)
 
 
+def ratio_generator_jvp(embedding_dot: Array, conv_weight_dot: Array, conv_bias_dot: Array, temperature_dot: Array, generator: RatioGenerator) -> Array:
+    """JVP of :func:`ratio_generator`: the tangent of the ratios ``(N, K)``, the stages' JVPs in forward
+    order (convolution, ReLU, channel mean, standardisation, softmax with temperature)."""
+    z_dot = channel_conv_jvp(embedding_dot, conv_weight_dot, conv_bias_dot, generator.embedding, generator.conv_weight)
+    scores_dot = channel_mean_jvp(relu_jvp(z_dot, generator.pre_activation))
+    standardized_dot = standardize_jvp(scores_dot, generator.standardized, generator.score_inv_std)
+    return tempered_softmax_jvp(standardized_dot, temperature_dot, generator.ratios, generator.standardized, generator.temperature)
+
+
 # --------------------------------------------------------------------------------------------
 # Every stage on its own, for the gradient checker (stage 1, through the statistics of x, is
 # refnorm.ops.exemplarnorm.embedding_linearize)
@@ -381,22 +463,33 @@ def channel_conv_linearize(e: Array, conv_weight: Array, conv_bias: Array) -> Li
     return Linearized(
         out=relu(z),
         pullback=lambda da: tuple(channel_conv_vjp(relu_vjp(da, z), e, conv_weight)),
+        pushforward=lambda e_dot, w_dot, b_dot: relu_jvp(channel_conv_jvp(e_dot, w_dot, b_dot, e, conv_weight), z),
         active_set=z > 0.0,
     )
 
 
 def channel_mean_linearize(activation: Array) -> Linearized:
     """Stage 3, the channel mean."""
-    return Linearized(out=channel_mean(activation), pullback=lambda ds: (channel_mean_vjp(ds, activation.shape[-1]),))
+    return Linearized(
+        out=channel_mean(activation), pullback=lambda ds: (channel_mean_vjp(ds, activation.shape[-1]),), pushforward=channel_mean_jvp
+    )
 
 
 def standardize_linearize(scores: Array) -> Linearized:
     """Stage 4, the standardisation over the normalizers (``eps_r`` = :data:`EPS_RATIO`)."""
     standardized, score_inv_std = standardize(scores)
-    return Linearized(out=standardized, pullback=lambda dstd: (standardize_vjp(dstd, standardized, score_inv_std),))
+    return Linearized(
+        out=standardized,
+        pullback=lambda dstd: (standardize_vjp(dstd, standardized, score_inv_std),),
+        pushforward=lambda scores_dot: standardize_jvp(scores_dot, standardized, score_inv_std),
+    )
 
 
 def tempered_softmax_linearize(standardized: Array, temperature: Array) -> Linearized:
     """Stage 5, ``softmax(tau * s_std)``, in both arguments."""
     ratios = tempered_softmax(standardized, temperature)
-    return Linearized(out=ratios, pullback=lambda dratios: tuple(tempered_softmax_vjp(dratios, ratios, standardized, temperature)))
+    return Linearized(
+        out=ratios,
+        pullback=lambda dratios: tuple(tempered_softmax_vjp(dratios, ratios, standardized, temperature)),
+        pushforward=lambda s_dot, tau_dot: tempered_softmax_jvp(s_dot, tau_dot, ratios, standardized, temperature),
+    )

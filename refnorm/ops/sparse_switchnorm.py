@@ -59,7 +59,11 @@ from .switchnorm import (
     SwitchNormCache,
     SwitchNormConfig,
     SwitchNormGrads,
+    check_hvp_call,
+    check_jvp_call,
     check_switch_norm_call,
+    hvp_stages,
+    jvp_stages,
     linearization,
     switch_norm_backward,
     switch_norm_stages,
@@ -172,7 +176,7 @@ def _fixed_index(side: str, index: Any) -> int | None:
 
 def _check_fixed(fixed: Any, K: int) -> FixedSides:
     if not isinstance(fixed, FixedSides):
-        raise TypeError(f"fixed must be a FixedSides, got {type(fixed).__name__}")
+        raise TypeError(f"fixed must be a FixedSides, got {type(fixed).__name__}; build one with refnorm.FixedSides(mean=..., var=...)")
     fixed = fixed.resolved()
     for side, index in zip(fixed._fields, fixed, strict=True):
         if index is None:
@@ -214,6 +218,13 @@ def check_sparse_switch_norm_call(
     K = len(layer.normalizers)
     learned = SparsestMax(radius, variant)
     fixed = _check_fixed(fixed, K)
+    for side, index, logits in (("mean", fixed.mean, mean_logits), ("var", fixed.var, var_logits)):
+        if index is None and K < 2:
+            raise ValueError(
+                f"{side}_logits has shape {tuple(logits.shape)}, expected (..., K) with K >= 2: the {side} ratios come from "
+                f"SparsestMax, which needs at least two normalizers (normalizers = {layer.normalizers}); for a single "
+                "normalizer use refnorm.plain_norm_forward"
+            )
     mean_ratio = learned if fixed.mean is None else FixedRatios(one_hot(fixed.mean, K))
     var_ratio = learned if fixed.var is None else FixedRatios(one_hot(fixed.var, K))
     return layout, SwitchNormConfig(**vars(layer), mean_ratio=mean_ratio, var_ratio=var_ratio)
@@ -304,12 +315,36 @@ def sparse_switch_norm_backward(dy: Array, cache: SwitchNormCache) -> SwitchNorm
     return switch_norm_backward(dy, cache)
 
 
+def sparse_switch_norm_jvp(tangents: SwitchNormGrads, cache: SwitchNormCache) -> Array:
+    r"""JVP of :func:`sparse_switch_norm_forward`: SN's (:func:`refnorm.ops.switchnorm.switch_norm_jvp`)
+    with the SparsestMax JVP (:meth:`SparsestMax.jvp <refnorm.ops.sparsestmax.SparsestMax.jvp>`) for a
+    free side and zero for a fixed side, on the smooth piece of the point (the recorded stages).
+
+    ``tangents`` is a ``SwitchNormGrads(dx=..., dgamma=..., dbeta=..., dmean_logits=...,
+    dvar_logits=...)`` of tangents; returns the tangent of ``y``.
+    """
+    xp = check_jvp_call(tangents, cache, function="sparse_switch_norm_jvp", forward="sparse_switch_norm_forward")
+    return jvp_stages(tangents, cache, xp)
+
+
+def sparse_switch_norm_hvp(dy: Array, cache: SwitchNormCache, tangents: SwitchNormGrads) -> SwitchNormGrads:
+    r"""Second order of :func:`sparse_switch_norm_forward`: the derivative of
+    :func:`sparse_switch_norm_backward` ``(dy, ·)`` along ``tangents``, SN's
+    (:func:`refnorm.ops.switchnorm.switch_norm_hvp`) with SparsestMax's second derivative
+    (:func:`refnorm.ops.sparsestmax.sparsestmax_hvp`) within the smooth piece of the point: at a
+    kink (a support or stage count about to change) it is the derivative on the recorded piece.
+    """
+    xp = check_hvp_call(dy, cache, tangents, function="sparse_switch_norm_hvp", forward="sparse_switch_norm_forward")
+    return hvp_stages(dy, cache, tangents, xp)
+
+
 def sparse_switch_norm_linearize(
     x: Array, gamma: Array, beta: Array, mean_logits: Array, var_logits: Array, *,
     radius: float, fixed: FixedSides = FixedSides(), variant: str = "paper", convention: str = "paper",
     momentum: float | None = None, **config: Any,
 ) -> Linearized:  # fmt: skip
-    """SSN at a point, as :func:`refnorm.gradcheck` consumes it (``config`` as in the forward).
+    """SSN at a point, as :func:`refnorm.gradcheck` consumes it (``config`` as in the forward):
+    pullback, pushforward and HVP.
 
     The active set is the SparsestMax stages of the free sides, so a direction that changes a
     support or a stage count is reported as skipped.

@@ -85,7 +85,7 @@ from typing import Any, NamedTuple
 
 from .._xp import Array, device, full_like_on, namespace
 from . import _sparsestmax_fast
-from ._validation import check_choice, check_finite, check_floating, check_nonnegative_number, check_same_dtype, namespace_of
+from ._validation import check_choice, check_finite, check_floating, check_like, check_nonnegative_number, check_record, namespace_of
 from .linearized import Linearized
 
 VARIANTS = ("paper", "official")
@@ -113,22 +113,16 @@ def rounding_tolerance(xp: Any, dtype: Any) -> float:
 # --------------------------------------------------------------------------------------------
 
 
-def _namespace_of(named: dict[str, Any]) -> Any:
-    """The namespace of the named arrays, none of which is optional: ``TypeError`` naming one that is not an array."""
-    for name, value in named.items():
-        if value is None:
-            raise TypeError(f"{name} must be an array, got None")
-    return namespace_of(named)
-
-
 def _check_logits(logits: Array, name: str = "logits") -> tuple[Any, int]:
     """Validate a logit array (floating, simplex axis last with K >= 2, finite); return ``(xp, K)``."""
-    xp = _namespace_of({name: logits})
+    xp = namespace_of({name: logits})
     check_floating(xp, logits, name)
     if logits.ndim < 1 or logits.shape[-1] < 2:
         raise ValueError(
             f"{name} has shape {tuple(logits.shape)}, expected (..., K) with K >= 2 entries on the last (simplex) axis"
         )
+    if any(size < 1 for size in logits.shape):
+        raise ValueError(f"{name} has shape {tuple(logits.shape)}, expected no axis of size 0")
     check_finite(xp, logits, name)
     return xp, int(logits.shape[-1])
 
@@ -137,22 +131,10 @@ def _check_radius_and_variant(radius: Any, variant: Any) -> tuple[float, str]:
     return check_nonnegative_number(radius, "radius"), check_choice(variant, "variant", VARIANTS)
 
 
-def _check_like(xp: Any, value: Array, name: str, like: Array, like_name: str) -> None:
-    """A cotangent or tangent ``value``: floating, finite, and of the dtype and shape of ``like``.
-
-    Shapes must be equal, not broadcastable: a ``(4, K)`` cotangent for a ``(K,)`` output is a
-    caller's bug that broadcasting would hide.
-    """
-    check_floating(xp, value, name)
-    check_same_dtype(like_name, like, [(name, value)])
-    if tuple(value.shape) != tuple(like.shape):
-        raise ValueError(f"{name} has shape {tuple(value.shape)}, expected the shape of {like_name} = {tuple(like.shape)}")
-    check_finite(xp, value, name)
-
-
 def _check_stages(stages: Any) -> None:
     if not isinstance(stages, SparsestMaxStages):
         raise TypeError(f"stages must be the SparsestMaxStages that sparsestmax_forward returned, got {type(stages).__name__}")
+    check_record(stages, "stages")
 
 
 # --------------------------------------------------------------------------------------------
@@ -231,9 +213,9 @@ def _sparsemax_stage_vjp(g: Array, support: Array, size: Array, xp: Any) -> Arra
 
 
 def _check_ratios(ratios: Array, cotangent: Array, cotangent_name: str) -> Any:
-    xp = _namespace_of({cotangent_name: cotangent, "ratios": ratios})
+    xp = namespace_of({cotangent_name: cotangent, "ratios": ratios})
     _check_logits(ratios, "ratios")
-    _check_like(xp, cotangent, cotangent_name, ratios, "ratios")
+    check_like(xp, cotangent, cotangent_name, ratios, "ratios")
     return xp
 
 
@@ -259,7 +241,7 @@ def sparsemax_jvp(dlogits: Array, ratios: Array) -> Array:
 
 
 def sparsemax_linearize(logits: Array) -> Linearized:
-    """Sparsemax at a point, for :func:`refnorm.gradcheck`; the active set is the support."""
+    """Sparsemax at a point, for :func:`refnorm.gradcheck` (pullback, pushforward, hvp); the active set is the support."""
     ratios = sparsemax(logits)
     xp = namespace(ratios)
     return Linearized(
@@ -267,6 +249,7 @@ def sparsemax_linearize(logits: Array) -> Linearized:
         pullback=lambda dratios: (sparsemax_vjp(dratios, ratios),),
         pushforward=lambda dlogits: sparsemax_jvp(dlogits, ratios),
         active_set=xp.astype(ratios > 0.0, ratios.dtype),
+        hvp=lambda dratios, dlogits: (sparsemax_hvp(dratios, ratios, dlogits),),
     )
 
 
@@ -295,6 +278,10 @@ class SparsemaxStage(NamedTuple):
     def jvp(self, t: Array, xp: Any) -> Array:
         """:math:`J t` (:math:`J` is symmetric)."""
         return self.vjp(t, xp)
+
+    def hvp(self, g: Array, t: Array, xp: Any) -> Array:
+        """The derivative of :math:`J^\\top g` along the input tangent ``t``: 0, the Jacobian is constant on a piece."""
+        return xp.zeros_like(g)
 
 
 class SphereStage(NamedTuple):
@@ -330,6 +317,29 @@ class SphereStage(NamedTuple):
     def jvp(self, t: Array, xp: Any) -> Array:
         """:math:`J t` (:math:`J` is symmetric)."""
         return self.vjp(t, xp)
+
+    def hvp(self, g: Array, t: Array, xp: Any) -> Array:
+        r"""The derivative of :math:`J^\top g` along the tangent ``t`` of the stage's input :math:`w`, ``g`` fixed.
+
+        On a piece the face, its centre :math:`u` and :math:`\rho` are constant; with
+        :math:`\dot n = \langle d, t \rangle` and :math:`\dot d = (t - d\,\dot n) / n`,
+
+        .. math::
+
+            \big(J^\top g\big)^\cdot = -\frac{\rho\,\dot n}{n^2}\big(g - d \langle d, g\rangle\big)
+            - \frac{\rho}{n}\big(\dot d\, \langle d, g \rangle + d\, \langle \dot d, g \rangle\big);
+
+        exactly 0 when :math:`|F| = 2` (the Jacobian is 0 there) and on rows the stage did not apply to.
+        """
+        distance = xp.where(self.applied, self.distance, 1.0)
+        d = self.direction
+        distance_dot = xp.sum(d * t, axis=-1, keepdims=True)
+        direction_dot = (t - d * distance_dot) / distance
+        along = xp.sum(d * g, axis=-1, keepdims=True)
+        v = -(self.radius * distance_dot / (distance * distance)) * (g - d * along) - (self.radius / distance) * (
+            direction_dot * along + d * xp.sum(direction_dot * g, axis=-1, keepdims=True)
+        )
+        return xp.where(self.face_size > 2.0, v, 0.0)
 
 
 class SparsestMaxStages(NamedTuple):
@@ -536,8 +546,8 @@ def sparsestmax(logits: Array, radius: float, *, variant: str = "paper") -> Arra
 
 def _check_stages_and(stages: Any, value: Array, name: str) -> Any:
     _check_stages(stages)
-    xp = _namespace_of({name: value, "stages": stages.vertex})
-    _check_like(xp, value, name, stages.vertex, "the forward's ratios")
+    xp = namespace_of({name: value, "stages": stages.vertex})
+    check_like(xp, value, name, stages.vertex, "the forward's ratios")
     return xp
 
 
@@ -587,14 +597,61 @@ def _stages_jvp(t: Array, stages: SparsestMaxStages, xp: Any) -> Array:
     return xp.where(stages.at_vertex(), 0.0, t)
 
 
+def sparsestmax_hvp(dratios: Array, stages: SparsestMaxStages, dlogits: Array) -> Array:
+    r"""The derivative of :func:`sparsestmax_vjp` along a logit tangent, ``dratios`` held fixed.
+
+    The second-order term of forward-over-reverse through SparsestMax, on the smooth piece of the
+    point (the recorded stages): with :math:`t_l` the tangent of stage :math:`l`'s input (the JVP's
+    running value) and :math:`g_l` the cotangent of its output (the VJP's),
+
+    .. math::
+
+        h_l = J_l^\top h_{l+1} + \big(\partial_{t_l} J_l\big)^\top g_{l+1}, \qquad h_{L+1} = 0,
+
+    last stage first; :math:`h_0` is the Hessian of :math:`\langle g, \mathrm{SparsestMax}(z) \rangle`
+    times :math:`\dot z`. Sparsemax stages have a constant Jacobian on a piece (their term is 0); a
+    sphere step's is :meth:`SphereStage.hvp`. Zero where the output is a vertex. ``dratios`` and
+    ``dlogits`` must have the shape and dtype of the forward's output and be finite.
+    """
+    xp = _check_stages_and(stages, dratios, "dratios")
+    _check_stages_and(stages, dlogits, "dlogits")
+    return _stages_hvp(dratios, dlogits, stages, xp)
+
+
+def _stages_hvp(g: Array, t: Array, stages: SparsestMaxStages, xp: Any) -> Array:
+    """:func:`sparsestmax_hvp` without the validation (the plain layout only: the records of the fast
+    forward are read as they are, the values are the same)."""
+    inputs = []
+    for stage in stages.stages:  # forward: the tangent of every stage's input
+        inputs.append(t)
+        t = xp.where(stage.applied, stage.jvp(t, xp), t)
+    g = xp.where(stages.at_vertex(), 0.0, g)
+    h = xp.zeros_like(g)
+    for stage, t_in in zip(reversed(stages.stages), reversed(inputs), strict=True):
+        h = xp.where(stage.applied, stage.vjp(h, xp) + stage.hvp(g, t_in, xp), h)
+        g = xp.where(stage.applied, stage.vjp(g, xp), g)
+    return h
+
+
+def sparsemax_hvp(dratios: Array, ratios: Array, dlogits: Array) -> Array:
+    """The derivative of :func:`sparsemax_vjp` along a logit tangent: 0 (sparsemax is piecewise linear).
+
+    Shapes and dtypes are checked as :func:`sparsemax_vjp` checks them.
+    """
+    xp = _check_ratios(ratios, dratios, "dratios")
+    _check_ratios(ratios, dlogits, "dlogits")
+    return xp.zeros_like(dratios)
+
+
 def sparsestmax_linearize(logits: Array, *, radius: float, variant: str = "paper") -> Linearized:
-    """SparsestMax at a point, for :func:`refnorm.gradcheck` (pullback, pushforward, stages as active set)."""
+    """SparsestMax at a point, for :func:`refnorm.gradcheck` (pullback, pushforward, hvp, stages as active set)."""
     ratios, stages = sparsestmax_forward(logits, radius, variant=variant)
     return Linearized(
         out=ratios,
         pullback=lambda dratios: (sparsestmax_vjp(dratios, stages),),
         pushforward=lambda dlogits: sparsestmax_jvp(dlogits, stages),
         active_set=stages.active_set(),
+        hvp=lambda dratios, dlogits: (sparsestmax_hvp(dratios, stages, dlogits),),
     )
 
 
@@ -626,6 +683,9 @@ class SparsestMax:
 
     def jvp(self, dlogits: Array, ratios: Array, aux: SparsestMaxStages) -> Array:
         return sparsestmax_jvp(dlogits, aux)
+
+    def hvp(self, dratios: Array, ratios: Array, aux: SparsestMaxStages, dlogits: Array) -> Array:
+        return sparsestmax_hvp(dratios, aux, dlogits)
 
     def active_set(self, aux: SparsestMaxStages) -> tuple[Any, ...]:
         return aux.active_set()

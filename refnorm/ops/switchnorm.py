@@ -43,9 +43,24 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from ._validation import check_shape
+from ._validation import check_shape, overflow_checked_afterwards
 from .._xp import Array, namespace
-from .layer import LayerConfig, check_cache, check_finite_parameters, check_layer_call, check_upstream, normalize, normalize_vjp
+from .exemplarnorm import ExemplarNormCache  # only to tell an HVP given EN's cache that EN has no second order
+from .layer import (
+    LayerConfig,
+    NormalizeGrads,
+    check_cache,
+    check_finite_parameters,
+    check_layer_call,
+    check_ratio_gradient,
+    check_tangents,
+    check_upstream,
+    constant_scopes,
+    normalize,
+    normalize_jvp,
+    normalize_vjp,
+    normalize_vjp_jvp,
+)
 from .linearized import Linearized
 from .running import BatchAverage, RunningStats, use_running_statistics
 from .simplex import SOFTMAX, FixedRatios, RatioFunction
@@ -54,10 +69,14 @@ from .statistics import (
     Layout,
     ScopeMoments,
     instance_moments_and_centered,
+    instance_moments_jvp,
     instance_moments_vjp,
+    instance_moments_vjp_jvp,
     reduce_to_scope,
     scope_moments,
+    scope_moments_jvp,
     scope_moments_vjp,
+    scope_moments_vjp_jvp,
 )
 
 SWITCH_NORM_ARGUMENTS = ("x", "gamma", "beta", "mean_logits", "var_logits")
@@ -196,11 +215,11 @@ def check_switch_norm_call(
     xp, layout, config = check_layer_call(
         x, parameters,
         running=running, training=training, normalizers=normalizers, groups=groups, convention=convention,
-        eps=eps, momentum=momentum,
+        eps=eps, momentum=momentum, check_finite=check_finite,
     )  # fmt: skip
     check_logits(mean_logits, var_logits, config.normalizers)
     if check_finite:  # x itself is checked through its instance moments (stage 1)
-        check_finite_parameters(xp, parameters)
+        check_finite_parameters(xp, parameters, running)
     return xp, layout, config
 
 
@@ -216,7 +235,7 @@ def check_ratio_functions(mean_ratio: Any, var_ratio: Any, K: int) -> None:
     """``TypeError`` unless both are ratio functions; ``ValueError`` for fixed ratios of another length than ``K``."""
     for name, ratio in (("mean_ratio", mean_ratio), ("var_ratio", var_ratio)):
         if not isinstance(ratio, RatioFunction):
-            raise TypeError(f"{name} must be a ratio function (forward/vjp/jvp/active_set), got {type(ratio).__name__}")
+            raise TypeError(f"{name} must be a ratio function (forward/vjp/jvp/hvp/active_set), got {type(ratio).__name__}")
         if isinstance(ratio, FixedRatios) and len(ratio.ratios) != K:
             raise ValueError(f"logits have {K} entries, expected {len(ratio.ratios)} for {name} = {ratio}")
 
@@ -279,8 +298,11 @@ def mix_vjp(sum_dxhat: Array, sum_dxhat_centered: Array, mixture: MixedStatistic
     B = -0.5 * r * r * (r * sum_dxhat_centered + mixture.shift * sum_dxhat)
 
     scopes = mixture.scopes
-    dmean_ratios = xp.stack([xp.sum(A * mean) for mean in scopes.means])
-    dvar_ratios = xp.stack([xp.sum(B * var) for var in scopes.variances])
+    with overflow_checked_afterwards():
+        dmean_ratios = xp.stack([xp.sum(A * mean) for mean in scopes.means])
+        dvar_ratios = xp.stack([xp.sum(B * var) for var in scopes.variances])
+    check_ratio_gradient(xp, dmean_ratios, "mean ratios")
+    check_ratio_gradient(xp, dvar_ratios, "variance ratios")
     dmean_logits = config.mean_ratio.vjp(dmean_ratios, mixture.mean_ratios, mixture.mean_aux)
     dvar_logits = config.var_ratio.vjp(dvar_ratios, mixture.var_ratios, mixture.var_aux)
 
@@ -294,6 +316,140 @@ def mix_vjp(sum_dxhat: Array, sum_dxhat_centered: Array, mixture: MixedStatistic
         dmeans.append(mixture.mean_ratios[k] * reduce_to_scope(A, scope, config.groups, xp))
         dvars.append(mixture.var_ratios[k] * reduce_to_scope(B, scope, config.groups, xp))
     return MixedStatisticsGrads(dmean_logits, dvar_logits, tuple(dmeans), tuple(dvars))
+
+
+def mix_jvp(
+    moments_dot: InstanceMoments,
+    scopes_dot: ScopeMoments,
+    mean_logits_dot: Array,
+    var_logits_dot: Array,
+    mixture: MixedStatistics,
+    config: SwitchNormConfig,
+) -> MixedStatistics:
+    r"""JVP of :func:`mix` (stage 3): the tangents of the ratios and the mixed statistics.
+
+    From the tangents of the instance moments, of every scope statistic (``None`` for a constant:
+    BN in evaluation) and of the logits:
+
+    .. math::
+
+        \dot w = J_w \dot\lambda^\mu, \quad \dot w' = J_{w'} \dot\lambda^\sigma, \quad
+        \dot\mu = \sum_k (\dot w_k \mu^k + w_k \dot\mu^k), \quad
+        \dot\sigma^2 = \sum_k (\dot w'_k \sigma^{2,k} + w'_k \dot\sigma^{2,k}),
+
+    .. math::
+
+        \dot r = -\tfrac12 r^3 \dot\sigma^2, \qquad
+        \dot{\text{shift}} = \dot r\,(\mu^{in} - \mu) + r\,(\dot\mu^{in} - \dot\mu),
+
+    the ratio functions' JVPs giving :math:`\dot w, \dot w'`. A tangent has the type of its primal:
+    the result is a :class:`MixedStatistics` of tangents (``moments_dot`` and ``scopes_dot`` kept in
+    it for :func:`mix_vjp_jvp`; no auxiliary values).
+    """
+    xp = namespace(mixture.mean)
+    mean_ratios_dot = config.mean_ratio.jvp(mean_logits_dot, mixture.mean_ratios, mixture.mean_aux)
+    var_ratios_dot = config.var_ratio.jvp(var_logits_dot, mixture.var_ratios, mixture.var_aux)
+    scopes = mixture.scopes
+    mean_dot = xp.zeros_like(mixture.mean)
+    var_dot = xp.zeros_like(mixture.mean)
+    for k in range(len(scopes.normalizers)):
+        mean_dot = mean_dot + mean_ratios_dot[k] * scopes.means[k]
+        var_dot = var_dot + var_ratios_dot[k] * scopes.variances[k]
+        if scopes_dot.means[k] is not None:  # None: a constant (BN in evaluation)
+            mean_dot = mean_dot + mixture.mean_ratios[k] * scopes_dot.means[k]
+            var_dot = var_dot + mixture.var_ratios[k] * scopes_dot.variances[k]
+    r = mixture.inv_std
+    # r^3 var_dot as r (r^2 var_dot): r^3 is subnormal, and loses its digits, for variances beyond
+    # about 1e205 (x around 1e103), while r^2 var_dot is the variance's relative change, of order 1.
+    inv_std_dot = -0.5 * r * (var_dot * (r * r))
+    shift_dot = inv_std_dot * (mixture.moments.mean - mixture.mean) + r * (moments_dot.mean - mean_dot)
+    return MixedStatistics(moments_dot, scopes_dot, mean_ratios_dot, var_ratios_dot, None, None, mean_dot, var_dot, inv_std_dot, shift_dot)
+
+
+def mix_vjp_jvp(
+    normalized: NormalizeGrads,
+    normalized_dot: NormalizeGrads,
+    mixture: MixedStatistics,
+    mixture_dot: MixedStatistics,
+    mean_logits_dot: Array,
+    var_logits_dot: Array,
+    config: SwitchNormConfig,
+) -> MixedStatisticsGrads:
+    r"""The derivative of :func:`mix_vjp` along a tangent (forward-over-reverse), in a
+    :class:`MixedStatisticsGrads` of tangents.
+
+    ``normalized`` and ``normalized_dot`` are :func:`~refnorm.ops.layer.normalize_vjp`'s sums
+    :math:`G, P` and their tangents :math:`\dot G, \dot P`; ``mixture_dot`` is :func:`mix_jvp`'s.
+    With :math:`S = \sum_i \partial L/\partial\hat x\,\hat x = r P + \text{shift}\,G`, the derivatives
+    of :math:`A = -r G` and :math:`B = -\tfrac12 r^2 S` are
+
+    .. math::
+
+        \dot A = -\dot r\, G - r\, \dot G, \qquad
+        \dot S = \dot r P + r \dot P + \dot{\text{shift}}\, G + \text{shift}\, \dot G, \qquad
+        \dot B = -r \dot r\, S - \tfrac12 r^2 \dot S,
+
+    and then, each sum over the scope's broadcast axes as in the VJP,
+
+    .. math::
+
+        \Big(\frac{\partial L}{\partial w_k}\Big)^{\!\cdot} = \sum_{n,c} (\dot A\,\mu^k + A\,\dot\mu^k), \qquad
+        \dot{\bar\mu}_k = \dot w_k \sum A + w_k \sum \dot A
+
+    (likewise with :math:`B, \sigma^{2,k}, w'` for the variances), and the logits' cotangents'
+    tangent is the ratio function's VJP of the ratios' cotangents' tangent plus its second-order
+    term along the logit tangent (:meth:`RatioFunction.hvp <refnorm.ops.simplex.RatioFunction.hvp>`:
+    softmax's, SparsestMax's within its piece, 0 for fixed ratios):
+
+    .. math::
+
+        \dot{\bar\lambda}^\mu = J_w^\top \Big(\frac{\partial L}{\partial w}\Big)^{\!\cdot}
+        + H_w\Big[\frac{\partial L}{\partial w}\Big] \dot\lambda^\mu .
+
+    BN in evaluation is a constant: ``None``, as in the VJP.
+    """
+    xp = namespace(normalized.sum_dxhat, normalized_dot.sum_dxhat)
+    G, P = normalized.sum_dxhat, normalized.sum_dxhat_centered
+    G_dot, P_dot = normalized_dot.sum_dxhat, normalized_dot.sum_dxhat_centered
+    r, r_dot = mixture.inv_std, mixture_dot.inv_std
+    shift, shift_dot = mixture.shift, mixture_dot.shift
+    A = -r * G
+    A_dot = -r_dot * G - r * G_dot
+    S = r * P + shift * G
+    S_dot = r_dot * P + r * P_dot + shift_dot * G + shift * G_dot
+    B = -0.5 * r * r * S
+    B_dot = -r * r_dot * S - 0.5 * r * r * S_dot
+
+    scopes, scopes_dot = mixture.scopes, mixture_dot.scopes
+    dmean_ratios = xp.stack([xp.sum(A * mean) for mean in scopes.means])
+    dvar_ratios = xp.stack([xp.sum(B * var) for var in scopes.variances])
+    dmean_ratios_dot, dvar_ratios_dot = [], []
+    with overflow_checked_afterwards():  # the sums against the statistics, as in mix_vjp
+        for mean, var, mean_dot, var_dot in zip(scopes.means, scopes.variances, scopes_dot.means, scopes_dot.variances, strict=True):
+            constant = mean_dot is None  # BN in evaluation: the statistics do not move
+            dmean_ratios_dot.append(xp.sum(A_dot * mean) if constant else xp.sum(A_dot * mean + A * mean_dot))
+            dvar_ratios_dot.append(xp.sum(B_dot * var) if constant else xp.sum(B_dot * var + B * var_dot))
+    dmean_ratios_dot, dvar_ratios_dot = xp.stack(dmean_ratios_dot), xp.stack(dvar_ratios_dot)
+    check_ratio_gradient(xp, dmean_ratios_dot, "mean ratios", along="dy, tangents")
+    check_ratio_gradient(xp, dvar_ratios_dot, "variance ratios", along="dy, tangents")
+    dmean_logits_dot = config.mean_ratio.vjp(dmean_ratios_dot, mixture.mean_ratios, mixture.mean_aux) + config.mean_ratio.hvp(
+        dmean_ratios, mixture.mean_ratios, mixture.mean_aux, mean_logits_dot
+    )
+    dvar_logits_dot = config.var_ratio.vjp(dvar_ratios_dot, mixture.var_ratios, mixture.var_aux) + config.var_ratio.hvp(
+        dvar_ratios, mixture.var_ratios, mixture.var_aux, var_logits_dot
+    )
+
+    dmeans_dot: list[Array | None] = []
+    dvars_dot: list[Array | None] = []
+    for k, scope in enumerate(scopes.normalizers):
+        if scope in constant_scopes(config):
+            dmeans_dot.append(None)
+            dvars_dot.append(None)
+            continue
+        groups = config.groups
+        dmeans_dot.append(mixture_dot.mean_ratios[k] * reduce_to_scope(A, scope, groups, xp) + mixture.mean_ratios[k] * reduce_to_scope(A_dot, scope, groups, xp))
+        dvars_dot.append(mixture_dot.var_ratios[k] * reduce_to_scope(B, scope, groups, xp) + mixture.var_ratios[k] * reduce_to_scope(B_dot, scope, groups, xp))
+    return MixedStatisticsGrads(dmean_logits_dot, dvar_logits_dot, tuple(dmeans_dot), tuple(dvars_dot))
 
 
 # --------------------------------------------------------------------------------------------
@@ -389,9 +545,9 @@ def switch_norm_stages(
     # Stage 1: instance moments, and the centred input the variance is computed from.
     moments, centered = instance_moments_and_centered(x, convention=config.convention, check_finite=check_finite)
     # Stage 2: scope moments (BN from the running statistics in evaluation), the new running state.
-    scopes = scope_moments(moments, config.normalizers, convention=config.convention, layout=layout, groups=config.groups)
+    scopes = scope_moments(moments, config.normalizers, convention=config.convention, layout=layout, groups=config.groups, check_finite=False)
     scopes, new_running = use_running_statistics(
-        scopes, running, training=config.training, momentum=config.momentum, channels=layout.C
+        scopes, running, training=config.training, momentum=config.momentum, channels=layout.C, check_finite=check_finite
     )
     # Stage 3: ratios and mixed statistics.
     mixture = mix(moments, scopes, mean_logits, var_logits, config)
@@ -444,6 +600,161 @@ def switch_norm_backward(dy: Array, cache: SwitchNormCache) -> SwitchNormGrads:
 
 
 # --------------------------------------------------------------------------------------------
+# Forward mode and second order (docs/sn-jvp-hvp.md)
+# --------------------------------------------------------------------------------------------
+
+
+def check_switch_norm_tangents(tangents: Any, cache: SwitchNormCache, function: str, container: type = SwitchNormGrads) -> Any:
+    """The one check of an SN JVP's or HVP's tangents (:func:`refnorm.ops.layer.check_tangents`): a
+    ``container`` (:class:`SwitchNormGrads`; the plain normalizers' has only ``dx, dgamma, dbeta``) of
+    finite arrays shaped like the arguments. Returns the array namespace."""
+    K = len(cache.config.normalizers)
+    shapes = {"dx": cache.shape, "dgamma": (cache.layout.C,), "dbeta": (cache.layout.C,), "dmean_logits": (K,), "dvar_logits": (K,)}
+    return check_tangents(tangents, container, shapes, cache.centered, function)
+
+
+def check_jvp_call(tangents: Any, cache: Any, *, function: str, forward: str, container: type = SwitchNormGrads) -> Any:
+    """The checks of a JVP of the SN family (SN, SSN, the plain normalizers), run once at its public
+    entry point: the cache's type (:func:`refnorm.ops.layer.check_cache`), then the tangents
+    (:func:`check_switch_norm_tangents`). ``function`` and ``forward`` name the public JVP and the
+    forward whose cache it takes, in messages. Returns the array namespace."""
+    check_cache(cache, SwitchNormCache, forward)
+    return check_switch_norm_tangents(tangents, cache, function, container)
+
+
+def check_hvp_call(dy: Any, cache: Any, tangents: Any, *, function: str, forward: str, container: type = SwitchNormGrads) -> Any:
+    """The checks of an HVP of the SN family, run once: the cache's type (EN's is told that refnorm
+    has no second order for EN), ``dy`` as the backward checks it
+    (:func:`refnorm.ops.layer.check_upstream`), then the tangents. Returns the array namespace."""
+    if isinstance(cache, ExemplarNormCache):
+        raise TypeError(
+            f"cache must be the SwitchNormCache that {forward} returns, got ExemplarNormCache: refnorm defines no second "
+            "order for EN (docs/sn-jvp-hvp.md says why); EN's forward mode is exemplar_norm_jvp"
+        )
+    check_cache(cache, SwitchNormCache, forward)
+    xp = check_upstream(dy, cache.centered, cache.shape)
+    check_switch_norm_tangents(tangents, cache, function, container)
+    return xp
+
+
+def _point_tangents(tangents: SwitchNormGrads, cache: SwitchNormCache, xp: Any) -> tuple[Array, Array, MixedStatistics]:
+    """Stages 1–3 along ``tangents``: ``x_dot`` as ``(N, C, M)``, the centred input's tangent and :func:`mix_jvp`'s."""
+    layout, config, mixture = cache.layout, cache.config, cache.mixture
+    x_dot = xp.reshape(tangents.dx, (layout.N, layout.C, layout.M))
+    moments_dot, centered_dot = instance_moments_jvp(x_dot, cache.centered, convention=config.convention, layout=layout)
+    scopes_dot = scope_moments_jvp(
+        moments_dot, mixture.moments, mixture.scopes,
+        convention=config.convention, layout=layout, groups=config.groups, constant=constant_scopes(config),
+    )  # fmt: skip
+    return x_dot, centered_dot, mix_jvp(moments_dot, scopes_dot, tangents.dmean_logits, tangents.dvar_logits, mixture, config)
+
+
+def switch_norm_jvp(tangents: SwitchNormGrads, cache: SwitchNormCache) -> Array:
+    r"""Hand-derived JVP of :func:`switch_norm_forward`: the tangent :math:`\dot y` of the output along
+    ``tangents``, the stages' JVPs in forward order (``docs/sn-jvp-hvp.md`` derives each).
+
+    ``tangents`` holds one tangent per differentiable argument, in the gradient container:
+    ``SwitchNormGrads(dx=..., dgamma=..., dbeta=..., dmean_logits=..., dvar_logits=...)``, each of
+    its argument's shape and dtype (and finite). The stages:
+
+    * stage 1, :func:`~refnorm.ops.statistics.instance_moments_jvp`: :math:`\dot\mu^{in}, \dot s`
+      and the centred input's tangent :math:`\dot x - \dot\mu^{in}`;
+    * stage 2, :func:`~refnorm.ops.statistics.scope_moments_jvp`: :math:`\dot\mu^k, \dot\sigma^{2,k}`
+      (none for BN in evaluation: the running statistics are constants);
+    * stage 3, :func:`mix_jvp`: :math:`\dot w, \dot w'` (the ratio functions' JVPs),
+      :math:`\dot\mu, \dot\sigma^2, \dot r` and :math:`\dot{\text{shift}}`;
+    * stage 4, :func:`~refnorm.ops.layer.normalize_jvp`:
+
+    .. math::
+
+        \dot y = (\dot\gamma r + \gamma \dot r)(x - \mu^{in}) + \gamma r\,(\dot x - \dot\mu^{in})
+        + \dot\gamma\,\text{shift} + \gamma\,\dot{\text{shift}} + \dot\beta .
+
+    The transpose of :func:`switch_norm_backward`:
+    :math:`\langle dy, \dot y \rangle = \sum_a \langle \bar a, \dot a \rangle` over the arguments.
+    """
+    xp = check_jvp_call(tangents, cache, function="switch_norm_jvp", forward="switch_norm_forward")
+    return jvp_stages(tangents, cache, xp)
+
+
+def jvp_stages(tangents: SwitchNormGrads, cache: SwitchNormCache, xp: Any) -> Array:
+    """:func:`switch_norm_jvp` on arguments its caller has checked (:func:`check_jvp_call`): the
+    stages' JVPs, shared by SN, SSN and the plain normalizers."""
+    mixture = cache.mixture
+    _, centered_dot, mixture_dot = _point_tangents(tangents, cache, xp)
+    y_dot = normalize_jvp(
+        cache.centered, cache.gamma, mixture.inv_std, mixture.shift,
+        centered_dot, tangents.dgamma, tangents.dbeta, mixture_dot.inv_std, mixture_dot.shift,
+    )  # fmt: skip
+    return xp.reshape(y_dot, cache.shape)
+
+
+def switch_norm_hvp(dy: Array, cache: SwitchNormCache, tangents: SwitchNormGrads) -> SwitchNormGrads:
+    r"""Hand-derived second order of :func:`switch_norm_forward`: the derivative of
+    :func:`switch_norm_backward` ``(dy, ·)`` at the cache's point along ``tangents``, ``dy`` held fixed.
+
+    That is the Hessian-vector product of the loss :math:`L = \langle dy, y \rangle` with the
+    tangent (every argument's Hessian block at once), returned in the gradient container, like the
+    backward. Forward-over-reverse, stage by stage (``docs/sn-jvp-hvp.md``): the point's tangents
+    come from the JVP's stages 1–3 (:func:`switch_norm_jvp`); then each stage of the backward runs
+    next to its derivative along them:
+
+    * stage 4, :func:`~refnorm.ops.layer.normalize_vjp` and
+      :func:`~refnorm.ops.layer.normalize_vjp_jvp`: :math:`\dot{\bar\gamma}`, :math:`\dot{\bar\beta} = 0`,
+      :math:`\dot G, \dot P` and the direct term's :math:`(\gamma r)^\cdot`;
+    * stage 3, :func:`mix_vjp` and :func:`mix_vjp_jvp`: :math:`\dot A, \dot B`, the logits' (with the
+      ratio function's second derivative, :meth:`RatioFunction.hvp <refnorm.ops.simplex.RatioFunction.hvp>`)
+      and every scope's :math:`\dot{\bar\mu}_k, \dot{\bar\sigma}_k`;
+    * stage 2, :func:`~refnorm.ops.statistics.scope_moments_vjp` and
+      :func:`~refnorm.ops.statistics.scope_moments_vjp_jvp`;
+    * stage 1, :func:`~refnorm.ops.statistics.instance_moments_vjp_jvp`, plus the direct term's
+      derivative :math:`(\gamma r)^\cdot\, dy`.
+
+    ``dy`` is checked as the backward checks it; ``tangents`` as :func:`switch_norm_jvp` checks them.
+    SSN's SparsestMax is differentiated within the smooth piece of the point (its recorded stages).
+    """
+    xp = check_hvp_call(dy, cache, tangents, function="switch_norm_hvp", forward="switch_norm_forward")
+    return hvp_stages(dy, cache, tangents, xp)
+
+
+def hvp_stages(dy: Array, cache: SwitchNormCache, tangents: SwitchNormGrads, xp: Any) -> SwitchNormGrads:
+    """:func:`switch_norm_hvp` on arguments its caller has checked (:func:`check_hvp_call`): the
+    backward's stages and their derivatives, shared by SN, SSN and the plain normalizers."""
+    layout, config, mixture = cache.layout, cache.config, cache.mixture
+    dy3 = xp.reshape(dy, (layout.N, layout.C, layout.M))
+    # The point's tangents: the JVP's stages 1-3.
+    _, centered_dot, mixture_dot = _point_tangents(tangents, cache, xp)
+    # The backward's stages, each followed by its derivative along the tangents.
+    normalized = normalize_vjp(dy3, cache.centered, cache.gamma, mixture.inv_std, mixture.shift)
+    normalized_dot = normalize_vjp_jvp(
+        dy3, cache.centered, cache.gamma, mixture.inv_std, mixture.shift,
+        centered_dot, tangents.dgamma, mixture_dot.inv_std, mixture_dot.shift,
+    )  # fmt: skip
+    mixed = mix_vjp(normalized.sum_dxhat, normalized.sum_dxhat_centered, mixture, config)
+    mixed_dot = mix_vjp_jvp(normalized, normalized_dot, mixture, mixture_dot, tangents.dmean_logits, tangents.dvar_logits, config)
+    dmean_in, dvar_in = scope_moments_vjp(
+        mixed.dmeans, mixed.dvars, mixture.moments, mixture.scopes,
+        convention=config.convention, layout=layout, groups=config.groups,
+    )  # fmt: skip
+    dmean_in_dot, dvar_in_dot = scope_moments_vjp_jvp(
+        mixed.dvars, mixed_dot.dmeans, mixed_dot.dvars, mixture.moments, mixture.scopes, mixture_dot.moments, mixture_dot.scopes,
+        convention=config.convention, layout=layout, groups=config.groups,
+    )  # fmt: skip
+    dx_dot = instance_moments_vjp_jvp(
+        dvar_in, dmean_in_dot, dvar_in_dot, cache.centered, centered_dot, convention=config.convention, layout=layout
+    )
+    # The direct term r gamma dy, differentiated: (gamma r)' dy.
+    dx_dot = dx_dot + normalized_dot.direct_scale[:, :, None] * dy3
+    return SwitchNormGrads(
+        dx=xp.reshape(dx_dot, dy.shape),
+        dgamma=normalized_dot.dgamma,
+        dbeta=normalized_dot.dbeta,
+        dmean_logits=mixed_dot.dmean_logits,
+        dvar_logits=mixed_dot.dvar_logits,
+    )
+
+
+# --------------------------------------------------------------------------------------------
 # For the gradient checker
 # --------------------------------------------------------------------------------------------
 
@@ -455,12 +766,14 @@ def switch_norm_linearize(x: Array, gamma: Array, beta: Array, mean_logits: Arra
 
 
 def linearization(y: Array, cache: SwitchNormCache) -> Linearized:
-    """An SN forward's output with its backward, and the ratio functions' active sets (a
+    """An SN forward's output with its backward, JVP and HVP, and the ratio functions' active sets (a
     piecewise-smooth ratio function such as SparsestMax reports which piece the point lies on)."""
     mixture = cache.mixture
     active = (cache.config.mean_ratio.active_set(mixture.mean_aux), cache.config.var_ratio.active_set(mixture.var_aux))
     return Linearized(
         out=y,
         pullback=lambda dy: tuple(switch_norm_backward(dy, cache)),
+        pushforward=lambda *tangents: switch_norm_jvp(SwitchNormGrads(*tangents), cache),
         active_set=None if active == (None, None) else active,
+        hvp=lambda dy, *tangents: tuple(switch_norm_hvp(dy, cache, SwitchNormGrads(*tangents))),
     )

@@ -121,12 +121,12 @@ def switch_norm_sharded_forward(
     layer = check_layer_arguments(
         xp, layout, xs[0], parameters,
         running=running, training=training, normalizers=normalizers, groups=groups, convention=convention,
-        eps=eps, momentum=momentum, like_name="xs[0]",
+        eps=eps, momentum=momentum, like_name="xs[0]", check_finite=check_finite,
     )  # fmt: skip
     check_logits(mean_logits, var_logits, layer.normalizers)
     check_ratio_functions(mean_ratio, var_ratio, len(layer.normalizers))
     if check_finite:  # every shard is checked through its instance moments
-        check_finite_parameters(xp, parameters)
+        check_finite_parameters(xp, parameters, running)
     config = SwitchNormConfig(**vars(layer), mean_ratio=mean_ratio, var_ratio=var_ratio)
 
     # Stage 1 on every shard, then the pooling.
@@ -139,9 +139,9 @@ def switch_norm_sharded_forward(
         var=xp.concat([shard_moments.var for shard_moments, _ in shards], axis=0),
     )
     # Stages 2 and 3, once, on the pooled moments.
-    scopes = scope_moments(moments, config.normalizers, convention=config.convention, layout=layout, groups=config.groups)
+    scopes = scope_moments(moments, config.normalizers, convention=config.convention, layout=layout, groups=config.groups, check_finite=False)
     scopes, new_running = use_running_statistics(
-        scopes, running, training=config.training, momentum=config.momentum, channels=layout.C
+        scopes, running, training=config.training, momentum=config.momentum, channels=layout.C, check_finite=check_finite, name="xs"
     )
     mixture = mix(moments, scopes, mean_logits, var_logits, config)
     # Stage 4 on every shard's rows.

@@ -19,15 +19,16 @@ implementers):
   ``exclude``. Every pattern must match a case of the golden set. Error cases hold no values and
   cannot be compared (the conformance kit checks them).
 * **Required arrays.** Every ``output.*`` and ``grad.*`` array of a selected case (the groups of
-  ``require``); ``intermediate.*`` arrays are optional, and compared when present. A selected case
+  ``require``); ``intermediate.*``, ``jvp.*`` and ``hvp.*`` arrays are optional, and compared when
+  present (``require`` them to check forward mode or second order: ``--require output,grad,jvp,hvp``). A selected case
   without a results file is missing: a failure.
 * **Comparison.** Each array with the case's recommended tolerance (from the golden manifest) for
   the array's own dtype, float32 or float64, and its direction (``output``/``intermediate``:
-  forward; ``grad``: backward): ``|actual - expected| <= atol + rtol * |expected|``. Integer and
+  forward; ``grad``: backward; ``jvp`` and ``hvp``: their own): ``|actual - expected| <= atol + rtol * |expected|``. Integer and
   boolean arrays (SSN's ``new_fixed_*``, SparsestMax's ``sphere_steps``) must be equal. Any other
   dtype (float16, complex, strings) is refused, with the reason. NaN and infinity fail, counted
   and named as such.
-* **Inputs.** A results file may hold ``input.*`` and ``upstream.*`` arrays (a harness that copies
+* **Inputs.** A results file may hold ``input.*``, ``upstream.*`` and ``tangent.*`` arrays (a harness that copies
   the golden file and adds its results); each must then equal the golden array cast to its dtype,
   bit for bit, or the case fails: its results were computed from other inputs.
 * **Extra.** Everything in ``RESULTS`` must be accounted for: a file that is not
@@ -66,10 +67,11 @@ from .tolerances import Comparison, compare
 
 __all__ = ["COMPARED_GROUPS", "DEFAULT_REQUIRED", "GIVEN_GROUPS", "CompareError", "compare_results"]
 
-COMPARED_GROUPS: dict[str, str] = {"output": "forward", "intermediate": "forward", "grad": "backward"}
-"""Groups of values an implementation computes, each with the manifest's tolerance direction."""
+COMPARED_GROUPS: dict[str, str] = {"output": "forward", "intermediate": "forward", "grad": "backward", "jvp": "jvp", "hvp": "hvp"}
+"""Groups of values an implementation computes, each with the manifest's tolerance direction
+(``jvp``: the outputs' tangents along ``tangent.*``; ``hvp``: the second order; schema version 2)."""
 
-GIVEN_GROUPS = ("input", "upstream")
+GIVEN_GROUPS = ("input", "upstream", "tangent")
 """Groups an implementation is given; a results file may repeat them, unchanged."""
 
 DEFAULT_REQUIRED = ("output", "grad")
@@ -308,6 +310,12 @@ def compare_results(
     except (GoldenError, OSError, ValueError, KeyError, TypeError) as error:
         raise CompareError(f"golden set {against}: {error}") from error
     selected = _select(entries, ops, cases, exclude, kinds, against)
+    for group in require:  # a group no selected case holds would be required vacuously
+        if not any(key.split(".", 1)[0] == group for case_id in selected for key in entries[case_id]["arrays"]):
+            raise CompareError(
+                f"--require names {group!r}, but no selected case of the golden set {against} holds {group}.* arrays"
+                + (f" (its schema version {manifest.get('schema_version')} has none)" if group in ("jvp", "hvp") and manifest.get("schema_version") == 1 else "")
+            )
     found = _walk(results.resolve())
     problems = list(found.extra)
     not_selected = []

@@ -1,7 +1,8 @@
 """The conformance kit: check another implementation against refnorm from its own test suite.
 
 An implementation is wrapped in an :class:`Adapter` (a forward callable, optionally a backward
-callable, a converter to NumPy and the dtype it computes in); one entry point,
+callable, a JVP callable and a second-order callable, a converter to NumPy and the dtype it
+computes in); one entry point,
 :func:`parametrize_conformance`, turns the case catalog into pytest parameters, in the pattern of
 scikit-learn's ``parametrize_with_checks``::
 
@@ -52,12 +53,14 @@ from typing import Any
 import numpy as np
 
 from .._xp import to_numpy
+from ..ops._validation import check_bool, check_name, check_nonnegative_number, describe
 from .catalog import KINDS, OPS, Case, cases
-from .evaluation import Evaluation, cast_floating, evaluate
+from .evaluation import BACKENDS, Evaluation, cast_floating, evaluate
 from .golden import SHIPPED, GoldenCase, GoldenError, load_manifest, read_case, same_params
 from .reports import CaseEntry, Report, write_json, write_junit_xml
 from .tolerances import (
     DEFAULT_TOLERANCES,
+    DIRECTIONS,
     Comparison,
     RecommendedTolerances,
     Tolerance,
@@ -90,6 +93,8 @@ __all__ = [
 
 Forward = Callable[[dict[str, np.ndarray], Mapping[str, Any]], Mapping[str, Any]]
 Backward = Callable[[dict[str, np.ndarray], Mapping[str, Any], dict[str, np.ndarray]], Mapping[str, Any]]
+Jvp = Callable[[dict[str, np.ndarray], Mapping[str, Any], dict[str, np.ndarray]], Mapping[str, Any]]
+Hvp = Callable[[dict[str, np.ndarray], Mapping[str, Any], dict[str, np.ndarray], dict[str, np.ndarray]], Mapping[str, Any]]
 
 MAX_LISTED = 6
 """A failure message lists at most this many differing arrays (the error's fields hold them all)."""
@@ -162,6 +167,21 @@ def _rebuild_error(message: str, fields: dict[str, Any]) -> ConformanceError:
     return ConformanceError(message, **fields)
 
 
+def _check_op(op: Any) -> str:
+    """``TypeError`` unless ``op`` is a str, ``ValueError`` unless it is an op of the catalog."""
+    if not isinstance(op, str):
+        raise TypeError(f"op must be the name of an op, one of {tuple(OPS)}; got {describe(op)}")
+    if op not in OPS:
+        raise ValueError(f"unknown op {op!r}; expected one of {tuple(OPS)}")
+    return op
+
+
+def _check_source(source: Any) -> None:
+    """``TypeError`` unless ``source`` is ``"live"``, ``"shipped"`` or a path (a str or ``os.PathLike``)."""
+    if not isinstance(source, str | os.PathLike):
+        raise TypeError(f"source must be 'live', 'shipped' or the path of a golden set, got {describe(source)}")
+
+
 @dataclass(frozen=True)
 class Adapter:
     """How the conformance kit calls an implementation of one op.
@@ -182,6 +202,18 @@ class Adapter:
         ``backward(inputs, params, upstream) -> {argument: gradient}``, ``upstream`` the cotangent
         per output name; return one gradient per differentiable argument, named after the argument
         (``x``, ``gamma``, ...). ``None``: forward only.
+    jvp
+        ``jvp(inputs, params, tangents) -> {output: tangent}``, ``tangents`` one tangent per
+        differentiable argument, named after it; return the tangent of every output, named after
+        the output (``y``): forward mode, e.g. ``jax.jvp`` or ``torch.func.jvp`` of your forward.
+        ``None``: not checked.
+    hvp
+        ``hvp(inputs, params, upstream, tangents) -> {argument: array}``: the derivative of your
+        backward's gradients along ``tangents``, ``upstream`` held fixed (the Hessian of
+        ``<upstream, y>`` times the tangents), one array per differentiable argument, named after
+        it; e.g. a double backward (``torch.autograd.grad`` of the gradients with
+        ``create_graph=True``) or ``jax.jvp`` of ``jax.vjp``. Only for ops with a second order in
+        refnorm (SN, SSN, the plain normalizers, sparsemax, SparsestMax). ``None``: not checked.
     to_numpy
         Converts one of your arrays to NumPy (default: refnorm's, which knows NumPy, CuPy,
         PyTorch and DLPack arrays).
@@ -196,12 +228,16 @@ class Adapter:
     to_numpy: Callable[[Any], np.ndarray] = to_numpy
     dtype: str = "float64"
     name: str = "implementation"
+    jvp: Jvp | None = None
+    hvp: Hvp | None = None
 
     def __post_init__(self) -> None:
         if not callable(self.forward):
             raise TypeError(f"Adapter.forward must be callable, got {type(self.forward).__name__}")
-        if self.backward is not None and not callable(self.backward):
-            raise TypeError(f"Adapter.backward must be callable or None, got {type(self.backward).__name__}")
+        for field in ("backward", "jvp", "hvp"):
+            value = getattr(self, field)
+            if value is not None and not callable(value):
+                raise TypeError(f"Adapter.{field} must be callable or None, got {type(value).__name__}")
         if not callable(self.to_numpy):
             raise TypeError(f"Adapter.to_numpy must be callable, got {type(self.to_numpy).__name__}")
         if not isinstance(self.name, str) or not self.name:
@@ -210,9 +246,18 @@ class Adapter:
 
 
 def refnorm_adapter(op: str, *, dtype: str = "float64", backend: str = "numpy") -> Adapter:
-    """refnorm itself as an :class:`Adapter` (self-consistency checks, and a template for yours)."""
-    if op not in OPS:
-        raise ValueError(f"unknown op {op!r}; expected one of {tuple(OPS)}")
+    """refnorm itself as an :class:`Adapter` (self-consistency checks, and a template for yours):
+    forward, backward, JVP and, for ops with a second order, the hvp.
+
+    ``op`` one of the catalog's ops, ``dtype`` ``"float32"`` or ``"float64"``, ``backend`` one of
+    :data:`refnorm.oracle.evaluation.BACKENDS`.
+    """
+    _check_op(op)
+    dtype_name(dtype)
+    if not isinstance(backend, str):
+        raise TypeError(f"backend must be a str, one of {', '.join(map(repr, BACKENDS))}; got {describe(backend)}")
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; expected one of {', '.join(map(repr, BACKENDS))}")
 
     def forward(inputs: dict[str, np.ndarray], params: Mapping[str, Any]) -> dict[str, np.ndarray]:
         evaluation = evaluate(op, params, inputs, backend=backend)
@@ -221,7 +266,13 @@ def refnorm_adapter(op: str, *, dtype: str = "float64", backend: str = "numpy") 
     def backward(inputs: dict[str, np.ndarray], params: Mapping[str, Any], upstream: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return evaluate(op, params, inputs, upstream=upstream, backend=backend).gradients
 
-    return Adapter(forward, backward, dtype=dtype, name=f"refnorm[{backend}]")
+    def jvp(inputs: dict[str, np.ndarray], params: Mapping[str, Any], tangents: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return evaluate(op, params, inputs, tangents=tangents, backend=backend).jvp
+
+    def hvp(inputs: dict[str, np.ndarray], params: Mapping[str, Any], upstream: dict[str, np.ndarray], tangents: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return evaluate(op, params, inputs, upstream=upstream, tangents=tangents, backend=backend).hvp
+
+    return Adapter(forward, backward, dtype=dtype, name=f"refnorm[{backend}]", jvp=jvp, hvp=hvp if OPS[op].hvp else None)
 
 
 # --------------------------------------------------------------------------------------------
@@ -247,7 +298,18 @@ def assert_allclose_named(
     ``actual``'s dtype) and ``direction`` (``"forward"`` or ``"backward"``).
     """
     __tracebackhide__ = True
-    actual = np.asarray(to_numpy(actual))
+    if not isinstance(case, Case):
+        check_name(case, "case")
+    check_name(array, "array")
+    for name, value in (("rtol", rtol), ("atol", atol)):
+        if value is not None:
+            check_nonnegative_number(value, name)
+    if dtype is not None:
+        dtype_name(dtype)
+    # actual is what the implementation returned: anything that is not a real array fails the comparison
+    actual = np.asarray(to_numpy(actual)) if hasattr(actual, "__dlpack__") or isinstance(actual, np.generic) else np.asarray(actual, dtype=object)
+    if dtype is None and actual.dtype.kind != "f":
+        dtype = np.float64  # the tolerances of the reference's precision; compare() fails a non-numeric actual
     default = default_tolerance(dtype if dtype is not None else actual.dtype, direction)
     result = compare(actual, expected, rtol=default.rtol if rtol is None else rtol, atol=default.atol if atol is None else atol, array=array)
     if not result.passed:
@@ -291,6 +353,13 @@ class _Reference:
     tolerances: dict[str, Tolerance]
     notes: tuple[str, ...]
     source: str
+    tangents: dict[str, np.ndarray]
+    jvp: dict[str, np.ndarray]
+    """``jvp.<output>``; empty where the source holds none (a version-1 golden set)."""
+    hvp: dict[str, np.ndarray]
+    """``hvp.<argument>``; empty for an op without a second order, and in a version-1 golden set."""
+    missing_derivatives: str = ""
+    """Why the source holds no ``jvp``/``hvp`` values where the op has them (a version-1 golden set)."""
 
 
 _TOLERANCE_CACHE: dict[str, RecommendedTolerances] = {}
@@ -301,14 +370,21 @@ def _live_reference(case: Case, dtype: str) -> _Reference:
     drawn = evaluate(case.op, case.params, case.inputs(), seed=case.seed)
     inputs = cast_floating(drawn.inputs, dtype)
     upstream = cast_floating(drawn.upstream, dtype)
+    tangents = cast_floating(drawn.tangents, dtype)
     reference: Evaluation = drawn
     if dtype != "float64":
-        reference = evaluate(case.op, case.params, cast_floating(inputs, np.float64), upstream=cast_floating(upstream, np.float64))
+        reference = evaluate(
+            case.op, case.params, cast_floating(inputs, np.float64),
+            upstream=cast_floating(upstream, np.float64), tangents=cast_floating(tangents, np.float64),
+        )  # fmt: skip
     if case.id not in _TOLERANCE_CACHE:
         _TOLERANCE_CACHE[case.id] = recommended_tolerances(case, reference=drawn)
     recommended = _TOLERANCE_CACHE[case.id]
-    tolerances = {direction: recommended.get(dtype, direction) for direction in ("forward", "backward")}
-    return _Reference(inputs, upstream, reference.forward_arrays(), reference.backward_arrays(), tolerances, recommended.notes, "live float64")
+    tolerances = {direction: recommended.get(dtype, direction) for direction in DIRECTIONS}
+    return _Reference(
+        inputs, upstream, reference.forward_arrays(), reference.backward_arrays(), tolerances, recommended.notes, "live float64",
+        tangents, reference.jvp_arrays(), reference.hvp_arrays(),
+    )  # fmt: skip
 
 
 _MANIFEST_CACHE: dict[Path, dict[str, Any]] = {}
@@ -316,7 +392,10 @@ _MANIFEST_CACHE: dict[Path, dict[str, Any]] = {}
 
 def _manifest(directory: Path) -> dict[str, Any]:
     if directory not in _MANIFEST_CACHE:
-        _MANIFEST_CACHE[directory] = load_manifest(directory)
+        try:
+            _MANIFEST_CACHE[directory] = load_manifest(directory)
+        except GoldenError as error:
+            raise GoldenError(f"source {str(directory)!r} is not a golden set refnorm can read: {error}") from None
     return _MANIFEST_CACHE[directory]
 
 
@@ -326,8 +405,9 @@ def _golden_reference(case: Case, dtype: str, directory: Path) -> _Reference:
     if not same_params(golden.params, case.params):
         raise GoldenError(f"{case.id}: the golden set {directory} holds other params than this refnorm's catalog; regenerate it")
     arrays = golden.arrays
-    tolerances = {d: Tolerance(**golden.entry["tolerances"][dtype][d]) for d in ("forward", "backward")}
+    tolerances = {d: Tolerance(**t) for d, t in golden.entry["tolerances"][dtype].items()}
     forward = {**{f"output.{k}": v for k, v in arrays["output"].items()}, **{f"intermediate.{k}": v for k, v in arrays["intermediate"].items()}}
+    version = _manifest(directory)["schema_version"]
     return _Reference(
         cast_floating(arrays["input"], dtype),
         cast_floating(arrays["upstream"], dtype),
@@ -336,6 +416,11 @@ def _golden_reference(case: Case, dtype: str, directory: Path) -> _Reference:
         tolerances,
         tuple(golden.entry["tolerance_notes"]),
         f"golden set {directory}",
+        cast_floating(arrays["tangent"], dtype),
+        {f"jvp.{k}": v for k, v in arrays["jvp"].items()},
+        {f"hvp.{k}": v for k, v in arrays["hvp"].items()},
+        f"the golden set has schema version {version}, which holds no tangents, JVP or second-order values; regenerate it"
+        if version < 2 else "",
     )
 
 
@@ -366,7 +451,7 @@ class _Failure:
         differing = len(mismatches) + len(self.missing)
         checked = len(self.comparisons) + len(self.missing)
         head = f"{self.case.id}: {self.adapter.name} ({self.dtype}) "
-        if self.problems and not self.comparisons and not self.missing:
+        if self.problems and not differing:
             lines = [head + "failed against refnorm (" + self.source + ")"]
         else:
             lines = [head + f"differs from refnorm ({self.source}) in {differing} of {checked} arrays"]
@@ -476,14 +561,21 @@ def check_conformance(
         default: the exception type is the contract, the wording is refnorm's).
 
     Returns the :class:`ConformanceReport`; raises :class:`ConformanceError` (with structured
-    fields) when any array differs, an output or gradient is missing, a returned name is unknown,
-    or the adapter raises.
+    fields) when any array differs, an output, gradient, tangent or second-order array is missing, a
+    returned name is unknown, the adapter raises, or it has a ``jvp``/``hvp`` that the source has
+    no values for (an op without a second order, a version-1 golden set).
+
+    The adapter's ``jvp`` gets the case's tangents (``tangent.*``, one per differentiable argument)
+    and is compared with ``jvp.*``; its ``hvp`` gets the upstream gradient and the tangents and is
+    compared with ``hvp.*``, each with the case's tolerance for its direction.
     """
     __tracebackhide__ = True
     if not isinstance(adapter, Adapter):
         raise TypeError(f"adapter must be a refnorm.testing.Adapter, got {type(adapter).__name__}")
     if not isinstance(case, Case):
         raise TypeError(f"case must be a catalog Case (refnorm.oracle.catalog.cases()), got {type(case).__name__}")
+    _check_source(source)
+    check_bool(check_error_messages, "check_error_messages")
     if case.kind == "error":
         return _check_error_case(adapter, case, check_error_messages)
     dtype = dtype_name(adapter.dtype)
@@ -525,9 +617,22 @@ def check_conformance(
                     if key.split(".", 1)[1] not in gradients]  # fmt: skip
         compare_all("backward", gradients, reference.backward, "backward",
                     lambda name: f"grad.{name}" if f"grad.{name}" in reference.backward else None)  # fmt: skip
+    problems: list[str] = []
+    for what, derivative in (("jvp", adapter.jvp), ("hvp", adapter.hvp)):
+        if derivative is None:
+            continue
+        expected = reference.jvp if what == "jvp" else reference.hvp
+        if not expected:  # nothing to compare against is a failure, never a pass
+            why = reference.missing_derivatives or f"refnorm defines no second order for {case.op} (docs/sn-jvp-hvp.md)"
+            problems.append(f"{adapter.name}.{what} was given, but refnorm has no {what} values for this case: {why}")
+            continue
+        arguments = (_copies(reference.inputs), params) + ((_copies(reference.upstream),) if what == "hvp" else ()) + (_copies(reference.tangents),)
+        results = results_of(what, _call(failure, what, derivative, *arguments))
+        missing += [f"{key} ({what} returned {sorted(map(str, results))})" for key in expected if key.split(".", 1)[1] not in results]
+        compare_all(what, results, expected, what, lambda name, what=what, expected=expected: f"{what}.{name}" if f"{what}.{name}" in expected else None)
 
-    if missing or extra or any(not c.passed for c in comparisons):
-        raise replace(failure, comparisons=tuple(comparisons), missing=tuple(missing), extra=tuple(extra)).error()
+    if missing or extra or problems or any(not c.passed for c in comparisons):
+        raise replace(failure, comparisons=tuple(comparisons), missing=tuple(missing), extra=tuple(extra), problems=tuple(problems)).error()
     return ConformanceReport(case, adapter.name, dtype, reference.source, tuple(comparisons), reference.notes)
 
 
@@ -539,6 +644,8 @@ def check_conformance(
 def _patterns(what: str, value: str | Iterable[str] | None) -> tuple[str, ...]:
     if value is None:
         return ()
+    if not isinstance(value, str) and not isinstance(value, Iterable):
+        raise TypeError(f"{what} must be a case id or fnmatch pattern, or several; got {describe(value)}")
     patterns = (value,) if isinstance(value, str) else tuple(value)
     for pattern in patterns:
         if not isinstance(pattern, str) or not pattern:
@@ -586,10 +693,14 @@ def _plan(
     ``expected_failures`` then apply to the selected cases. A case both skipped and expected to
     fail is skipped (a case that cannot run cannot fail).
     """
-    if op not in OPS:
-        raise ValueError(f"unknown op {op!r}; expected one of {tuple(OPS)}")
+    _check_op(op)
+    _check_source(source)
+    if not isinstance(kinds, str) and not isinstance(kinds, Iterable):
+        raise TypeError(f"kinds must be a kind or several, a subset of {KINDS}; got {describe(kinds)}")
     kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
     for kind in kinds:
+        if not isinstance(kind, str):
+            raise TypeError(f"kinds holds {describe(kind)}; expected a subset of {KINDS}")
         if kind not in KINDS:
             raise ValueError(f"kinds holds {kind!r}; expected a subset of {KINDS}")
     candidates = [c for kind in kinds for c in cases(kind=kind, op=op)]
@@ -686,6 +797,9 @@ def conformance_checks(
     """
     import pytest
 
+    if not isinstance(adapter, Adapter):
+        raise TypeError(f"adapter must be a refnorm.testing.Adapter, got {type(adapter).__name__}")
+    check_bool(check_error_messages, "check_error_messages")
     params = []
     for planned in _plan(op, kinds, select, skip, expected_failures, source):
         marks = []
@@ -710,6 +824,7 @@ def parametrize_conformance(adapter: Adapter, *, op: str, argname: str = "check"
     """
     import pytest
 
+    check_name(argname, "argname")
     return pytest.mark.parametrize(argname, conformance_checks(adapter, op=op, **options))
 
 
@@ -862,6 +977,7 @@ def run_conformance(
     if not isinstance(adapter, Adapter):
         raise TypeError(f"adapter must be a refnorm.testing.Adapter, got {type(adapter).__name__}")
     dtype = dtype_name(adapter.dtype)
+    check_bool(check_error_messages, "check_error_messages")
     plan = _plan(op, kinds, select, skip, expected_failures, source)
     started = time.perf_counter()
     outcomes = []

@@ -3,8 +3,9 @@
 The one bridge between an :class:`~refnorm.oracle.catalog.OpInfo` and the arrays a golden file or a
 comparison holds: golden generation, golden verification and the conformance kit all call
 :func:`evaluate`, which runs the op's forward once (:attr:`OpInfo.forward <refnorm.oracle.catalog.base.OpInfo.forward>`)
-and pulls the upstream gradient back through that same forward. An evaluation has five groups of
-named arrays:
+and pulls the upstream gradient back through that same forward, and pushes a tangent forward
+through it (and, for ops with a second order, differentiates the pullback along that tangent). An
+evaluation has eight groups of named arrays:
 
 ``input``
     the op's arguments and state (running statistics, ...), as given;
@@ -15,9 +16,18 @@ named arrays:
 ``upstream``
     the cotangent of each output (the "upstream gradient" ``dL/dy``);
 ``grad``
-    the pullback of ``upstream``, one gradient per differentiable argument, named after it.
+    the pullback of ``upstream``, one gradient per differentiable argument, named after it;
+``tangent``
+    a tangent per differentiable argument, named after it (the direction of forward mode);
+``jvp``
+    the pushforward of ``tangent``: the tangent of each output, named after the output (``jvp.y``);
+``hvp``
+    the second order, for ops that have one (SN, SSN, the plain normalizers, sparsemax,
+    SparsestMax): the derivative of the pullback of ``upstream`` along ``tangent``, one array per
+    differentiable argument (the Hessian of ``<upstream, y>`` times the tangent), named after it.
 
-The upstream gradient of a case is drawn on the host, in float64, by :func:`draw_upstream`.
+The upstream gradient and the tangents of a case are drawn on the host, in float64, by
+:func:`draw_upstream` and :func:`draw_tangents`.
 :func:`gradcheck_case` runs :func:`refnorm.gradcheck` on a catalog case, as ``refnorm check`` and
 the test suite do.
 """
@@ -30,13 +40,14 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .._xp import API_VERSION, to_numpy, to_numpy_all
+from .._xp import API_VERSION, to_numpy_all
 from ..ops._validation import DeferredChecks, deferred_checks
 from .catalog import OPS, Case, OpInfo
 from .gradient_check import GradcheckResult, gradcheck
 
-GROUPS = ("input", "output", "intermediate", "upstream", "grad")
-"""The groups of an :class:`Evaluation`, in the order golden files list them."""
+GROUPS = ("input", "output", "intermediate", "upstream", "grad", "tangent", "jvp", "hvp")
+"""The groups of an :class:`Evaluation`, in the order golden files list them (version-1 golden sets
+hold the first five)."""
 
 BACKENDS = ("numpy", "array-api-strict", "cupy", "torch", "dask", "jax")
 """Array libraries :func:`evaluate` can run an op on (inputs always start on the host).
@@ -53,9 +64,14 @@ class Evaluation(NamedTuple):
     intermediates: dict[str, np.ndarray]
     upstream: dict[str, np.ndarray]
     gradients: dict[str, np.ndarray]
+    tangents: dict[str, np.ndarray]
+    jvp: dict[str, np.ndarray]
+    """The tangent of each output, by output name (empty for an op without a pushforward)."""
+    hvp: dict[str, np.ndarray]
+    """The second order, by argument name (empty for an op without one)."""
 
     def groups(self) -> dict[str, dict[str, np.ndarray]]:
-        """``{"input": ..., "output": ..., "intermediate": ..., "upstream": ..., "grad": ...}``."""
+        """``{"input": ..., "output": ..., "intermediate": ..., "upstream": ..., "grad": ..., "tangent": ..., "jvp": ..., "hvp": ...}``."""
         return dict(zip(GROUPS, self, strict=True))
 
     def forward_arrays(self) -> dict[str, np.ndarray]:
@@ -66,6 +82,14 @@ class Evaluation(NamedTuple):
         """Gradients, keyed ``"grad.x"``, ``"grad.gamma"``, ..."""
         return _keyed("grad", self.gradients)
 
+    def jvp_arrays(self) -> dict[str, np.ndarray]:
+        """The outputs' tangents, keyed ``"jvp.y"``."""
+        return _keyed("jvp", self.jvp)
+
+    def hvp_arrays(self) -> dict[str, np.ndarray]:
+        """The second order, keyed ``"hvp.x"``, ``"hvp.gamma"``, ..."""
+        return _keyed("hvp", self.hvp)
+
 
 def _keyed(group: str, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {f"{group}.{name}": array for name, array in arrays.items()}
@@ -75,6 +99,13 @@ def draw_upstream(seed: int, shapes: Mapping[str, tuple[int, ...]]) -> dict[str,
     """The upstream gradient of a case: ``default_rng([seed, 1]).standard_normal(shape)`` per
     output, in output order (a stream of its own, so adding an input draw never changes it)."""
     rng = np.random.default_rng([seed, 1])
+    return {name: rng.standard_normal(shape) for name, shape in shapes.items()}
+
+
+def draw_tangents(seed: int, shapes: Mapping[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+    """The tangents of a case: ``default_rng([seed, 2]).standard_normal(shape)`` per differentiable
+    argument, in argument order (a stream of its own, like the upstream gradient's)."""
+    rng = np.random.default_rng([seed, 2])
     return {name: rng.standard_normal(shape) for name, shape in shapes.items()}
 
 
@@ -152,10 +183,6 @@ def array_backend(name: str) -> Iterator[tuple[Any, Any]]:
         raise ValueError(f"unknown backend {name!r}; expected one of {', '.join(map(repr, BACKENDS))}")
 
 
-def _host(value: Any) -> np.ndarray:
-    return np.asarray(value) if isinstance(value, bool | int | float) else np.asarray(to_numpy(value))
-
-
 def _hosts_after_checks(named: Mapping[str, Any], checks: DeferredChecks) -> dict[str, np.ndarray]:
     """:func:`_hosts` of the results, after the op's value checks that were deferred on a lazy backend.
 
@@ -191,8 +218,10 @@ def evaluate(
     seed: int = 0,
     backend: str = "numpy",
     dtype: Any = None,
+    tangents: Mapping[str, np.ndarray] | None = None,
 ) -> Evaluation:
-    """Run ``op`` at host ``inputs`` on ``backend``: outputs, intermediates and the pullback, from one forward.
+    """Run ``op`` at host ``inputs`` on ``backend``: outputs, intermediates, the pullback, the pushforward
+    and the second order, from one forward.
 
     Parameters
     ----------
@@ -204,10 +233,12 @@ def evaluate(
         Host arrays by name, as ``OpInfo.make_inputs`` returns them.
     upstream
         Cotangent per output name; drawn by :func:`draw_upstream` from ``seed`` when ``None``.
+    tangents
+        Tangent per differentiable argument; drawn by :func:`draw_tangents` from ``seed`` when ``None``.
     backend
         One of :data:`BACKENDS`; every array is copied there, and every result back.
     dtype
-        If given (``"float32"``), floating inputs and the upstream gradient are cast to it first.
+        If given (``"float32"``), floating inputs, the upstream gradient and the tangents are cast to it first.
     """
     op = OPS[op] if isinstance(op, str) else op
     inputs = {name: np.array(a, copy=True) for name, a in inputs.items()}
@@ -223,15 +254,28 @@ def evaluate(
             upstream = draw_upstream(seed, {name: tuple(a.shape) for name, a in zip(output_names, out_arrays, strict=True)})
         upstream = {name: np.asarray(upstream[name], dtype=_numpy_dtype(a.dtype)) for name, a in zip(output_names, out_arrays, strict=True)}
         cotangents = tuple(_to_backend(backend, xp, device, upstream[name]) for name in output_names)
-        pulled = linearized.pullback(cotangents if isinstance(out, tuple | list) else cotangents[0])
+        cotangent = cotangents if isinstance(out, tuple | list) else cotangents[0]
+        pulled = linearized.pullback(cotangent)
+        if tangents is None:
+            tangents = draw_tangents(seed, {name: np.shape(inputs[name]) for name in op.arguments})
+        like = {name: inputs[name] for name in op.arguments}
+        tangents = {name: np.asarray(tangents[name], dtype=like[name].dtype) for name in op.arguments}
+        moved_tangents = tuple(_to_backend(backend, xp, device, tangents[name]) for name in op.arguments)
         keyed = {
             **{("output", name): a for name, a in zip(output_names, out_arrays, strict=True)},
             **{("intermediate", name): a for name, a in named.items() if a is not None},
             **{("grad", name): g for name, g in zip(op.arguments, pulled, strict=True) if g is not None},
         }
+        if linearized.pushforward is not None:
+            pushed = linearized.pushforward(*moved_tangents)
+            pushed = tuple(pushed) if isinstance(out, tuple | list) else (pushed,)
+            keyed.update({("jvp", name): a for name, a in zip(output_names, pushed, strict=True)})
+        if linearized.hvp is not None:
+            second = linearized.hvp(cotangent, *moved_tangents)
+            keyed.update({("hvp", name): h for name, h in zip(op.arguments, second, strict=True) if h is not None})
         hosts = _hosts_after_checks({f"{group}.{name}": value for (group, name), value in keyed.items()}, checks)
-    groups = {group: {name: hosts[f"{group}.{name}"] for (g, name) in keyed if g == group} for group in ("output", "intermediate", "grad")}
-    return Evaluation(inputs, groups["output"], groups["intermediate"], upstream, groups["grad"])
+    groups = {group: {name: hosts[f"{group}.{name}"] for (g, name) in keyed if g == group} for group in ("output", "intermediate", "grad", "jvp", "hvp")}
+    return Evaluation(inputs, groups["output"], groups["intermediate"], upstream, groups["grad"], tangents, groups["jvp"], groups["hvp"])
 
 
 def _numpy_dtype(dtype: Any) -> np.dtype:
@@ -240,7 +284,7 @@ def _numpy_dtype(dtype: Any) -> np.dtype:
 
 
 def evaluate_case(case: Case, *, backend: str = "numpy") -> Evaluation:
-    """:func:`evaluate` at a catalog case's own inputs and upstream gradient, in float64."""
+    """:func:`evaluate` at a catalog case's own inputs, upstream gradient and tangents, in float64."""
     if case.kind == "error":
         raise ValueError(f"{case.id} is an error case: it has no values to evaluate, only an exception to raise")
     return evaluate(case.op, case.params, case.inputs(), seed=case.seed, backend=backend)

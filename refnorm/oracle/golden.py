@@ -48,8 +48,8 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from .catalog import KINDS, OPS, Case, cases
-from .evaluation import BACKENDS, GROUPS, Evaluation, draw_upstream, evaluate, evaluate_case
-from .tolerances import DEFAULT_TOLERANCES, recommended_tolerances
+from .evaluation import BACKENDS, GROUPS, Evaluation, draw_tangents, draw_upstream, evaluate, evaluate_case
+from .tolerances import DEFAULT_TOLERANCES, DIRECTIONS, RecommendedTolerances, recommended_tolerances
 
 try:  # POSIX: staging directories are guarded by a lock their writer holds while it lives
     import fcntl
@@ -57,11 +57,18 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
 SCHEMA = "refnorm-golden"
-SCHEMA_VERSION = 1
-"""The manifest version :func:`generate` writes."""
-READABLE_VERSIONS = (1,)
+SCHEMA_VERSION = 2
+"""The manifest version :func:`generate` writes: 2 adds the tangents and their outputs (the groups
+``tangent``, ``jvp`` and ``hvp``) and the tolerance directions ``jvp`` and ``hvp``."""
+READABLE_VERSIONS = (1, 2)
 """Manifest versions :func:`verify`, :func:`load_manifest` and :func:`read_case` read (each has its
-own field list); any other is refused with the reason."""
+own field list, array groups and tolerance directions); any other is refused with the reason. A
+version-1 set is verified against what version 1 wrote (:data:`VERSION_GROUPS`)."""
+
+VERSION_GROUPS = {1: GROUPS[:5], 2: GROUPS}
+"""The array groups a case file of each schema version holds."""
+VERSION_DIRECTIONS = {1: ("forward", "backward"), 2: DIRECTIONS}
+"""The tolerance directions a manifest of each schema version holds."""
 MANIFEST = "manifest.json"
 MANIFEST_HASH = "manifest.json.sha256"
 SHIPPED = Path(__file__).resolve().parent.parent / "golden_data"
@@ -78,7 +85,12 @@ SELECTIONS = {
 records the name and its rule, so a regeneration selects the same cases."""
 
 HASH_RULE = "sha256 of each array's elements in C order, little-endian, without the .npy header; file_sha256 of the whole .npz"
-COMPARISON_RULE = "|actual - expected| <= atol + rtol * |expected| elementwise; forward = output.* and intermediate.*, backward = grad.*"
+COMPARISON_RULES = {
+    1: "|actual - expected| <= atol + rtol * |expected| elementwise; forward = output.* and intermediate.*, backward = grad.*",
+    2: "|actual - expected| <= atol + rtol * |expected| elementwise; forward = output.* and intermediate.*, backward = grad.*, jvp = jvp.*, hvp = hvp.*",
+}
+"""The manifest's ``comparison`` field, by schema version."""
+COMPARISON_RULE = COMPARISON_RULES[SCHEMA_VERSION]
 
 ALLOWED_KINDS = "biuf"
 """Array dtype kinds a golden file may hold: bool, signed and unsigned integers, floats (values are
@@ -108,8 +120,10 @@ Progress = Callable[[int, int, str], None]
 """``progress(done, total, case_id)``, called before each case."""
 
 
-class GoldenError(Exception):
-    """A golden set cannot be written or read as asked (the message says why)."""
+class GoldenError(ValueError):
+    """A golden set cannot be written or read as asked (the message says why).
+
+    A ``ValueError``: what was asked (a directory, a manifest, a case) is the wrong value."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -222,9 +236,12 @@ def case_file(case_id: str) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def _arrays_of(evaluation: Evaluation) -> dict[str, np.ndarray]:
+def _arrays_of(evaluation: Evaluation, version: int = SCHEMA_VERSION) -> dict[str, np.ndarray]:
+    """The arrays a case file of schema ``version`` holds, keyed ``<group>.<name>``."""
     arrays: dict[str, np.ndarray] = {}
     for group, named in evaluation.groups().items():
+        if group not in VERSION_GROUPS[version]:
+            continue
         for name, array in named.items():
             if not _NAME.fullmatch(name):
                 raise GoldenError(f"array name {name!r} (group {group}) is not an identifier; golden keys are <group>.<identifier>")
@@ -253,8 +270,22 @@ def _array_meta(arrays: Mapping[str, np.ndarray]) -> dict[str, dict[str, Any]]:
     return {key: {"dtype": a.dtype.name, "shape": list(a.shape), "sha256": array_sha256(a)} for key, a in sorted(arrays.items())}
 
 
-def _case_entry(case: Case, backend: str) -> tuple[dict[str, Any], bytes, Evaluation | None]:
-    """:func:`case_entry`, and the evaluation it was made from (``None`` for error cases)."""
+def _tolerances_of(recommended: RecommendedTolerances, version: int) -> tuple[dict[str, Any], list[str]]:
+    """The manifest's ``tolerances`` and ``tolerance_notes`` of schema ``version``: its directions only
+    (each note starts with ``"<dtype> <direction>"``)."""
+    directions = VERSION_DIRECTIONS[version]
+    tolerances = {dtype: {d: t for d, t in by.items() if d in directions} for dtype, by in recommended.as_json().items()}
+
+    def kept(note: str) -> bool:
+        words = note.split(":", 1)[0].split(" ")
+        return not (len(words) == 2 and words[1] in DIRECTIONS) or words[1] in directions
+
+    return tolerances, [n for n in recommended.notes if kept(n)]
+
+
+def _case_entry(case: Case, backend: str, version: int = SCHEMA_VERSION) -> tuple[dict[str, Any], bytes, Evaluation | None]:
+    """:func:`case_entry` as schema ``version`` writes it, and the evaluation it was made from
+    (``None`` for error cases)."""
     entry = _catalog_fields(case)
     expected_error = entry.pop("expected_error")
     evaluation = None
@@ -265,20 +296,20 @@ def _case_entry(case: Case, backend: str) -> tuple[dict[str, Any], bytes, Evalua
         entry["tolerance_notes"] = []
     else:
         evaluation = evaluate_case(case, backend=backend)
-        arrays = _arrays_of(evaluation)
+        arrays = _arrays_of(evaluation, version)
         recommended = recommended_tolerances(case, reference=evaluation)
         entry["expected_error"] = None
-        entry["tolerances"] = recommended.as_json()
-        entry["tolerance_notes"] = list(recommended.notes)
+        entry["tolerances"], entry["tolerance_notes"] = _tolerances_of(recommended, version)
     entry["arrays"] = _array_meta(arrays)
     data = npz_bytes(arrays)
     entry["file_sha256"] = hashlib.sha256(data).hexdigest()
     return entry, data, evaluation
 
 
-def case_entry(case: Case, *, backend: str = "numpy") -> tuple[dict[str, Any], bytes]:
-    """A case's manifest entry and the bytes of its ``.npz`` (evaluated on ``backend``)."""
-    entry, data, _ = _case_entry(case, backend)
+def case_entry(case: Case, *, backend: str = "numpy", schema_version: int = SCHEMA_VERSION) -> tuple[dict[str, Any], bytes]:
+    """A case's manifest entry and the bytes of its ``.npz`` (evaluated on ``backend``), as schema
+    version ``schema_version`` writes them."""
+    entry, data, _ = _case_entry(case, backend, schema_version)
     return entry, data
 
 
@@ -307,17 +338,19 @@ def manifest_bytes(manifest: Mapping[str, Any]) -> bytes:
     return (_dumps(dict(manifest)) + "\n").encode("utf-8")
 
 
-def _default_tolerances_json() -> dict[str, Any]:
-    return {d: {k: t._asdict() for k, t in by.items()} for d, by in DEFAULT_TOLERANCES.items()}
+def _default_tolerances_json(version: int = SCHEMA_VERSION) -> dict[str, Any]:
+    directions = VERSION_DIRECTIONS[version]
+    return {d: {k: t._asdict() for k, t in by.items() if k in directions} for d, by in DEFAULT_TOLERANCES.items()}
 
 
-def _header(kinds: tuple[str, ...], ops: tuple[str, ...], selection: str, backend: str) -> dict[str, Any]:
-    """Every top-level manifest field but ``cases``, as :func:`generate` writes them now."""
+def _header(kinds: tuple[str, ...], ops: tuple[str, ...], selection: str, backend: str, version: int = SCHEMA_VERSION) -> dict[str, Any]:
+    """Every top-level manifest field but ``cases``, as :func:`generate` writes them now (``version``:
+    as that schema version wrote them, for verifying an older set)."""
     from .. import __version__
 
     return {
         "schema": SCHEMA,
-        "schema_version": SCHEMA_VERSION,
+        "schema_version": version,
         "refnorm_version": __version__,
         "numpy_version": np.__version__,
         "backend": backend,
@@ -326,8 +359,8 @@ def _header(kinds: tuple[str, ...], ops: tuple[str, ...], selection: str, backen
         "selection": selection,
         "selection_rule": SELECTIONS[selection],
         "hash": HASH_RULE,
-        "comparison": COMPARISON_RULE,
-        "default_tolerances": _default_tolerances_json(),
+        "comparison": COMPARISON_RULES[version],
+        "default_tolerances": _default_tolerances_json(version),
     }
 
 
@@ -394,6 +427,7 @@ def generate(
     force: bool = False,
     progress: Progress | None = None,
     selection: str = "all",
+    schema_version: int = SCHEMA_VERSION,
 ) -> dict[str, Any]:
     """Write the golden set of the selected cases to directory ``out``; return its manifest.
 
@@ -414,6 +448,10 @@ def generate(
         drawn on the host either way.
     progress
         Called as ``progress(done, total, case_id)`` before each case.
+    schema_version
+        The manifest version to write (:data:`READABLE_VERSIONS`; default the newest,
+        :data:`SCHEMA_VERSION`). Version 1 has no tangents and no ``jvp``/``hvp`` arrays, for a
+        consumer whose harness reads only those (``docs/golden-format.md``).
 
     Raises
     ------
@@ -432,6 +470,8 @@ def generate(
     _path_argument("out", out)
     kinds, ops, selection = _selection_arguments(kinds, ops, selection)
     _options(backend, progress, force=force)
+    if isinstance(schema_version, bool) or schema_version not in READABLE_VERSIONS:
+        raise ValueError(f"schema_version must be one of {READABLE_VERSIONS}, got {schema_version!r}")
     selected = _selected(kinds, ops, selection)
     if not selected:
         raise GoldenError(f"no cases of kinds {list(kinds)} for ops {list(ops)} in selection {selection!r}")
@@ -447,12 +487,12 @@ def generate(
         for done, case in enumerate(selected):
             if progress is not None:
                 progress(done, len(selected), case.id)
-            entry, data = case_entry(case, backend=backend)
+            entry, data = case_entry(case, backend=backend, schema_version=schema_version)
             staging.write(entry["file"], data)
             entries.append(entry)
         if progress is not None:
             progress(len(selected), len(selected), "")
-        manifest = {**_header(kinds, ops, selection, backend), "cases": entries}
+        manifest = {**_header(kinds, ops, selection, backend, schema_version), "cases": entries}
         text = manifest_bytes(manifest)
         staging.write(MANIFEST, text)
         staging.write(MANIFEST_HASH, f"{hashlib.sha256(text).hexdigest()}  {MANIFEST}\n".encode())
@@ -927,12 +967,13 @@ _HEADER_V1 = ("record", {
     "kinds": ("list", str), "ops": ("list", str), "selection": str, "selection_rule": str, "hash": str, "comparison": str,
     "default_tolerances": _TOLERANCES, "cases": ("list", _ANY),
 })  # fmt: skip
-_MANIFEST_FIELDS = {1: (_HEADER_V1, _ENTRY_V1)}
+_MANIFEST_FIELDS = {1: (_HEADER_V1, _ENTRY_V1), 2: (_HEADER_V1, _ENTRY_V1)}
 """Per readable schema version: the structure of the manifest's top level and of one case entry.
-A new version (tangent and HVP arrays, say) adds its own pair, bumps :data:`SCHEMA_VERSION`, makes
-:func:`_header` and :func:`_case_entry` write the new fields, and either keeps the old pair in
-:data:`READABLE_VERSIONS` (verifying an old set against what that version wrote) or drops it (old
-sets are then refused with the reason)."""
+Version 2 has version 1's fields; what changed is their content (the array groups of
+:data:`VERSION_GROUPS`, the tolerance directions of :data:`VERSION_DIRECTIONS`, the comparison rule
+of :data:`COMPARISON_RULES`), which :func:`verify` recomputes as the set's own version wrote it. A
+new version adds its pair here, bumps :data:`SCHEMA_VERSION`, and keeps the old pairs in
+:data:`READABLE_VERSIONS` or drops them (old sets are then refused with the reason)."""
 
 
 def _type_name(value: Any) -> str:
@@ -1195,9 +1236,10 @@ def read_case(directory: str | os.PathLike[str], case_id: str, manifest: Mapping
         grouped = _grouped(arrays)
     except GoldenError as error:
         raise GoldenError(f"{directory / entry['file']}: {error}") from None
+    version = manifest["schema_version"]
     problems = _draw_problems(case, grouped)
     if not problems and case.kind != "error":
-        problems = _tolerance_problems(entry, case, _stored_evaluation(grouped, None))
+        problems = _tolerance_problems(entry, case, _stored_evaluation(grouped, None), version)
     if problems:
         raise GoldenError("\n".join(f"{case_id}: {p}" for p in problems))
     return GoldenCase(entry, grouped)
@@ -1329,6 +1371,15 @@ def _draw_problems(case: Case, grouped: Mapping[str, Mapping[str, np.ndarray]]) 
     for name, array in upstream.items():
         if array_sha256(array) != array_sha256(grouped["upstream"][name]) or grouped["upstream"][name].dtype != array.dtype:
             problems.append(f"upstream.{name} is not the case's seeded draw")
+    if grouped["tangent"]:  # version 2: one tangent per differentiable argument, the case's seeded draw
+        arguments = OPS[case.op].arguments
+        if set(grouped["tangent"]) != set(arguments):
+            return problems + [f"tangents {sorted(grouped['tangent'])} are not one per differentiable argument {list(arguments)}"]
+        tangents = draw_tangents(case.seed, {name: drawn[name].shape for name in arguments})
+        for name, array in tangents.items():
+            stored = grouped["tangent"][name]
+            if stored.dtype != array.dtype or stored.shape != array.shape or array_sha256(array) != array_sha256(stored):
+                problems.append(f"tangent.{name} is not the case's seeded draw")
     return problems
 
 
@@ -1343,15 +1394,16 @@ def _stored_evaluation(grouped: Mapping[str, Mapping[str, np.ndarray]], order: E
     return Evaluation(*groups)
 
 
-def _tolerance_problems(entry: Mapping[str, Any], case: Case, reference: Evaluation) -> list[str]:
+def _tolerance_problems(entry: Mapping[str, Any], case: Case, reference: Evaluation, version: int) -> list[str]:
     """The entry's tolerances and notes must be what this refnorm recommends for the case, with the
-    stored values as the float64 reference (exactly what :func:`generate` computed)."""
+    stored values as the float64 reference (exactly what :func:`generate` computed), as schema
+    ``version`` writes them."""
     try:
-        recommended = recommended_tolerances(case, reference=reference)
+        tolerances, notes = _tolerances_of(recommended_tolerances(case, reference=reference), version)
     except Exception as error:  # noqa: BLE001 - a case this refnorm cannot evaluate fails
         return [f"tolerances cannot be recomputed: {type(error).__name__}: {error}"]
-    return _mismatch(entry["tolerances"], recommended.as_json(), "tolerances", "this refnorm recommends") + _mismatch(
-        entry["tolerance_notes"], list(recommended.notes), "tolerance_notes", "this refnorm says"
+    return _mismatch(entry["tolerances"], tolerances, "tolerances", "this refnorm recommends") + _mismatch(
+        entry["tolerance_notes"], notes, "tolerance_notes", "this refnorm says"
     )
 
 
@@ -1366,7 +1418,8 @@ def _rounding_scales(stored: Mapping[str, np.ndarray]) -> dict[str, float]:
     """
 
     def direction(key: str) -> str:
-        return "backward" if key.startswith("grad.") else "forward"
+        group = key.split(".", 1)[0]
+        return {"grad": "backward", "jvp": "jvp", "hvp": "hvp"}.get(group, "forward")
 
     largest: dict[str, float] = {}
     for key, array in stored.items():
@@ -1414,8 +1467,8 @@ def _compare_values(
 ) -> None:
     """Stored outputs, intermediates and gradients against the recomputation, to float64 rounding
     (arrays whose sha256 is the recomputed one are equal bit for bit)."""
-    recomputed = {**expected.forward_arrays(), **expected.backward_arrays()}
-    stored = {f"{g}.{n}": a for g in ("output", "intermediate", "grad") for n, a in grouped[g].items()}
+    recomputed = {**expected.forward_arrays(), **expected.backward_arrays(), **expected.jvp_arrays(), **expected.hvp_arrays()}
+    stored = {f"{g}.{n}": a for g in ("output", "intermediate", "grad", "jvp", "hvp") for n, a in grouped[g].items()}
     scales = _rounding_scales(stored)
     report.max_abs_error = report.max_rel_error = 0.0
     for key in sorted(stored):
@@ -1429,7 +1482,7 @@ def _compare_values(
     report.recomputed = True
 
 
-def _verify_case(directory: Path, entry: Mapping[str, Any], case: Case, backend: str, recompute: bool, report: CaseReport) -> None:
+def _verify_case(directory: Path, entry: Mapping[str, Any], case: Case, backend: str, recompute: bool, report: CaseReport, version: int) -> None:
     """Everything about one listed catalog case (:func:`verify`'s notes); problems go to ``report``.
     A file is opened only when its entry is right, and parsed only when its hash is."""
     if entry["file"] != case_file(case.id):
@@ -1447,7 +1500,7 @@ def _verify_case(directory: Path, entry: Mapping[str, Any], case: Case, backend:
     size_bound = _npz_size_bound(entry["arrays"])
     if known:
         try:
-            expected_entry, data, fresh = _case_entry(case, backend)
+            expected_entry, data, fresh = _case_entry(case, backend, version)
         except Exception as error:  # noqa: BLE001 - a case this refnorm cannot evaluate fails
             report.problems.append(f"this refnorm cannot evaluate the case: {type(error).__name__}: {error}")
             return
@@ -1482,7 +1535,7 @@ def _verify_case(directory: Path, entry: Mapping[str, Any], case: Case, backend:
     if tolerances_differ:
         # Another backend's float64 reference differs from ours at rounding level, which can move
         # a measured float32 tolerance: the stored values are the reference the generator used.
-        report.problems += _tolerance_problems(entry, case, _stored_evaluation(grouped, fresh))
+        report.problems += _tolerance_problems(entry, case, _stored_evaluation(grouped, fresh), version)
     _compare_values(fresh, grouped, entry["arrays"], computed, report)
 
 
@@ -1506,9 +1559,10 @@ def _header_problems(manifest: Mapping[str, Any], asked: Mapping[str, Any], cata
         valid = False
     if not valid:
         return problems, None
-    for key, value in _header(tuple(recorded["kinds"]), tuple(recorded["ops"]), recorded["selection"], manifest["backend"]).items():
-        # schema and schema_version were checked when the manifest was read; once more than one
-        # version is readable, an older set is compared with what its own version wrote.
+    version = manifest["schema_version"]
+    for key, value in _header(tuple(recorded["kinds"]), tuple(recorded["ops"]), recorded["selection"], manifest["backend"], version).items():
+        # schema and schema_version were checked when the manifest was read; an older set is
+        # compared with what its own version wrote.
         if key not in ("schema", "schema_version", "refnorm_version", *INFORMATIONAL):
             problems += _mismatch(manifest[key], value, key, "this refnorm writes")
     made = {"kinds": sorted(recorded["kinds"]), "ops": sorted(recorded["ops"]), "selection": recorded["selection"]}
@@ -1649,7 +1703,7 @@ def _verify(report: VerifyReport, backend: str, recompute: bool, progress: Progr
             case_report.problems.append("not a case of the set's kinds, ops and selection")
             continue
         try:
-            _verify_case(directory, entry, case, backend, recompute, case_report)
+            _verify_case(directory, entry, case, backend, recompute, case_report, manifest["schema_version"])
         except Exception as error:  # noqa: BLE001 - never a traceback for a bad set
             case_report.problems.append(f"verification stopped: {type(error).__name__}: {error}")
     if progress is not None:

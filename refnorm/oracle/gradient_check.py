@@ -2,7 +2,11 @@ r"""Finite-difference gradient checking of hand-derived backward passes (SPEC §
 
 An op is checked through its *linearization*: a function ``fun(*args) -> Linearized`` returning
 the output, a ``pullback`` (the VJP, one gradient per argument) and optionally a ``pushforward``
-(the JVP) and an ``active_set`` (which smooth piece of a piecewise-smooth function the point is on).
+(the JVP), an ``hvp`` (the second order: the derivative of the pullback along tangents) and an
+``active_set`` (which smooth piece of a piecewise-smooth function the point is on). Every
+derivative the linearization provides is checked (``order`` restricts it), in the manner of
+``torch.autograd.gradcheck``/``gradgradcheck`` and ``jax.test_util.check_grads(order=2,
+modes=("fwd", "rev"))``.
 
 **Directional (dot-product) test**, the default. For argument ``j``, a random direction ``u``
 and a random output cotangent ``v`` (both drawn from a seeded NumPy generator, float64):
@@ -30,15 +34,49 @@ last two iterates is the error estimate reported. A direction passes when
 product cannot hide an error. Nothing passes on the strength of a large error estimate: when the
 finite differences are too noisy to decide, the direction fails and says so.
 
-**Kink guard.** If the op reports an ``active_set``, it is recorded at every point the finite
-difference evaluates. A direction along which it changes crosses a kink (a sparsemax support or
-SparsestMax stage change), where the derivative does not exist; the checker retries with a step
-100 times smaller and, if the kink is still inside the stencil, reports the direction as
-*skipped*: never as passed.
-
 **Adjoint test.** When the op has a ``pushforward``, ``<v, J u>`` (JVP) and ``<J^T v, u>`` (VJP)
-must agree to rounding: an exact test, no finite differences. In Jacobian mode the JVP's Jacobian
-(one pushforward per input element) must equal the VJP's (one pullback per output element).
+must agree to rounding (``adjoint_rtol``, default 1e-12): an exact test, no finite differences.
+The mismatch is relative to the Cauchy–Schwarz bound of the whole derivative,
+``max(||J^T v|| ||u||, ||v|| ||J u||)`` with ``J^T v`` the gradients of *every* argument: an
+argument whose gradient is zero up to rounding (EN's ``conv_bias`` where every pre-activation is
+positive) is not judged against its own rounding noise. In Jacobian mode the JVP's Jacobian (one
+pushforward per input element) must equal the VJP's (one pullback per output element), relative
+to the largest entry of every argument's Jacobian.
+
+**Finite differences of the JVP** (directional mode, with a ``pushforward``). For each direction
+``u`` the whole tangent ``J u`` against a Richardson-extrapolated central difference of the whole
+output, :math:`(4 D(h/2) - D(h)) / 3` with :math:`D(h) = (f(a + h u) - f(a - h u)) / 2h`, ``h``
+halved (up to seven times) until successive estimates agree to ``1e-11`` or draw apart again
+(then rounding noise dominates, and the previous estimate is taken), each block (an output part;
+below, an argument's gradient) on its own, then normwise over all of them. A direction passes when
+
+.. math::
+
+    \lVert J u - \text{numeric} \rVert \le \text{rtol}\,\max(\lVert J u \rVert, \lVert \text{numeric} \rVert)
+    + \text{atol} \sqrt{n}\, \lVert u \rVert
+
+(``n`` the output size: the directional test's ``atol ||v|| ||u||`` for a cotangent of unit
+entries), with the kink guard below.
+
+**Second order** (directional mode, with an ``hvp``): ``hvp(v, *tangents)`` is the derivative of
+``pullback(v)`` along the tangents (the Hessian of ``<v, f>`` times them). For each direction ``u``
+of argument ``j`` (the same ``u`` and ``v`` as above):
+
+* *finite differences of the backward*: the derivative of ``pullback(v)`` along ``u`` (every
+  argument's gradient: a column of the Hessian), by the same Richardson differences of the pullback
+  at ``a ± h u``, against ``hvp(v, u)``, normwise with the test above and the absolute term
+  ``atol ||v|| ||u||`` (``H`` is the Hessian of ``<v, f>``);
+* *symmetry*, exact: with a random unit direction ``w`` over all arguments,
+  ``<w, H u> = <u, H w>`` to ``adjoint_rtol``, relative to ``max(||w|| ||H u||, ||u|| ||H w||)``
+  and no less than the norm of the whole gradient ``J^T v`` (as the adjoint test: a Hessian that
+  is zero up to rounding has no scale of its own).
+
+**Kink guard.** If the op reports an ``active_set``, it is recorded at every point the finite
+differences evaluate (of the pullback's dot product, of the JVP and of the backward alike). A
+direction along which it changes crosses a kink (a sparsemax support or SparsestMax stage change),
+where the derivative does not exist; the checker retries with a step 100 times smaller and, if the
+kink is still inside the stencil, reports the direction as *skipped*: never as passed. An argument
+whose every direction of a check is skipped fails that check (nothing was compared).
 
 **Full Jacobian** (``mode="jacobian"``, tiny inputs): the analytic Jacobian row by row (one
 pullback per output element) against :func:`scipy.differentiate.jacobian` column by column; the
@@ -48,12 +86,14 @@ result names the worst ``(output index, input index)`` entry.
 answer pass. Each of these is a *failed* argument (a verdict, never an exception), with a message
 that says where:
 
-* a pullback or pushforward that raises, returns something that is not a tuple of arrays (one
+* a pullback, pushforward or hvp that raises, returns something that is not a tuple of arrays (one
   gradient per argument; a tangent shaped like the output), the wrong number of gradients, a
   gradient of another shape or dtype than its argument (a float32 gradient of a float64 argument
-  included), or ``None`` for an argument being checked;
-* any NaN or infinity in a gradient, a pushforward, a finite-difference derivative or a Jacobian
-  entry (the message names the argument, the direction or the entry);
+  included), or ``None`` for an argument being checked (an hvp must answer ``None`` exactly where
+  the pullback does);
+* any NaN or infinity in a gradient, a pushforward, an hvp, a finite-difference derivative (of the
+  output or of the pullback) or a Jacobian entry (the message names the argument, the direction or
+  the entry), and an adjoint or symmetry mismatch that is not finite;
 * ``fun`` raising at a point the finite differences evaluate;
 * an output that is not finite at the point itself (every argument fails: nothing can be checked);
 * an argument with nothing compared: no elements, or every direction (column) skipped at a kink.
@@ -63,7 +103,8 @@ not callable or not returning a :class:`~refnorm.ops.linearized.Linearized`, an 
 a real floating array (or tuple of them), and every parameter of :func:`gradcheck` (``args``
 float64 arrays with finite values; ``names`` unique strings, one per argument; ``wrt`` known
 names; ``mode``; ``directions`` an int >= 1; ``seed`` an int >= 0; ``rtol`` and ``adjoint_rtol``
-in ``(0, 1)``; ``atol`` finite and >= 0; ``step`` in ``(0, 1]``). An exception raised by ``fun`` at
+in ``(0, 1)``; ``atol`` finite and >= 0; ``step`` in ``(0, 1]``; ``order`` ``None``, 1 or 2, 2
+only for an op with an ``hvp`` and in directional mode). An exception raised by ``fun`` at
 the point itself propagates unchanged (the point, not the gradient, is wrong).
 
 Errors that do not apply are NaN, never 0: :attr:`ArgumentResult.max_rel_error` is NaN where the
@@ -76,6 +117,7 @@ against the float64 reference, never against finite differences.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 from collections.abc import Callable, Sequence
@@ -90,6 +132,9 @@ from ..ops.linearized import Linearized
 
 MODES = ("directional", "jacobian")
 """The two kinds of check :func:`gradcheck` runs."""
+
+ORDERS = (1, 2)
+"""``order=1``: the pullback (and the pushforward, if any); ``order=2``: also the hvp."""
 
 
 @dataclass(frozen=True)
@@ -111,6 +156,23 @@ class DirectionResult:
 
 
 @dataclass(frozen=True)
+class TangentResult:
+    """One direction of a vector-valued finite-difference test for one argument: the JVP against the
+    difference quotient of the output, or the hvp against that of the pullback (normwise)."""
+
+    status: str
+    """``"passed"``, ``"failed"`` or ``"skipped"`` (the direction crossed a kink)."""
+    abs_error: float
+    """``||analytic - numeric||`` over the whole vector; NaN where a value was not finite."""
+    rel_error: float
+    """``abs_error / max(||analytic||, ||numeric||)``; NaN where ``atol`` dominates the tolerance or a value was not finite."""
+    fd_error: float
+    """The change between the last two Richardson estimates (the error estimate of ``numeric``)."""
+    step: float
+    note: str = ""
+
+
+@dataclass(frozen=True)
 class ArgumentResult:
     """All directions (or the full Jacobian) checked for one argument."""
 
@@ -127,6 +189,25 @@ class ArgumentResult:
     mode: str = "directional"
     jacobian_columns: int = 0
     """Jacobian mode: the number of Jacobian columns (input elements) compared."""
+    jvp: tuple[TangentResult, ...] = ()
+    """Finite differences of the JVP, one per direction (empty without a pushforward, and in Jacobian mode)."""
+    hvp: tuple[TangentResult, ...] = ()
+    """Second order: the derivative of this argument's gradient along every direction checked (of
+    every argument), by finite differences of the pullback, against the hvp (empty without a
+    second-order check). A wrong block of the Hessian fails the argument whose gradient it differentiates."""
+    symmetry_error: float | None = None
+    """Largest relative mismatch of ``<w, H u>`` and ``<u, H w>`` (None without a second-order check)."""
+
+    @property
+    def max_jvp_error(self) -> float:
+        """Largest relative error of the JVP's finite differences where one applies; NaN where none
+        applies or none was computed, and where a value was not finite."""
+        return _max_tangent_error(self.jvp)
+
+    @property
+    def max_hvp_error(self) -> float:
+        """Largest relative error of the backward's finite differences against the hvp (as :attr:`max_jvp_error`)."""
+        return _max_tangent_error(self.hvp)
 
     @property
     def passed(self) -> bool:
@@ -176,6 +257,23 @@ class ArgumentResult:
         return max(applicable) if applicable else math.nan
 
 
+def _max_tangent_error(results: Sequence[TangentResult]) -> float:
+    checked = [r for r in results if r.status != "skipped"]
+    if not checked or any(math.isnan(r.abs_error) for r in checked):
+        return math.nan
+    if any(math.isinf(r.abs_error) for r in checked):
+        return math.inf
+    return _nan_max([r.rel_error for r in checked])
+
+
+def _max_optional(values: Sequence[float | None]) -> float | None:
+    """Largest of the values that are not None (None when all are); NaN wins (an error that could not be computed)."""
+    present = [v for v in values if v is not None]
+    if not present:
+        return None
+    return math.nan if any(math.isnan(v) for v in present) else max(present)
+
+
 def _nan_max(values: Sequence[float]) -> float:
     """Largest of ``values`` ignoring NaN ("not applicable"); NaN when all are NaN or none given."""
     present = [v for v in values if not math.isnan(v)]
@@ -197,6 +295,8 @@ class GradcheckResult:
     rtol: float
     atol: float
     notes: tuple[str, ...] = field(default=())
+    order: int = 1
+    """1: first-order checks (the pullback, and the pushforward if any); 2: also second order."""
 
     @property
     def passed(self) -> bool:
@@ -227,14 +327,46 @@ class GradcheckResult:
             return math.nan
         return _nan_max([a.max_rel_error for a in self.arguments])
 
+    @property
+    def max_adjoint_error(self) -> float | None:
+        """Largest JVP/VJP mismatch over the arguments (None where no adjoint test ran)."""
+        return _max_optional([a.adjoint_error for a in self.arguments])
+
+    @property
+    def max_jvp_error(self) -> float:
+        """Largest relative error of the JVP's finite differences over the arguments (NaN as :attr:`ArgumentResult.max_jvp_error`)."""
+        return _nan_max([a.max_jvp_error for a in self.arguments])
+
+    @property
+    def max_hvp_error(self) -> float:
+        """Largest relative error of the backward's finite differences against the hvp over the arguments."""
+        return _nan_max([a.max_hvp_error for a in self.arguments])
+
+    @property
+    def max_symmetry_error(self) -> float | None:
+        """Largest Hessian symmetry mismatch over the arguments (None where no second-order check ran)."""
+        return _max_optional([a.symmetry_error for a in self.arguments])
+
     def summary(self) -> str:
         """A plain-text table: one row per argument (``n/a``: no error applies or none was computed;
-        the verdict says why)."""
-        lines = [f"{'argument':<14}{'checked':>8}{'skipped':>8}{'max abs err':>13}{'max rel err':>13}  verdict"]
+        the verdict says why; ``-``: the check did not run). The columns after the first-order ones
+        appear when those checks ran: the adjoint test, the JVP's and the backward's finite
+        differences (relative errors) and the Hessian's symmetry."""
+        columns = [
+            ("adjoint", lambda a: "-" if a.adjoint_error is None else format_error(a.adjoint_error), any(a.adjoint_error is not None for a in self.arguments)),
+            ("jvp fd", lambda a: format_error(a.max_jvp_error) if a.jvp else "-", any(a.jvp for a in self.arguments)),
+            ("hvp fd", lambda a: format_error(a.max_hvp_error) if a.hvp else "-", any(a.hvp for a in self.arguments)),
+            ("symmetry", lambda a: "-" if a.symmetry_error is None else format_error(a.symmetry_error), any(a.symmetry_error is not None for a in self.arguments)),
+        ]
+        shown = [(title, value) for title, value, present in columns if present]
+        head = f"{'argument':<14}{'checked':>8}{'skipped':>8}{'max abs err':>13}{'max rel err':>13}" + "".join(f"{t:>10}" for t, _ in shown)
+        lines = [head + "  verdict"]
         for a in self.arguments:
             verdict = "ok" if a.passed else "FAIL: " + "; ".join(a.failures or ("nothing checked",))
             lines.append(
-                f"{a.name:<14}{a.checked:>8}{a.skipped:>8}{format_error(a.max_abs_error):>13}{format_error(a.max_rel_error):>13}  {verdict}"
+                f"{a.name:<14}{a.checked:>8}{a.skipped:>8}{format_error(a.max_abs_error):>13}{format_error(a.max_rel_error):>13}"
+                + "".join(f"{value(a):>10}" for _, value in shown)
+                + f"  {verdict}"
             )
         return "\n".join(lines)
 
@@ -247,6 +379,7 @@ class GradcheckError(AssertionError):
 
 
 _DIRECTION_SALT = 0x67726164  # "grad"
+_SYMMETRY_SALT = 0x73796D6D  # "symm"
 
 def _quiet() -> Any:
     """Around the checker's own arithmetic on what the op returned: an overflow there is a finding,
@@ -260,7 +393,12 @@ def _quiet() -> Any:
 
 
 class _Malformed(Exception):
-    """What an op under test returned is not what the checker can judge (the message says why)."""
+    """What an op under test returned is not what the checker can judge (the message says why);
+    ``argument`` is the index of the argument whose gradient it concerns, where one does."""
+
+    def __init__(self, message: str, argument: int | None = None) -> None:
+        super().__init__(message)
+        self.argument = argument
 
 
 def _flatten(value: Any) -> list[np.ndarray]:
@@ -271,7 +409,10 @@ def _flatten(value: Any) -> list[np.ndarray]:
         return [a for item in value for a in _flatten(item)]
     if isinstance(value, bool | int | float | str):
         return [np.asarray(value)]
-    return [np.asarray(to_numpy(value))]
+    try:
+        return [np.asarray(to_numpy(value))]
+    except Exception:  # noqa: BLE001 - anything unreadable is the finding
+        raise _Malformed(f"holds {_describe(value)}, not arrays, tuples and numbers") from None
 
 
 def _describe(value: Any) -> str:
@@ -501,8 +642,9 @@ def gradcheck(
     atol: float = 1e-10,
     step: float = 1e-2,
     adjoint_rtol: float = 1e-12,
+    order: int | None = None,
 ) -> GradcheckResult:
-    """Check the pullback (and pushforward, if any) of ``fun`` at ``args`` against finite differences.
+    """Check the pullback (and the pushforward and hvp, if any) of ``fun`` at ``args`` against finite differences.
 
     Parameters
     ----------
@@ -534,7 +676,13 @@ def gradcheck(
         halved up to three times.
     adjoint_rtol
         Largest relative mismatch allowed between ``<v, pushforward(u)>`` and
-        ``<pullback(v), u>`` (both exact up to rounding), in ``(0, 1)``.
+        ``<pullback(v), u>`` (both exact up to rounding), and between ``<w, H u>`` and
+        ``<u, H w>``, in ``(0, 1)``.
+    order
+        ``1``: first order (the pullback; with a pushforward, the adjoint test and the JVP's finite
+        differences). ``2``: also the second order (the hvp's finite differences and symmetry; the
+        op must have an ``hvp``; directional mode). ``None`` (default): every derivative the op's
+        linearization provides (2 where it has an ``hvp`` and the mode is directional, else 1).
 
     Returns
     -------
@@ -557,6 +705,12 @@ def gradcheck(
     atol = _real("atol", atol, low=0.0, low_open=False)
     step = _real("step", step, low=0.0, high=1.0, high_open=False)
     adjoint_rtol = _real("adjoint_rtol", adjoint_rtol, low=0.0, high=1.0)
+    if order is not None:
+        order = _integer("order", order, 1)
+        if order not in ORDERS:
+            raise ValueError(f"order must be 1, 2 or None (every derivative the op provides), got {order!r}")
+        if order == 2 and mode == "jacobian":
+            raise ValueError("order=2 is checked in directional mode only; use mode='directional' (the default)")
     args, names, hosts = _point(args, names)
     if wrt is not None:
         wrt = _strings("wrt", wrt)
@@ -573,6 +727,17 @@ def gradcheck(
         raise TypeError(f"fun's Linearized has a pullback that is {_describe(base.pullback)}, not callable")
     if base.pushforward is not None and not callable(base.pushforward):
         raise TypeError(f"fun's Linearized has a pushforward that is {_describe(base.pushforward)}, not callable (or None)")
+    if base.active_set is not None:
+        try:
+            _flatten(base.active_set)
+        except _Malformed as error:
+            raise TypeError(f"fun's Linearized has an active_set that {error}") from None
+    if base.hvp is not None and not callable(base.hvp):
+        raise TypeError(f"fun's Linearized has an hvp that is {_describe(base.hvp)}, not callable (or None)")
+    if order == 2 and base.hvp is None:
+        raise ValueError("order=2 checks the second order, but fun's Linearized has no hvp")
+    if order is None:
+        order = 2 if base.hvp is not None and mode == "directional" else 1
     out_parts = _output_parts(base.out)
 
     # Salted, so the directions never repeat a stream the caller drew its inputs from with the
@@ -604,7 +769,11 @@ def gradcheck(
     ]
     if not any(part.size for part in out_parts):
         nonfinite_output.append("the output has no elements")  # <v, f> = 0 for every v: nothing to compare
+    options = _Options(
+        rtol=rtol, atol=atol, step=step, adjoint_rtol=adjoint_rtol, order=order, seed=seed, rows=frozenset(i for i, n in enumerate(names) if n in wrt)
+    )
     results = []
+    second_order: list[tuple[int, TangentResult, str]] = []
     for index, name in enumerate(names):
         if name not in wrt:
             continue
@@ -613,10 +782,30 @@ def gradcheck(
         elif hosts[index].size == 0:
             results.append(ArgumentResult(name=name, mode=mode, failures=(f"{name} has no elements; nothing was checked",)))
         elif mode == "directional":
-            results.append(_check_directional(fun, args, hosts, index, name, base, cotangents, pulled, rng, rtol, atol, step, adjoint_rtol))
+            result, blocks = _check_directional(fun, args, hosts, names, index, base, cotangents, pulled, rng, options)
+            results.append(result)
+            second_order += blocks
         else:
             results.append(_check_jacobian(fun, args, hosts, index, name, base, out_parts, pulled, rtol, atol, step, adjoint_rtol))
-    return GradcheckResult(arguments=tuple(results), mode=mode, rtol=rtol, atol=atol)
+    return GradcheckResult(arguments=_with_second_order(tuple(results), names, second_order), mode=mode, rtol=rtol, atol=atol, order=order)
+
+
+def _with_second_order(
+    results: tuple[ArgumentResult, ...], names: Sequence[str], second_order: list[tuple[int, TangentResult, str]]
+) -> tuple[ArgumentResult, ...]:
+    """Every argument's result with the second-order comparisons of its gradient (made along every
+    checked direction), their failures, and a failure where all of them crossed a kink."""
+    merged = []
+    for result in results:
+        mine = [(r, note) for index, r, note in second_order if names[index] == result.name]
+        if not mine:
+            merged.append(result)
+            continue
+        failures = list(result.failures) + [note for _, note in mine if note]
+        if all(r.status == "skipped" for r, _ in mine):
+            failures.append("every second-order finite-difference direction crosses a kink; nothing was compared")
+        merged.append(dataclasses.replace(result, hvp=tuple(r for r, _ in mine), failures=tuple(failures)))
+    return tuple(merged)
 
 
 def _perturbed(args: tuple, index: int, direction: np.ndarray, t: float) -> tuple:
@@ -677,17 +866,28 @@ def _failed_direction(note: str, step: float) -> DirectionResult:
     return DirectionResult("failed", nan, nan, nan, nan, nan, step, note)
 
 
-def _check_directional(fun, args, hosts, index, name, base, cotangents, pulled, rng, rtol, atol, step, adjoint_rtol) -> ArgumentResult:
-    host = hosts[index]
+def _check_directional(
+    fun, args, hosts, names, index, base, cotangents, pulled, rng, options: _Options
+) -> tuple[ArgumentResult, list[tuple[int, TangentResult, str]]]:
+    """The directional checks along argument ``index``: its ArgumentResult, and the second-order
+    comparisons of every checked argument's gradient along its directions (by argument index)."""
+    host, name = hosts[index], names[index]
+    rtol, atol = options.rtol, options.atol
     # u has unit norm, so each element moves by about t / sqrt(size): scale the step so that every
     # element moves by about step * spread.
-    h0 = step * _spread(args[index]) * math.sqrt(host.size)
+    h0 = options.step * _spread(args[index]) * math.sqrt(host.size)
     outcomes, failures = [], []
     adjoint_error = None
+    jvp_results: list[TangentResult] = []
+    second_order: list[tuple[int, TangentResult, str]] = []
+    symmetry_error = None
+    # The symmetry test's second directions come from a stream of their own, so adding it changed no other draw.
+    second = np.random.default_rng([options.seed, _SYMMETRY_SALT, index])
     for k, (v, answer) in enumerate(zip(cotangents, pulled, strict=True)):
         # Drawn first, whatever happens next, so every direction sees the same u as in a passing run.
         u = rng.standard_normal(host.shape)
         u /= np.linalg.norm(u) or 1.0
+        w = _joint_direction(second, hosts, answer)
         try:
             grad = _gradient_of(answer, index, name, f"pullback(v[{k}])")
         except _Malformed as error:
@@ -696,13 +896,20 @@ def _check_directional(fun, args, hosts, index, name, base, cotangents, pulled, 
             continue
         with _quiet():
             analytic = float(np.vdot(grad, u))
+        line = _Line(fun, args, index, u, hosts, names, base.active_set)
         if base.pushforward is not None:
             try:
-                mismatch = _adjoint_mismatch(base, args, hosts, index, u, v, analytic, grad, f"pushforward(u[{k}])")
+                mismatch, pushed = _adjoint_mismatch(base, args, hosts, index, u, v, analytic, answer, f"pushforward(u[{k}])")
             except _Malformed as error:
                 failures.append(f"direction {k}: {error}")
             else:
                 adjoint_error = max(adjoint_error or 0.0, mismatch)
+                jvp_results.append(_check_jvp_fd(line, pushed, base.out, h0, k, options, failures))
+        if options.order == 2:
+            blocks, mismatch = _check_second_order(line, base, v, answer, u, w, h0, k, options, failures)
+            second_order += blocks
+            if mismatch is not None:
+                symmetry_error = max(symmetry_error or 0.0, mismatch)
         try:
             numeric, fd_error, crossed = _directional_derivative(fun, args, index, u, v, h0, base.active_set)
             used_step = h0
@@ -749,9 +956,306 @@ def _check_directional(fun, args, hosts, index, name, base, cotangents, pulled, 
             )
             failures.append(note)
         outcomes.append(DirectionResult(status, analytic, numeric, abs_error, rel_error, fd_error, used_step, note))
-    if adjoint_error is not None and adjoint_error > adjoint_rtol:
+    if adjoint_error is not None and adjoint_error > options.adjoint_rtol:
         failures.append(f"JVP and VJP disagree: relative mismatch {adjoint_error:.3g} of <v, J u>")
-    return ArgumentResult(name=name, directions=tuple(outcomes), adjoint_error=adjoint_error, failures=tuple(failures))
+    if symmetry_error is not None and not symmetry_error <= options.adjoint_rtol:
+        failures.append(f"the Hessian is not symmetric: <w, H u> and <u, H w> differ by {symmetry_error:.3g} (relative)")
+    if jvp_results and all(r.status == "skipped" for r in jvp_results):
+        failures.append("every JVP finite-difference direction crosses a kink; nothing was compared")
+    result = ArgumentResult(
+        name=name, directions=tuple(outcomes), adjoint_error=adjoint_error, failures=tuple(failures),
+        jvp=tuple(jvp_results), symmetry_error=symmetry_error,
+    )  # fmt: skip
+    return result, second_order
+
+
+# --------------------------------------------------------------------------------------------
+# Forward mode and second order: vector-valued finite differences along a line, symmetry
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Options:
+    """The checker's validated options, as the per-argument checks read them."""
+
+    rtol: float
+    atol: float
+    step: float
+    adjoint_rtol: float
+    order: int
+    seed: int
+    rows: frozenset[int]
+    """The arguments being checked (by index): the second order compares their gradients' derivatives."""
+
+
+class _Line:
+    """``fun`` along ``a + t u`` (argument ``index`` moved): each point evaluated once, its output and
+    its pullbacks kept, so the finite differences of the output and of the backward share them."""
+
+    def __init__(self, fun, args, index, u, hosts, names, base_active) -> None:
+        self.fun, self.args, self.index, self.u = fun, args, index, u
+        self.hosts, self.names, self.base_active = hosts, names, base_active
+        self._points: dict[float, Linearized] = {}
+        self._pulled: dict[tuple[float, int], _Pulled] = {}
+
+    def at(self, t: float) -> Linearized:
+        if t not in self._points:
+            self._points[t] = _value_at(self.fun, _perturbed(self.args, self.index, self.u, t))
+        return self._points[t]
+
+    def crossed(self, t: float) -> bool:
+        return self.base_active is not None and not _same_active_set(self.at(t).active_set, self.base_active)
+
+    def output(self, t: float) -> list[np.ndarray]:
+        return [p.astype(np.float64) for p in _flatten(self.at(t).out)]
+
+    def pullback(self, t: float, cotangent: Any, key: int, blocks: Sequence[int]) -> list[np.ndarray]:
+        """The gradients of arguments ``blocks`` from ``pullback(cotangent)`` at ``a + t u`` (``key``
+        names the cotangent for the cache); ``_Malformed`` if the pullback does not answer them."""
+        if (t, key) not in self._pulled:
+            self._pulled[(t, key)] = _pull(self.at(t).pullback, cotangent, self.hosts, self.names, "the pullback near the point")
+        answer = self._pulled[(t, key)]
+        gradients = []
+        for i in blocks:
+            try:
+                gradients.append(_gradient_of(answer, i, self.names[i], "the pullback near the point"))
+            except _Malformed as error:
+                raise _Malformed(str(error), argument=i) from None
+        return gradients
+
+
+_RICHARDSON_HALVINGS = 8
+"""Estimates of :func:`_richardson` (the step halved between them): more than the scalar test's four,
+because each block of a vector stops where its own estimates converge or draw apart (a second
+derivative at a mean of 1e4 needs a step 32 times below the first derivative's in one block, and
+the step of the first in another)."""
+
+
+def _richardson(
+    values_at: Callable[[float], list[np.ndarray]], crossed: Callable[[float], bool], h0: float
+) -> tuple[list[np.ndarray], list[float], bool]:
+    """The derivative at 0 of a function returning a list of arrays ("blocks"): Richardson-extrapolated
+    central differences ``(4 D(h/2) - D(h)) / 3``, ``h = h0, h0/2, ..., h0/128``. Each block keeps
+    the estimate at which successive estimates changed least: it stops when they agree to 1e-11
+    (normwise) or draw apart again (rounding noise, divided by an ever smaller step, then dominates
+    the truncation error). Returns the estimates, each block's last change (its error estimate) and
+    whether a point's active set differed from the base's."""
+
+    def central(h: float) -> list[np.ndarray]:
+        plus, minus = values_at(h), values_at(-h)
+        if [p.shape for p in plus] != [m.shape for m in minus]:
+            raise _Malformed("the values changed structure near the point")
+        return [(p - m) / (2.0 * h) for p, m in zip(plus, minus, strict=True)]
+
+    any_crossed = False
+    with _quiet():
+        coarse = central(h0)
+        count = len(coarse)
+        best: list[np.ndarray | None] = [None] * count
+        errors = [math.inf] * count
+        previous: list[np.ndarray | None] = [None] * count
+        done = [False] * count
+        for iteration in range(_RICHARDSON_HALVINGS):
+            h = h0 / 2**iteration
+            fine = central(h / 2.0)
+            any_crossed = any_crossed or any(crossed(t) for t in (h, -h, h / 2.0, -h / 2.0))
+            for block in range(count):
+                if done[block]:
+                    continue
+                estimate = (4.0 * fine[block] - coarse[block]) / 3.0
+                if previous[block] is not None:
+                    change = float(np.linalg.norm((estimate - previous[block]).reshape(-1)))
+                    if not change <= errors[block]:
+                        done[block] = True  # drawing apart: the estimate kept is the best
+                        continue
+                    best[block], errors[block] = estimate, change
+                    done[block] = change <= 1e-11 * float(np.linalg.norm(estimate.reshape(-1)))
+                previous[block] = estimate
+            if all(done):
+                break
+            coarse = fine
+    estimates = [b if b is not None else p for b, p in zip(best, previous, strict=True)]
+    return estimates, errors, any_crossed
+
+
+def _norm_of(arrays: Any) -> float:
+    """The norm of arrays (or numbers) taken together."""
+    return math.sqrt(sum(float(np.vdot(a, a)) for a in arrays))
+
+
+def _line_derivative(values_at, line: _Line, h0: float) -> tuple[list[np.ndarray], list[float], bool, float]:
+    """:func:`_richardson` with the kink guard: retried with a step 100 times smaller when the stencil
+    crosses a kink. Returns ``(estimate, error estimate, still crossed, step used)``."""
+    estimate, error, crossed = _richardson(values_at, line.crossed, h0)
+    if not crossed:
+        return estimate, error, False, h0
+    estimate, error, crossed = _richardson(values_at, line.crossed, h0 / 100.0)
+    return estimate, error, crossed, h0 / 100.0
+
+
+def _compare_blocks(
+    analytic: Sequence[np.ndarray], numeric: Sequence[np.ndarray], labels: Sequence[str], fd_errors: Sequence[float], floor: float,
+    step: float, what: str, options: _Options,
+) -> tuple[TangentResult, str]:
+    """Normwise comparison of a vector made of blocks (the output's parts; every argument's gradient
+    derivative): ``||a - n|| <= rtol * max(||a||, ||n||) + floor``, the block that contributes most to
+    the error named in the note. Returns the result and the failure note ("" when it passed)."""
+    for n, label in zip(numeric, labels, strict=True):
+        if not np.all(np.isfinite(n)):
+            note = f"{what}: the finite-difference derivative of {label} holds {_first_nonfinite(n)} (not finite near the point)"
+            return TangentResult("failed", math.nan, math.nan, _norm_of(fd_errors), step, note), note
+    with _quiet():
+        differences = [float(np.linalg.norm((a - n).reshape(-1))) for a, n in zip(analytic, numeric, strict=True)]
+        error = math.sqrt(sum(d * d for d in differences))
+        scale = max(_norm_of(analytic), _norm_of(numeric))
+        tolerance = options.rtol * scale + floor
+        fd_error = math.sqrt(sum(e * e for e in fd_errors))
+    if not (math.isfinite(error) and math.isfinite(tolerance)):
+        note = f"{what}: the error ({error:.3g}) or its tolerance ({tolerance:.3g}) is not finite, cannot be judged"
+        return TangentResult("failed", math.inf, math.nan, fd_error, step, note), note
+    rel_error = error / scale if options.rtol * scale > floor else math.nan
+    if error <= tolerance:
+        return TangentResult("passed", error, rel_error, fd_error, step), ""
+    worst = labels[int(np.argmax(differences))]
+    noisy = not (fd_error <= tolerance)
+    note = (
+        f"{what}: ||analytic - numeric|| = {error:.3g} > tolerance {tolerance:.3g} (norm {scale:.3g}; most of it in {worst})"
+        + (f"; the finite differences are too noisy to decide (error estimate {fd_error:.3g})" if noisy else "")
+    )
+    return TangentResult("failed", error, rel_error, fd_error, step, note), note
+
+
+def _skipped(fd_errors: Sequence[float], step: float) -> TangentResult:
+    return TangentResult("skipped", math.nan, math.nan, _norm_of(fd_errors), step, "direction crosses a kink (active set changes within the stencil)")
+
+
+def _check_jvp_fd(line: _Line, pushed: list[np.ndarray], out: Any, h0: float, k: int, options: _Options, failures: list[str]) -> TangentResult:
+    """Finite differences of the output along ``u`` against the pushforward's tangent ``J u``."""
+    what = f"direction {k}: JVP"
+    try:
+        numeric, fd_error, crossed, step = _line_derivative(line.output, line, h0)
+    except _Malformed as error:
+        failures.append(f"{what}: {error}")
+        return TangentResult("failed", math.nan, math.nan, math.nan, h0, failures[-1])
+    if crossed:
+        return _skipped(fd_error, step)
+    parts = _flatten(out)
+    labels = ["the output"] if len(parts) == 1 else [f"output part {i}" for i in range(len(parts))]
+    # The directional test's absolute term atol ||v|| ||u||, for a cotangent of unit entries (||u|| = 1).
+    floor = options.atol * math.sqrt(sum(p.size for p in parts))
+    result, note = _compare_blocks(pushed, numeric, labels, fd_error, floor, step, what, options)
+    if note:
+        failures.append(note)
+    return result
+
+
+def _joint_direction(rng: np.random.Generator, hosts: Sequence[np.ndarray], answer: _Pulled) -> list[np.ndarray]:
+    """A random unit direction over every argument the pullback differentiates (zero elsewhere)."""
+    w = [rng.standard_normal(h.shape) if answer.gradients[i] is not None else np.zeros(h.shape) for i, h in enumerate(hosts)]
+    norm = _norm_of(w) or 1.0
+    return [part / norm for part in w]
+
+
+def _hvp_of(base: Linearized, v: Any, tangents: tuple, answer: _Pulled, hosts: Sequence[np.ndarray], names: Sequence[str], what: str) -> list[np.ndarray | None]:
+    """``base.hvp(v, *tangents)`` checked: one array per argument, each like its argument and finite,
+    ``None`` exactly where the pullback answered ``None``; ``_Malformed`` otherwise."""
+    try:
+        raw = base.hvp(v, *tangents)
+    except Exception as error:  # noqa: BLE001 - an hvp that raises is a failed check
+        raise _Malformed(f"{what} raised {type(error).__name__}: {error}") from None
+    if not isinstance(raw, tuple | list):
+        raise _Malformed(f"{what} returned {_describe(raw)}, expected a tuple with one array per argument ({len(hosts)})")
+    if len(raw) != len(hosts):
+        raise _Malformed(f"{what} returned {len(raw)} arrays, expected one per argument ({len(hosts)}: {', '.join(names)})")
+    found: list[np.ndarray | None] = []
+    for i, (value, host, name) in enumerate(zip(raw, hosts, names, strict=True)):
+        differentiated = answer.gradients[i] is not None or i in answer.problems
+        if value is None:
+            if differentiated:
+                raise _Malformed(f"{what} returned None for {name}, whose gradient the pullback returns", argument=i)
+            found.append(None)
+            continue
+        if not differentiated:
+            raise _Malformed(f"{what} returned an array for {name}, whose gradient the pullback says is None", argument=i)
+        try:
+            found.append(_matching(value, host, f"{what} for {name}", "the argument's"))
+        except _Malformed as error:
+            raise _Malformed(str(error), argument=i) from None
+    return found
+
+
+def _check_second_order(
+    line: _Line, base: Linearized, v: Any, answer: _Pulled, u: np.ndarray, w: list[np.ndarray], h0: float, k: int, options: _Options, failures: list[str]
+) -> tuple[list[tuple[int, TangentResult, str]], float | None]:
+    """Along ``u`` (argument ``line.index``): finite differences of ``pullback(v)`` against ``hvp(v, u)``,
+    one comparison per checked argument's gradient (its block of the Hessian's column, returned as
+    ``(argument index, result, failure note)``: a wrong block is the fault of that argument's
+    gradient), and the symmetry mismatch of ``<w, H u>`` and ``<u, H w>``. A malformed hvp fails
+    the direction's argument (``failures``)."""
+    args, hosts, names, index = line.args, line.hosts, line.names, line.index
+    what = f"second order along {names[index]} (direction {k})"
+    try:
+        along_u = _hvp_of(base, v, _tangents(args, hosts, index, u), answer, hosts, names, f"hvp(v[{k}], u[{k}])")
+        along_w = _hvp_of(base, v, tuple(_to_backend(part, a) for part, a in zip(w, args, strict=True)), answer, hosts, names, f"hvp(v[{k}], w[{k}])")
+    except _Malformed as error:
+        note = f"{what}: {error}"
+        if error.argument is not None and error.argument in options.rows:  # one argument's block is malformed
+            return [(error.argument, TangentResult("failed", math.nan, math.nan, math.nan, h0, note), note)], None
+        failures.append(note)
+        return [], None
+    present = [i for i, h in enumerate(along_u) if h is not None and i not in answer.problems]
+    with _quiet():
+        first = sum(float(np.vdot(w[i], along_u[i])) for i in present)
+        second = float(np.vdot(u, along_w[index])) if along_w[index] is not None else 0.0
+        # The Cauchy-Schwarz bound (||w|| = ||u|| = 1), and no less than the whole gradient's norm: a
+        # Hessian that is zero up to rounding (y = beta for (1, 1, 1, 1) input) has no scale of its own.
+        gradient = _norm_of(g for g in answer.gradients if g is not None)
+        scale = max(_norm_of(along_u[i] for i in present), _norm_of(along_w[i] for i in present), gradient)
+        mismatch = abs(first - second)
+    if not (math.isfinite(mismatch) and math.isfinite(scale)):
+        symmetry = math.inf  # finite hvps whose products overflow: not shown to be symmetric
+    else:
+        symmetry = mismatch / scale if scale > 0 else (0.0 if mismatch == 0 else math.inf)
+    blocks = [i for i in present if i in options.rows]
+    if not blocks:
+        return [], symmetry
+    try:
+        numeric, fd_errors, crossed, step = _line_derivative(lambda t: line.pullback(t, v, k, blocks), line, h0)
+    except _Malformed as error:
+        row = error.argument if error.argument in options.rows else index
+        note = f"{what}: {error}"
+        return [(row, TangentResult("failed", math.nan, math.nan, math.nan, h0, note), note)], symmetry
+    if crossed:
+        return [(i, _skipped([e], step), "") for i, e in zip(blocks, fd_errors, strict=True)], symmetry
+    analytic = [along_u[i] for i in blocks]
+    with _quiet():
+        # Every block is judged against the whole column (the derivative of every gradient along u),
+        # as the JVP is against the whole output: a small block carries the rounding of the large ones.
+        column = max(_norm_of(analytic), _norm_of(numeric))
+        floor = options.atol * _norm(v)  # the directional test's atol ||v|| ||u||: H is the Hessian of <v, f>
+        tolerance = options.rtol * column + floor
+    results = []
+    for i, a, n, fd_error in zip(blocks, analytic, numeric, fd_errors, strict=True):
+        label = f"{what}: the derivative of the gradient of {names[i]}"
+        if not np.all(np.isfinite(n)):
+            note = f"{label}: the finite differences hold {_first_nonfinite(n)} (the pullback is not finite near the point)"
+            results.append((i, TangentResult("failed", math.nan, math.nan, fd_error, step, note), note))
+            continue
+        with _quiet():
+            error = float(np.linalg.norm((a - n).reshape(-1)))
+        if not (math.isfinite(error) and math.isfinite(tolerance)):
+            note = f"{label}: the error ({error:.3g}) or its tolerance ({tolerance:.3g}) is not finite, cannot be judged"
+            results.append((i, TangentResult("failed", math.inf, math.nan, fd_error, step, note), note))
+            continue
+        rel_error = error / column if options.rtol * column > floor else math.nan
+        if error <= tolerance:
+            results.append((i, TangentResult("passed", error, rel_error, fd_error, step), ""))
+            continue
+        note = f"{label}: ||hvp - numeric|| = {error:.3g} > tolerance {tolerance:.3g} (the column's norm {column:.3g})" + (
+            f"; the finite differences are too noisy to decide (error estimate {fd_error:.3g})" if not fd_error <= tolerance else ""
+        )
+        results.append((i, TangentResult("failed", error, rel_error, fd_error, step, note), note))
+    return results, symmetry
 
 
 def _tangents(args: tuple, hosts: Sequence[np.ndarray], index: int, u: np.ndarray) -> tuple:
@@ -768,16 +1272,18 @@ def _pushed(base: Linearized, tangents: tuple, what: str) -> list[np.ndarray]:
     return _like_out(raw, _output_parts(base.out), base.out, what)
 
 
-def _adjoint_mismatch(base, args, hosts, index, u, v, analytic, grad, what) -> float:
-    """Relative mismatch of ``<v, J u>`` (JVP) and ``<J^T v, u>`` (VJP); ``_Malformed`` for a bad JVP."""
+def _adjoint_mismatch(base, args, hosts, index, u, v, analytic, answer: _Pulled, what) -> tuple[float, list[np.ndarray]]:
+    """Relative mismatch of ``<v, J u>`` (JVP) and ``<J^T v, u>`` (VJP), relative to the Cauchy–Schwarz
+    bound of the whole derivative (module docstring), and the JVP's tangent; ``_Malformed`` for a bad JVP."""
     pushed = _pushed(base, _tangents(args, hosts, index, u), what)
     with _quiet():
         jvp = float(sum(np.vdot(a, b) for a, b in zip(_flatten(v), pushed, strict=True)))
-        scale = max(float(np.linalg.norm(grad)), _norm(v) * math.sqrt(sum(float(np.vdot(p, p)) for p in pushed)))
+        whole = _norm_of(g for g in answer.gradients if g is not None)  # every argument's gradient; ||u|| = 1
+        scale = max(whole, _norm(v) * math.sqrt(sum(float(np.vdot(p, p)) for p in pushed)))
         mismatch = abs(jvp - analytic)
         if not (math.isfinite(mismatch) and math.isfinite(scale)):
-            return math.inf  # finite JVP and VJP whose products overflow: not shown to agree
-        return mismatch / scale if scale > 0 else (0.0 if mismatch == 0 else math.inf)
+            return math.inf, pushed  # finite JVP and VJP whose products overflow: not shown to agree
+        return (mismatch / scale if scale > 0 else (0.0 if mismatch == 0 else math.inf)), pushed
 
 
 def _one_hot_rows(base: Linearized, out_parts: list[np.ndarray], hosts, names) -> tuple[list[Any], list[_Pulled]]:
@@ -822,7 +1328,8 @@ def _check_jacobian(fun, args, hosts, index, name, base, out_parts, pulled, rtol
             except _Malformed as error:
                 return failed(str(error))
             pushforward[:, column] = np.concatenate([p.reshape(-1) for p in pushed])
-        scale = max(float(np.max(np.abs(analytic), initial=0.0)), float(np.max(np.abs(pushforward), initial=0.0)))
+        whole = max((float(np.max(np.abs(g), initial=0.0)) for answer in pulled for g in answer.gradients if g is not None), default=0.0)
+        scale = max(whole, float(np.max(np.abs(pushforward), initial=0.0)))
         with _quiet():
             mismatch = float(np.max(np.abs(analytic - pushforward), initial=0.0))
         mismatch = mismatch if math.isfinite(mismatch) else math.inf

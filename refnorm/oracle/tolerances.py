@@ -10,15 +10,19 @@ test, ``e`` refnorm's float64 value. Integer and boolean arrays must be equal.
 Default tolerances, by the dtype of the implementation under test and by direction:
 
 =========  ===========================  ==============================
-dtype      forward (outputs and         backward (gradients)
-           intermediates)
+dtype      forward (outputs and         backward (gradients), jvp (the
+           intermediates)               outputs' tangents), hvp (the
+                                        second order)
 =========  ===========================  ==============================
 float32    rtol 1.3e-6, atol 1e-5       rtol 2e-3, atol 2e-3
 float64    rtol 1e-7, atol 1e-7         rtol 1e-5, atol 1e-5
 =========  ===========================  ==============================
 
-Forward values use ``torch.testing.assert_close``'s defaults; gradients use JAX's gradient
-tolerance table (``jax._src.public_test_util.default_gradient_tolerance``) as rtol and atol.
+Forward values use ``torch.testing.assert_close``'s defaults; derivatives of every kind use JAX's
+gradient tolerance table (``jax._src.public_test_util.default_gradient_tolerance``, which
+``jax.test_util.check_grads`` applies to forward mode and to second order alike) as rtol and atol.
+Each direction is measured and widened on its own (below), so a case whose float32 second order is
+ill-conditioned does not widen its gradients' tolerance.
 
 A case may need more: with a mean of 1e4 and a standard deviation of 1, ``x - mean`` loses about
 four of float32's seven digits in *any* implementation. :func:`recommended_tolerances` measures
@@ -38,9 +42,12 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ..ops._validation import check_name, check_nonnegative_number, describe
 from .catalog import Case
 
-DIRECTIONS = ("forward", "backward")
+DIRECTIONS = ("forward", "backward", "jvp", "hvp")
+"""Tolerance directions: ``output.*`` and ``intermediate.*`` are forward, ``grad.*`` backward,
+``jvp.*`` jvp and ``hvp.*`` hvp (version-1 golden sets have the first two only)."""
 DTYPES = ("float32", "float64")
 
 
@@ -55,8 +62,8 @@ class Tolerance(NamedTuple):
 
 
 DEFAULT_TOLERANCES: dict[str, dict[str, Tolerance]] = {
-    "float32": {"forward": Tolerance(1.3e-6, 1e-5), "backward": Tolerance(2e-3, 2e-3)},
-    "float64": {"forward": Tolerance(1e-7, 1e-7), "backward": Tolerance(1e-5, 1e-5)},
+    "float32": {"forward": Tolerance(1.3e-6, 1e-5), "backward": Tolerance(2e-3, 2e-3), "jvp": Tolerance(2e-3, 2e-3), "hvp": Tolerance(2e-3, 2e-3)},
+    "float64": {"forward": Tolerance(1e-7, 1e-7), "backward": Tolerance(1e-5, 1e-5), "jvp": Tolerance(1e-5, 1e-5), "hvp": Tolerance(1e-5, 1e-5)},
 }
 """Default tolerances by implementation dtype and direction (module docstring)."""
 
@@ -71,15 +78,24 @@ def _significant(value: float) -> float:
 
 
 def dtype_name(dtype: Any) -> str:
-    """``"float32"`` or ``"float64"`` for a NumPy/array dtype or its name; ``ValueError`` otherwise."""
-    name = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
+    """``"float32"`` or ``"float64"`` for a NumPy/array dtype or its name; ``TypeError`` for something
+    that is not a dtype (``None`` included), ``ValueError`` for another dtype."""
+    if isinstance(dtype, str):
+        name = dtype
+    else:
+        try:
+            name = np.dtype(dtype).name if dtype is not None else None
+        except TypeError:
+            name = None
+        if name is None:
+            raise TypeError(f"dtype must be 'float32' or 'float64' (a name or a NumPy dtype), got {describe(dtype)}")
     if name not in DTYPES:
         raise ValueError(f"dtype {dtype!r} has no default tolerance; expected one of {DTYPES}")
     return name
 
 
 def default_tolerance(dtype: Any, direction: str = "forward") -> Tolerance:
-    """The default :class:`Tolerance` for an implementation in ``dtype``, ``"forward"`` or ``"backward"``."""
+    """The default :class:`Tolerance` for an implementation in ``dtype`` and a direction of :data:`DIRECTIONS`."""
     if direction not in DIRECTIONS:
         raise ValueError(f"direction {direction!r}, expected one of {DIRECTIONS}")
     return DEFAULT_TOLERANCES[dtype_name(dtype)][direction]
@@ -220,10 +236,28 @@ def compare(actual: Any, expected: Any, *, rtol: float, atol: float, array: str 
 
     Both are converted to NumPy float64 (integer/boolean arrays compare exactly). NaN or infinity
     in ``actual`` where ``expected`` is finite counts as an infinite error, and is counted as such
-    (:attr:`Comparison.nan_count`, :attr:`Comparison.inf_count`).
+    (:attr:`Comparison.nan_count`, :attr:`Comparison.inf_count`). ``actual`` is judged, whatever it
+    is: one that is not a real numeric array (complex, strings, objects, ``None``) fails the
+    comparison. ``expected`` must be a real numeric array, ``rtol`` and ``atol`` finite numbers
+    ``>= 0`` and ``array`` a non-empty name (``TypeError``/``ValueError`` otherwise).
     """
-    actual = np.asarray(actual)
+    rtol = check_nonnegative_number(rtol, "rtol")
+    atol = check_nonnegative_number(atol, "atol")
+    array = check_name(array, "array")
     expected = np.asarray(expected)
+    if expected.dtype.kind not in "biuf":
+        got = "objects" if expected.dtype.kind == "O" else f"dtype {expected.dtype}"
+        raise TypeError(f"expected must be refnorm's value, a real numeric array, got {got}")
+    try:
+        actual = np.asarray(actual)
+    except Exception as error:  # noqa: BLE001 - whatever the implementation returned, judge it
+        actual = np.asarray(None)
+        note = f"; converting it raised {type(error).__name__}: {error}"
+    else:
+        note = ""
+    if actual.dtype.kind not in "biuf":
+        what = "objects" if actual.dtype.kind == "O" else f"dtype {actual.dtype}"
+        return Comparison(array, False, tuple(expected.shape), rtol, atol, problem=f"not a real numeric array ({what}){note}")
     if actual.shape != expected.shape:
         return Comparison(array, False, tuple(expected.shape), rtol, atol,
                           problem=f"shape {tuple(actual.shape)}, expected {tuple(expected.shape)}")  # fmt: skip
@@ -303,21 +337,30 @@ def recommended_tolerances(case: Case, reference: Any = None) -> RecommendedTole
     float64: the defaults. float32: the defaults, widened where refnorm's own float32 evaluation
     needs it (module docstring). Then the case's explicit ``tolerances`` overrides.
     """
-    from .evaluation import evaluate, evaluate_case
+    from .evaluation import Evaluation, evaluate, evaluate_case
 
+    if not isinstance(case, Case):
+        raise TypeError(f"case must be a catalog Case (refnorm.oracle.catalog.cases()), got {describe(case)}")
+    if reference is not None and not isinstance(reference, Evaluation):
+        raise TypeError(f"reference must be None or the case's float64 Evaluation (evaluate_case(case)), got {describe(reference)}")
     tolerances = {dtype: dict(by_direction) for dtype, by_direction in DEFAULT_TOLERANCES.items()}
     notes: list[str] = []
     widened: list[str] = []
     if case.kind != "error":
         reference = reference if reference is not None else evaluate_case(case)
         try:
-            single = evaluate(case.op, case.params, reference.inputs, upstream=reference.upstream, dtype=np.float32)
+            tangents = reference.tangents or None  # a version-1 golden set's stored evaluation has none: drawn
+            single = evaluate(
+                case.op, case.params, reference.inputs, upstream=reference.upstream, tangents=tangents, seed=case.seed, dtype=np.float32
+            )
         except Exception as error:  # noqa: BLE001 - report it; the float64 tolerances still stand
             notes.append(f"float32: refnorm's own float32 evaluation failed ({type(error).__name__}: {error}); defaults kept")
         else:
             measured = {
                 "forward": (single.forward_arrays(), reference.forward_arrays()),
                 "backward": (single.backward_arrays(), reference.backward_arrays()),
+                "jvp": (single.jvp_arrays(), reference.jvp_arrays()),
+                "hvp": (single.hvp_arrays(), reference.hvp_arrays()),
             }
             for direction, (float32, float64) in measured.items():
                 default = tolerances["float32"][direction]

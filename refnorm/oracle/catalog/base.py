@@ -78,7 +78,8 @@ class OpInfo:
     ``make_inputs(rng, params)`` returns host float64 arrays by name: the differentiable
     ``arguments`` (in order) and any state the op needs (e.g. running statistics).
     ``forward(inputs, params)`` runs the op once at ``inputs`` (arrays of any backend, same names)
-    and returns its :class:`Forward`: the linearization and the named intermediates.
+    and returns its :class:`Forward`: the linearization (output, pullback, pushforward, and the
+    ``hvp`` where the op has a second order) and the named intermediates.
 
     ``params`` must survive a JSON round trip (golden manifests store them): strings, numbers,
     booleans, ``None`` and tuples of those. ``forward`` may be called on float32 inputs (the
@@ -93,6 +94,9 @@ class OpInfo:
     outputs: tuple[str, ...] | None = None
     """Names of the arrays in ``linearize(...).out`` (one per tuple element). ``None``: ``"y"``
     for a single array, ``"y0", "y1", ...`` for a tuple."""
+    hvp: bool = False
+    """Whether the op has a second order: its linearization carries an ``hvp`` (golden files then hold
+    ``hvp.*``, and the conformance kit checks an adapter's ``hvp``). Every op has a pushforward."""
 
     def linearize(self, inputs: Mapping[str, Any], params: Mapping[str, Any]) -> Linearized:
         """The op's :class:`~refnorm.ops.linearized.Linearized` at ``inputs`` (what the gradient checker consumes)."""
@@ -359,14 +363,6 @@ def with_default_normalizers(params: Mapping[str, Any]) -> dict[str, Any]:
 def new_running_arrays(running: RunningStats | None) -> dict[str, Any]:
     """The running statistics an op returned, as named intermediates (none when it returned none)."""
     return {} if running is None else {"new_running_mean": running.mean, "new_running_var": running.var}
-
-
-def mixture_active_set(cache: Any) -> Any:
-    """The active set of an SN-family forward (SN, SSN, a plain normalizer), as ``switch_norm_linearize`` computes it:
-    each side's ratio-function active set (SparsestMax's stages; ``None`` for softmax and fixed ratios)."""
-    mixture = cache.mixture
-    active = (cache.config.mean_ratio.active_set(mixture.mean_aux), cache.config.var_ratio.active_set(mixture.var_aux))
-    return None if active == (None, None) else active
 
 
 MARGIN = 0.05

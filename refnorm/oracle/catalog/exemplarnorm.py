@@ -92,10 +92,7 @@ def _exemplar_norm_config(inputs: Mapping[str, Any], params: Mapping[str, Any]) 
 def _exemplar_norm_forward(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> Forward:
     """EN once at ``inputs``; the active set is the ReLU's sign pattern, as in :func:`~refnorm.exemplar_norm_linearize`."""
     y, cache, running = en.exemplar_norm_forward(*EXEMPLAR_NORM.arguments_of(inputs), **_exemplar_norm_config(inputs, params))
-    linearized = Linearized(
-        out=y, pullback=lambda dy: tuple(en.exemplar_norm_backward(dy, cache)), active_set=cache.generator.pre_activation > 0.0
-    )
-    return Forward(linearized, {**cache.arrays(), **new_running_arrays(running)})
+    return Forward(en.linearization(y, cache), {**cache.arrays(), **new_running_arrays(running)})
 
 
 EXEMPLAR_NORM = OpInfo(
@@ -183,7 +180,10 @@ def _channel_conv_forward(inputs: Mapping[str, Any], params: Mapping[str, Any]) 
     embedding, conv_weight, conv_bias = EN_CHANNEL_CONV.arguments_of(inputs)
     z = rg.channel_conv(embedding, conv_weight, conv_bias)
     linearized = Linearized(
-        out=rg.relu(z), pullback=lambda da: rg.channel_conv_vjp(rg.relu_vjp(da, z), embedding, conv_weight), active_set=z > 0.0
+        out=rg.relu(z),
+        pullback=lambda da: rg.channel_conv_vjp(rg.relu_vjp(da, z), embedding, conv_weight),
+        pushforward=lambda e_dot, w_dot, b_dot: rg.relu_jvp(rg.channel_conv_jvp(e_dot, w_dot, b_dot, embedding, conv_weight), z),
+        active_set=z > 0.0,
     )
     return Forward(linearized, {"pre_activation": z})
 
@@ -362,6 +362,11 @@ def _exemplar_norm_errors() -> Iterator[Case]:
                training=False, edit=drop_inputs("running_mean", "running_var"))  # fmt: skip
     yield case("running-var-shape", ValueError, r"running\.var has shape \(5,\), expected \(C,\) = \(4,\)",
                training=False, edit=replace_input("running_var", lambda v: np.append(v, 1.0)))  # fmt: skip
+    yield case("eps-below-dtype-bound", ValueError, r"eps = 1e-310 is too small for (\w+\.)?float(64|32)", eps=1e-310)
+    yield case("x-pooled-variance-overflow", ValueError, r"x (has values so far apart that the BN variance overflows|contains NaN or infinity)",
+               edit=replace_input("x", lambda x: np.concatenate([x[:1] + 3e154, x[1:]])))  # fmt: skip
+    yield case("running-var-negative", ValueError, r"running\.var has a negative entry", training=False,
+               edit=replace_input("running_var", lambda v: -v - 1.0))  # fmt: skip
 
 
 # The stages of the ratio generator. Their sample cases exercise each stage's VJP; the reference

@@ -9,13 +9,12 @@ import math
 
 import numpy as np
 
-from ...ops.linearized import Linearized
-from ...ops.sparse_switchnorm import FixedSides, radius_schedule, sparse_switch_norm_backward, sparse_switch_norm_forward
+from ...ops.sparse_switchnorm import FixedSides, radius_schedule, sparse_switch_norm_forward
 from ...ops.sparsestmax import SparsestMaxStages, max_radius
-from ...ops.switchnorm import SWITCH_NORM_ARGUMENTS
+from ...ops.switchnorm import SWITCH_NORM_ARGUMENTS, linearization
 from .base import (
     CENTRE_KINK, LARGE_OFFSET, MARGIN, MODES, ONE_HOT_KINK, ONE_HOT_LOGITS, REFERENCE_SHAPES, Case, CaseMaker, Forward, OpInfo,
-    drop_inputs, explicit_values, logit_row, mixture_active_set, new_running_arrays, normalization_config, normalization_inputs,
+    drop_inputs, explicit_values, logit_row, new_running_arrays, normalization_config, normalization_inputs,
     offset_gradcheck_options, replace_input, with_default_normalizers, with_defaults, with_element,
 )  # fmt: skip
 from .seeds import case_seed
@@ -60,7 +59,7 @@ def _sparse_switch_norm_forward(inputs: Mapping[str, Any], params: Mapping[str, 
         fixed=FixedSides(*params.get("fixed", (None, None))),
     )
     y, cache, running, fixed = sparse_switch_norm_forward(*SPARSE_SWITCH_NORM.arguments_of(inputs), **config)
-    linearized = Linearized(out=y, pullback=lambda dy: tuple(sparse_switch_norm_backward(dy, cache)), active_set=mixture_active_set(cache))
+    linearized = linearization(y, cache)
     named = cache.arrays()
     for side, aux in (("mean", cache.mixture.mean_aux), ("var", cache.mixture.var_aux)):
         if isinstance(aux, SparsestMaxStages):
@@ -76,6 +75,7 @@ SPARSE_SWITCH_NORM = OpInfo(
     make_inputs=_sparse_switch_norm_inputs,
     forward=_sparse_switch_norm_forward,
     description="Sparse Switchable Normalization: SN with SparsestMax ratios and fixed sides",
+    hvp=True,
 )
 
 
@@ -213,6 +213,9 @@ def _sparse_switch_norm_errors() -> Iterator[Case]:
     yield case("eval-without-running", ValueError, r"evaluation mode with 'bn' in normalizers needs running statistics",
                training=False, edit=drop_inputs("running_mean", "running_var"))  # fmt: skip
     yield case("momentum-above-1", ValueError, r"momentum must lie in \[0, 1\], got 1\.5", momentum=1.5)
+    yield case("single-normalizer-var-side", ValueError, r"var_logits has shape \(1,\), expected \(\.\.\., K\) with K >= 2: the var ratios",
+               normalizers=("bn",), fixed=(0, None), note="the mean side is fixed, so it is the variance logits that need K >= 2")  # fmt: skip
+    yield case("eps-below-dtype-bound", ValueError, r"eps = 1e-310 is too small for (\w+\.)?float(64|32)", eps=1e-310)
 
 
 

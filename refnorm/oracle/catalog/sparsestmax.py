@@ -11,7 +11,7 @@ import math
 import numpy as np
 
 from ...ops.linearized import Linearized
-from ...ops.sparsestmax import max_radius, sparsemax_linearize, sparsestmax_forward, sparsestmax_jvp, sparsestmax_vjp
+from ...ops.sparsestmax import max_radius, sparsemax_linearize, sparsestmax_forward, sparsestmax_hvp, sparsestmax_jvp, sparsestmax_vjp
 from .base import (
     CENTRE_KINK, MARGIN, ONE_HOT_KINK, ONE_HOT_LOGITS, Case, CaseMaker, Forward, OpInfo, explicit_values, logit_row, replace_input,
     with_defaults, with_element,
@@ -42,6 +42,7 @@ SPARSEMAX = OpInfo(
     make_inputs=_sparsemax_inputs,
     forward=_sparsemax_forward,
     description="Euclidean projection onto the simplex (last axis)",
+    hvp=True,
 )
 
 
@@ -72,6 +73,7 @@ def _sparsestmax_forward(inputs: Mapping[str, Any], params: Mapping[str, Any]) -
         pullback=lambda dratios: (sparsestmax_vjp(dratios, stages),),
         pushforward=lambda dlogits: sparsestmax_jvp(dlogits, stages),
         active_set=stages.active_set(),
+        hvp=lambda dratios, dlogits: (sparsestmax_hvp(dratios, stages, dlogits),),
     )
     return Forward(linearized, {"ratios": ratios, **stages.arrays()})
 
@@ -82,6 +84,7 @@ SPARSESTMAX = OpInfo(
     make_inputs=_sparsestmax_inputs,
     forward=_sparsestmax_forward,
     description="SparsestMax: projection onto the simplex outside a ball about its centre (paper / official)",
+    hvp=True,
 )
 
 
@@ -159,6 +162,7 @@ def _sparsemax_errors() -> Iterator[Case]:
     yield case("nan", ValueError, r"logits contains NaN or infinity", edit=replace_input("logits", with_element(np.nan)))
     yield case("minus-inf", ValueError, r"logits contains NaN or infinity", edit=replace_input("logits", with_element(-np.inf, (1, 2))),
                note="-inf logits (attention masks) gave NaN in ports (deep-spin/entmax#17); refnorm refuses them")  # fmt: skip
+    yield case("empty-batch", ValueError, r"logits has shape \(0, 3\), expected no axis of size 0", shape=(0, 3))
 
 
 _SPARSESTMAX_STAGES = (
@@ -246,6 +250,7 @@ def _sparsestmax_errors() -> Iterator[Case]:
                edit=replace_input("logits", lambda z: np.round(z).astype(np.int64)))  # fmt: skip
     yield case("nan", ValueError, r"logits contains NaN or infinity", edit=replace_input("logits", with_element(np.nan)))
     yield case("inf", ValueError, r"logits contains NaN or infinity", edit=replace_input("logits", with_element(np.inf, (1, 1))))
+    yield case("empty-batch", ValueError, r"logits has shape \(0, 3\), expected no axis of size 0", shape=(0, 3))
 
 
 

@@ -7,11 +7,12 @@ from typing import Any
 
 import numpy as np
 
-from ...ops.plainnorm import PLAIN_NORM_ARGUMENTS, plain_norm_backward, plain_norm_forward
-from ...ops.linearized import Linearized
-from ...ops.switchnorm import SWITCH_NORM_ARGUMENTS, switch_norm_backward, switch_norm_forward
+from ...ops.plainnorm import PLAIN_NORM_ARGUMENTS, plain_norm_forward
+from ...ops.plainnorm import linearization as plain_norm_linearization
+from ...ops.switchnorm import SWITCH_NORM_ARGUMENTS, switch_norm_forward
+from ...ops.switchnorm import linearization as switch_norm_linearization
 from .base import (
-    LARGE_OFFSET, MODES, REFERENCE_SHAPES, Case, CaseMaker, Forward, OpInfo, drop_inputs, mixture_active_set, new_running_arrays,
+    LARGE_OFFSET, MODES, REFERENCE_SHAPES, Case, CaseMaker, Forward, OpInfo, drop_inputs, new_running_arrays,
     normalization_config, normalization_inputs, offset_gradcheck_options, replace_input, with_default_normalizers, with_element,
 )  # fmt: skip
 
@@ -23,8 +24,7 @@ from .base import (
 def _switch_norm_forward(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> Forward:
     config = dict(normalization_config(inputs, params), normalizers=params["normalizers"])
     y, cache, running = switch_norm_forward(*SWITCH_NORM.arguments_of(inputs), **config)
-    linearized = Linearized(out=y, pullback=lambda dy: tuple(switch_norm_backward(dy, cache)), active_set=mixture_active_set(cache))
-    return Forward(linearized, {**cache.arrays(), **new_running_arrays(running)})
+    return Forward(switch_norm_linearization(y, cache), {**cache.arrays(), **new_running_arrays(running)})
 
 
 SWITCH_NORM = OpInfo(
@@ -33,6 +33,7 @@ SWITCH_NORM = OpInfo(
     make_inputs=lambda rng, params: normalization_inputs(rng, params, logits=len(params["normalizers"])),
     forward=_switch_norm_forward,
     description="Switchable Normalization with softmax ratios",
+    hvp=True,
 )
 
 _SHAPES = {"2d": (3, 4), "3d": (2, 3, 5), "4d": (2, 4, 3, 3), "5d": (2, 2, 2, 3, 2)}
@@ -181,6 +182,18 @@ def _switch_norm_errors() -> Iterator[Case]:
                training=False, edit=drop_inputs("running_mean", "running_var"))  # fmt: skip
     yield case("running-mean-shape", ValueError, r"running.mean has shape \(3,\), expected \(C,\) = \(4,\)",
                training=False, edit=replace_input("running_mean", lambda m: m[:3]))  # fmt: skip
+    # The error contract of refnorm 0.2: numbers at the edges, teaching messages.
+    yield case("eps-below-dtype-bound", ValueError, r"eps = 1e-310 is too small for (\w+\.)?float(64|32): expected eps >= ", eps=1e-310,
+               note="below finfo.max ** (-2/3), constant input would give dx NaN: (var + eps)^(-1/2) squared overflows")  # fmt: skip
+    yield case("x-pooled-variance-overflow", ValueError, r"x (has values so far apart that the BN variance overflows|contains NaN or infinity)",
+               edit=replace_input("x", lambda x: np.concatenate([x[:1] + 3e154, x[1:]])),
+               note="x[0] += 3e154: the BN variance overflows, and y[1] would be 0 instead of about -0.58 (float32: x itself overflows)")  # fmt: skip
+    yield case("running-var-negative", ValueError, r"running\.var has a negative entry", training=False,
+               edit=replace_input("running_var", lambda v: np.concatenate([v[:1], -v[1:2], v[2:]])))  # fmt: skip
+    yield case("running-mean-nan-training", ValueError, r"running\.mean contains NaN or infinity", running=True,
+               edit=replace_input("running_mean", with_element(np.nan)), note="a NaN running mean must not flow into the new running state")  # fmt: skip
+    yield case("gamma-channels-last", ValueError, r"gamma has shape \(4,\), expected \(C,\) = \(3,\); x has shape \(2, 3, 3, 4\) and refnorm expects channels first",
+               edit=replace_input("x", lambda x: np.moveaxis(x, 1, -1)), note="an NHWC input: the message says how to move the channels")  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------
@@ -191,8 +204,7 @@ def _switch_norm_errors() -> Iterator[Case]:
 def _plain_norm_forward(inputs: Mapping[str, Any], params: Mapping[str, Any]) -> Forward:
     config = dict(normalization_config(inputs, params), normalizer=params["normalizer"])
     y, cache, running = plain_norm_forward(*PLAIN_NORM.arguments_of(inputs), **config)
-    linearized = Linearized(out=y, pullback=lambda dy: tuple(plain_norm_backward(dy, cache)))
-    return Forward(linearized, {**cache.arrays(), **new_running_arrays(running)})
+    return Forward(plain_norm_linearization(y, cache), {**cache.arrays(), **new_running_arrays(running)})
 
 
 PLAIN_NORM = OpInfo(
@@ -201,6 +213,7 @@ PLAIN_NORM = OpInfo(
     make_inputs=lambda rng, params: normalization_inputs(rng, params, logits=None),
     forward=_plain_norm_forward,
     description="One normalizer alone: instance, layer, batch or group normalization",
+    hvp=True,
 )
 
 
@@ -251,6 +264,8 @@ def _plain_norm_errors() -> Iterator[Case]:
     yield case("x-integer", TypeError, r"x has dtype (\w+\.)?int32, expected a real floating dtype", edit=replace_input("x", lambda x: x.astype(np.int32)))
     yield case("official-HW1", ValueError, r"M - 1 = 0", shape=(2, 4, 1, 1), normalizer="in", convention="official")
     yield case("eval-without-running", ValueError, r"needs running statistics", training=False, edit=drop_inputs("running_mean", "running_var"))
+    yield case("eps-below-dtype-bound", ValueError, r"eps = 1e-300 is too small for (\w+\.)?float(64|32)", eps=1e-300)
+    yield case("running-var-nan", ValueError, r"running\.var contains NaN or infinity", training=False, edit=replace_input("running_var", with_element(np.nan)))
 
 
 
