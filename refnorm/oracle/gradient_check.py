@@ -91,6 +91,8 @@ that says where:
   gradient of another shape or dtype than its argument (a float32 gradient of a float64 argument
   included), or ``None`` for an argument being checked (an hvp must answer ``None`` exactly where
   the pullback does);
+* a pullback, pushforward or hvp that changes the cotangent or tangents it is handed (each call
+  gets fresh copies, so an in-place update never moves the checker's own directions);
 * any NaN or infinity in a gradient, a pushforward, an hvp, a finite-difference derivative (of the
   output or of the pullback) or a Jacobian entry (the message names the argument, the direction or
   the entry), and an adjoint or symmetry mismatch that is not finite;
@@ -503,10 +505,14 @@ class _Pulled(NamedTuple):
 def _pull(pullback: Callable[[Any], Any], cotangent: Any, hosts: Sequence[np.ndarray], names: Sequence[str], what: str) -> _Pulled:
     """Call ``pullback(cotangent)`` and check its answer (module docstring, "Fail closed")."""
     count = len(hosts)
+    handed = _copies(cotangent)
     try:
-        raw = pullback(cotangent)
+        raw = pullback(handed)
     except Exception as error:  # noqa: BLE001 - a pullback that raises is a failed check
         problem = f"{what} raised {type(error).__name__}: {error}"
+        return _Pulled((None,) * count, dict.fromkeys(range(count), problem))
+    if _modified(handed, cotangent):
+        problem = f"{what} modified its cotangent in place (an op must not mutate its inputs)"
         return _Pulled((None,) * count, dict.fromkeys(range(count), problem))
     if not isinstance(raw, tuple | list):
         problem = f"{what} returned {_describe(raw)}, expected a tuple with one gradient per argument ({count})"
@@ -526,6 +532,20 @@ def _pull(pullback: Callable[[Any], Any], cotangent: Any, hosts: Sequence[np.nda
             gradients.append(None)
             problems[index] = str(error)
     return _Pulled(tuple(gradients), problems)
+
+
+def _copies(value: Any) -> Any:
+    """Fresh copies of the (co)tangents handed to the op under test, on their backend: a pullback,
+    pushforward or hvp that updates its argument in place must not move the checker's own
+    directions (``v *= 2`` in a pullback returning ``2 v`` would change the numeric side too)."""
+    return _like_output(value, lambda host: host, _to_backend)
+
+
+def _modified(handed: Any, original: Any) -> bool:
+    """Whether the op under test changed the copies it was handed (see :func:`_copies`)."""
+    return not all(
+        a.shape == b.shape and np.array_equal(a, b, equal_nan=True) for a, b in zip(_flatten(handed), _flatten(original), strict=True)
+    )
 
 
 def _gradient_of(pulled: _Pulled, index: int, name: str, what: str) -> np.ndarray:
@@ -1159,10 +1179,13 @@ def _joint_direction(rng: np.random.Generator, hosts: Sequence[np.ndarray], answ
 def _hvp_of(base: Linearized, v: Any, tangents: tuple, answer: _Pulled, hosts: Sequence[np.ndarray], names: Sequence[str], what: str) -> list[np.ndarray | None]:
     """``base.hvp(v, *tangents)`` checked: one array per argument, each like its argument and finite,
     ``None`` exactly where the pullback answered ``None``; ``_Malformed`` otherwise."""
+    handed = _copies((v, *tangents))
     try:
-        raw = base.hvp(v, *tangents)
+        raw = base.hvp(*handed)
     except Exception as error:  # noqa: BLE001 - an hvp that raises is a failed check
         raise _Malformed(f"{what} raised {type(error).__name__}: {error}") from None
+    if _modified(handed, (v, *tangents)):
+        raise _Malformed(f"{what} modified its cotangent or tangents in place (an op must not mutate its inputs)")
     if not isinstance(raw, tuple | list):
         raise _Malformed(f"{what} returned {_describe(raw)}, expected a tuple with one array per argument ({len(hosts)})")
     if len(raw) != len(hosts):
@@ -1265,10 +1288,13 @@ def _tangents(args: tuple, hosts: Sequence[np.ndarray], index: int, u: np.ndarra
 
 def _pushed(base: Linearized, tangents: tuple, what: str) -> list[np.ndarray]:
     """``base.pushforward(*tangents)``, checked against the output (module docstring, "Fail closed")."""
+    handed = _copies(tuple(tangents))
     try:
-        raw = base.pushforward(*tangents)
+        raw = base.pushforward(*handed)
     except Exception as error:  # noqa: BLE001 - a pushforward that raises is a failed check
         raise _Malformed(f"{what} raised {type(error).__name__}: {error}") from None
+    if _modified(handed, tuple(tangents)):
+        raise _Malformed(f"{what} modified its tangents in place (an op must not mutate its inputs)")
     return _like_out(raw, _output_parts(base.out), base.out, what)
 
 
