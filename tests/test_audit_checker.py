@@ -80,3 +80,33 @@ def test_the_same_derivatives_without_mutation_pass(point):
     assert gradcheck(lambda a: Linearized(out=2.0 * a, pullback=lambda v: (2.0 * v,), pushforward=lambda u: 2.0 * u), [point]).passed
     cube = lambda a: Linearized(out=a**3 / 3.0, pullback=lambda v: (v * a * a,), hvp=lambda v, t: (2.0 * v * a * t,))  # noqa: E731
     assert gradcheck(cube, [point], order=2).passed
+
+
+# --------------------------------------------------------------------------------------------
+# None for an argument the output depends on
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_none_gradient_for_an_argument_the_output_depends_on_fails(point, mode):
+    """``out = a * b`` with a pullback answering ``(v b, None)``: by default only ``a`` was checked,
+    and the verdict passed although the derivative along ``b`` is missing."""
+    b = np.random.default_rng(4).standard_normal(point.shape)
+    result = gradcheck(lambda a, b: Linearized(out=a * b, pullback=lambda v: (v * b, None)), [point, b], names=["a", "b"], mode=mode)
+    assert not result.passed
+    assert result["a"].passed
+    assert "no gradient (None) for b, yet the output depends on it" in result.summary()
+
+
+def test_a_none_gradient_for_an_argument_the_output_ignores_passes(point):
+    """The control: None for an argument the output does not depend on is a true claim."""
+    b = np.random.default_rng(4).standard_normal(point.shape)
+    result = gradcheck(lambda a, b: Linearized(out=2.0 * a, pullback=lambda v: (2.0 * v, None)), [point, b], names=["a", "b"])
+    assert result.passed and [r.name for r in result.arguments] == ["a"]
+
+
+def test_wrt_leaves_an_argument_out_on_purpose(point):
+    """Naming the arguments to check is the caller's choice: nothing is claimed about the others."""
+    b = np.random.default_rng(4).standard_normal(point.shape)
+    result = gradcheck(lambda a, b: Linearized(out=a * b, pullback=lambda v: (v * b, None)), [point, b], names=["a", "b"], wrt=["a"])
+    assert result.passed

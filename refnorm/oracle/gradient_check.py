@@ -98,6 +98,7 @@ that says where:
   the entry), and an adjoint or symmetry mismatch that is not finite;
 * ``fun`` raising at a point the finite differences evaluate;
 * an output that is not finite at the point itself (every argument fails: nothing can be checked);
+* ``None`` for an argument the output depends on (unless ``wrt`` leaves it out);
 * an argument with nothing compared: no elements, or every direction (column) skipped at a kink.
 
 What is wrong with the *call* is a ``TypeError`` or ``ValueError`` naming the parameter: ``fun``
@@ -676,8 +677,10 @@ def gradcheck(
     names
         A name per argument, unique, for the report (default ``arg0, arg1, ...``).
     wrt
-        Names of the arguments to check (default: every argument whose gradient is not ``None``;
-        an explicit empty list is an error: it would check nothing).
+        Names of the arguments to check (default: every argument whose gradient is not ``None``,
+        and for every other one, that the output does not depend on it: ``<v, f>`` constant, to
+        ``atol ||v||``, along a random direction, since ``None`` claims exactly that; an explicit
+        empty list is an error: it would check nothing).
     mode
         ``"directional"`` (dot-product tests over ``directions`` random directions per argument)
         or ``"jacobian"`` (full Jacobians; for tiny inputs).
@@ -771,12 +774,15 @@ def gradcheck(
 
     # Jacobian mode on an empty output has no pullback at all: nothing says what is differentiated.
     first = pulled[0] if pulled else _Pulled((None,) * len(args), dict.fromkeys(range(len(args)), "no pullback"))
+    undifferentiated: tuple[int, ...] = ()
     if wrt is None:
         # A pullback that answers nothing usable leaves no way to tell which arguments it
         # differentiates: check them all (and fail them all).
         wrt = tuple(n for i, n in enumerate(names) if i in first.problems or first.gradients[i] is not None)
         if not wrt:
             raise ValueError("the pullback returns no gradient (None) for every argument; there is nothing to check")
+        # None says "the output does not depend on it": shown below, or a None would hide a gradient.
+        undifferentiated = tuple(i for i, n in enumerate(names) if n not in wrt)
     else:
         for index, name in enumerate(names):
             if name in wrt and index not in first.problems and first.gradients[index] is None:
@@ -807,7 +813,38 @@ def gradcheck(
             second_order += blocks
         else:
             results.append(_check_jacobian(fun, args, hosts, index, name, base, out_parts, pulled, rtol, atol, step, adjoint_rtol))
+    if not nonfinite_output and cotangents:
+        results += [r for i in undifferentiated if (r := _independent(fun, args, hosts, names, i, base, cotangents[0], options)) is not None]
     return GradcheckResult(arguments=_with_second_order(tuple(results), names, second_order), mode=mode, rtol=rtol, atol=atol, order=order)
+
+
+_NONE_SALT = 0x6E6F6E65  # "none"
+
+
+def _independent(fun, args, hosts, names, index, base, v, options: _Options) -> ArgumentResult | None:
+    """``None`` when ``<v, f>`` does not change along a random direction of argument ``index`` (whose
+    gradient the pullback says is ``None``: not differentiated, the output independent of it);
+    otherwise a failed result for it. Independent means exactly: within ``atol ||v||``."""
+    host, name = hosts[index], names[index]
+    if host.size == 0:
+        return None
+    u = np.random.default_rng([options.seed, _NONE_SALT, index]).standard_normal(host.shape)
+    u /= np.linalg.norm(u) or 1.0
+    h0 = options.step * _spread(args[index]) * math.sqrt(host.size)
+    try:
+        numeric, _, crossed = _directional_derivative(fun, args, index, u, v, h0, base.active_set)
+    except _Malformed as error:
+        return ArgumentResult(name=name, failures=(f"the pullback returns no gradient (None) for {name}, and moving it: {error}",))
+    if math.isfinite(numeric) and abs(numeric) <= options.atol * _norm(v):
+        return None
+    return ArgumentResult(
+        name=name,
+        failures=(
+            f"the pullback returns no gradient (None) for {name}, yet the output depends on it: d/dt <v, f> = {numeric:.6g} along a random direction"
+            + (" (across a kink)" if crossed else "")
+            + "; return its gradient, or pass wrt= to leave it out on purpose",
+        ),
+    )
 
 
 def _with_second_order(
