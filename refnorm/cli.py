@@ -85,15 +85,33 @@ def _reports_to_stdout(args: argparse.Namespace) -> bool:
     return "-" in (getattr(args, "json", None), getattr(args, "junit_xml", None))
 
 
+def _read_directories(args: argparse.Namespace) -> list[Path]:
+    """The directories the command reads (the golden set, the results), resolved: a report written
+    into one would overwrite or add to what is being judged (``--json DIR/manifest.json``)."""
+    from .oracle.golden import SHIPPED
+
+    found = []
+    if getattr(args, "shipped", False) or getattr(args, "against", "") in (None, "shipped"):
+        found.append(SHIPPED)
+    found += [Path(d).resolve() for d in (getattr(args, "directory", None), getattr(args, "results", None), getattr(args, "against", None)) if d not in (None, "shipped")]
+    return found
+
+
 def _check_report_paths(args: argparse.Namespace) -> str:
     """Why a ``--json``/``--junit-xml`` destination cannot be written (empty if it can)."""
     destinations = [d for d in (getattr(args, "json", None), getattr(args, "junit_xml", None)) if d is not None]
     if destinations.count("-") > 1:
         return "--json and --junit-xml cannot both write to standard output ('-')"
+    files = [Path(d).resolve() for d in destinations if d != "-"]
+    if len(set(files)) < len(files):
+        return f"--json and --junit-xml name the same file ({files[0]}); one report would overwrite the other"
     for destination in destinations:
         if destination == "-":
             continue
         path = Path(destination)
+        for directory in _read_directories(args):
+            if path.resolve() == directory or directory in path.resolve().parents:
+                return f"report destination {destination} is inside {directory}, which this command reads; write the report elsewhere"
         if path.is_dir():
             return f"report destination {destination} is a directory"
         if not path.parent.is_dir():
