@@ -640,6 +640,17 @@ def assert_close_at_any_magnitude(actual, expected, call, dtype, *, amplificatio
     assert np.all(error <= allowed), f"at {worst}: {actual[worst]!r} vs {expected[worst]!r}, allowed {allowed[worst]:.3g} (kappa {kappa:.3g})"
 
 
+def _largest_statistic(call) -> float:
+    """The scale of the statistics the ratios multiply, float64: the input's largest magnitude, and in
+    evaluation the running statistics' (BN's mean and standard deviation: a running variance near
+    float32's maximum makes the sum against it overflow float32 while the ratio that weights it is 0)."""
+    largest = float(np.max(np.abs(np.asarray(call["x"], np.float64))))
+    if not call["training"] and "bn" in call["normalizers"]:
+        running = call["running"]
+        largest = max(largest, float(np.max(np.abs(np.asarray(running.mean, np.float64)))), math.sqrt(float(np.max(np.asarray(running.var, np.float64)))))
+    return largest
+
+
 def _smallest_variance(call) -> float:
     """The smallest variance any normalizer of the call uses (direct scope moments, float64): the
     mixed variance is at least this, so kappa is an upper bound for every op."""
@@ -747,7 +758,7 @@ def test_float32_at_any_magnitude_equals_float64_or_is_a_clean_error(call, op):
         return
     if grads32 is None:  # allowed where the sums against the statistics exceed float32 (kappa^3 beyond its range)
         with np.errstate(over="ignore"):
-            kappa = float(np.max(np.abs(rounded["x"]))) / math.sqrt(_smallest_variance(rounded) + rounded["eps"])
+            kappa = _largest_statistic(rounded) / math.sqrt(_smallest_variance(rounded) + rounded["eps"])
         assert kappa**3 > FLOAT32_MAX / 1e9, f"the float32 backward refused at kappa {kappa:.3g}, where float64's gradients fit float32"
         event("float32 backward refused: its sums against the statistics overflow")
         return
