@@ -219,3 +219,11 @@ def test_checker_fails_the_training_backward_in_evaluation_mode(rng):
     result = refnorm.gradcheck(evaluation_forward_training_backward, (x, gamma, beta, mean_logits, var_logits), names=SWITCH_NORM_ARGUMENTS)
     assert not result["x"].passed
     assert all(result[name].passed for name in ("gamma", "beta", "mean_logits", "var_logits"))
+
+
+def test_the_summary_says_which_tolerances_judged_it():
+    """A pass at a huge atol must not look like a pass at the default one."""
+    x = np.array([0.3, 0.1, -0.2])
+    assert refnorm.gradcheck(refnorm.sparsemax_linearize, [x]).summary().endswith("judged with rtol 1e-07, atol 1e-10 (directional mode)")
+    loose = refnorm.gradcheck(refnorm.sparsemax_linearize, [x], atol=1e3, mode="jacobian")
+    assert loose.summary().splitlines()[-1] == "judged with rtol 1e-07, atol 1000 (jacobian mode)"

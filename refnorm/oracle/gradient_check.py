@@ -354,7 +354,8 @@ class GradcheckResult:
         """A plain-text table: one row per argument (``n/a``: no error applies or none was computed;
         the verdict says why; ``-``: the check did not run). The columns after the first-order ones
         appear when those checks ran: the adjoint test, the JVP's and the backward's finite
-        differences (relative errors) and the Hessian's symmetry."""
+        differences (relative errors) and the Hessian's symmetry. The last line gives the
+        tolerances the verdicts were judged with (a pass means little at a large ``atol``)."""
         columns = [
             ("adjoint", lambda a: "-" if a.adjoint_error is None else format_error(a.adjoint_error), any(a.adjoint_error is not None for a in self.arguments)),
             ("jvp fd", lambda a: format_error(a.max_jvp_error) if a.jvp else "-", any(a.jvp for a in self.arguments)),
@@ -371,6 +372,7 @@ class GradcheckResult:
                 + "".join(f"{value(a):>10}" for _, value in shown)
                 + f"  {verdict}"
             )
+        lines.append(f"judged with rtol {self.rtol:g}, atol {self.atol:g} ({self.mode} mode)")
         return "\n".join(lines)
 
     def __str__(self) -> str:
