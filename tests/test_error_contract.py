@@ -251,7 +251,8 @@ for backward, forward, cache_type in (
     bad(backward, "dy", "shape", np.ones((N, C, 4)), ValueError, r"dy has shape \(3, 4, 4\), expected the output's shape = \(3, 4, 2, 2\)")
     bad(backward, "dy", "broadcastable", np.ones((1, C, 2, 2)), ValueError, r"dy has shape \(1, 4, 2, 2\), expected the output's shape")
     bad(backward, "dy", "float32", np.ones(SHAPE, np.float32), TypeError, r"dy has dtype float32, expected float64 \(the dtype of the output\)")
-    bad(backward, "dy", "nan", From(with_nan), ValueError, r"dy contains NaN or infinity; refnorm needs finite inputs")
+    bad(backward, "dy", "nan", From(with_nan), ValueError, r"dy contains NaN or infinity, or values so large that its sum over the batch and space overflows float64; refnorm needs finite inputs")  # fmt: skip
+    bad(backward, "dy", "sum-overflows", From(lambda d: np.full_like(d, 1e308)), ValueError, r"dy contains NaN or infinity, or values so large that its sum over the batch and space overflows float64")  # fmt: skip
     bad(backward, "dy", "inf", From(with_inf), ValueError, r"dy contains NaN or infinity")
     bad(backward, "dy", "torch", From(lambda _: torch.ones(SHAPE, dtype=torch.float64)), TypeError, r"dy is a torch array; the forward's cache is a numpy array")
     bad(backward, "dy", "integer", np.ones(SHAPE, np.int64), TypeError, r"dy has dtype int64, expected a real floating dtype")

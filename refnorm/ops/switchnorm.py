@@ -55,6 +55,7 @@ from .layer import (
     check_ratio_gradient,
     check_tangents,
     check_upstream,
+    check_upstream_sum,
     constant_scopes,
     normalize,
     normalize_jvp,
@@ -594,9 +595,11 @@ def switch_norm_backward(dy: Array, cache: SwitchNormCache) -> SwitchNormGrads:
     """
     check_cache(cache, SwitchNormCache, "switch_norm_forward")
     layout, config, mixture = cache.layout, cache.config, cache.mixture
-    xp = check_upstream(dy, cache.centered, cache.shape)
+    xp = check_upstream(dy, cache.centered, cache.shape, values=False)
     dy3 = xp.reshape(dy, (layout.N, layout.C, layout.M))
-    normalized = normalize_vjp(dy3, cache.centered, cache.gamma, mixture.inv_std, mixture.shift)
+    with overflow_checked_afterwards():  # dy is checked through its sums, right after
+        normalized = normalize_vjp(dy3, cache.centered, cache.gamma, mixture.inv_std, mixture.shift)
+    check_upstream_sum(xp, normalized.dbeta)
     mixed = mix_vjp(normalized.sum_dxhat, normalized.sum_dxhat_centered, mixture, config)
     dmean_in, dvar_in = scope_moments_vjp(
         mixed.dmeans, mixed.dvars, mixture.moments, mixture.scopes,
