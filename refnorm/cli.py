@@ -4,7 +4,9 @@
     Run the gradient checker on every implemented op over the catalog's sample cases (or
     reference cases) and print a table of errors: finite differences of the backward, the JVP's
     adjoint test and finite differences, and for ops with a second order its finite differences
-    and symmetry (``--order 1``: first order only); exit 1 if any check fails.
+    and symmetry (``--order 1``: first order only); exit 1 if any check fails. A case the catalog
+    declares on a kink of the op (``Case.kink``), where every direction crosses the kink and none
+    fails, is reported as ``KINK`` (a ``skipped`` case in the reports): neither passed nor failed.
 ``refnorm info``
     Version, array backends and devices.
 ``refnorm golden generate --out DIR [--kind K] [--op OP] [--backend B] [--selection all|shipped] [--force]``
@@ -83,15 +85,33 @@ def _reports_to_stdout(args: argparse.Namespace) -> bool:
     return "-" in (getattr(args, "json", None), getattr(args, "junit_xml", None))
 
 
+def _read_directories(args: argparse.Namespace) -> list[Path]:
+    """The directories the command reads (the golden set, the results), resolved: a report written
+    into one would overwrite or add to what is being judged (``--json DIR/manifest.json``)."""
+    from .oracle.golden import SHIPPED
+
+    found = []
+    if getattr(args, "shipped", False) or getattr(args, "against", "") in (None, "shipped"):
+        found.append(SHIPPED)
+    found += [Path(d).resolve() for d in (getattr(args, "directory", None), getattr(args, "results", None), getattr(args, "against", None)) if d not in (None, "shipped")]
+    return found
+
+
 def _check_report_paths(args: argparse.Namespace) -> str:
     """Why a ``--json``/``--junit-xml`` destination cannot be written (empty if it can)."""
     destinations = [d for d in (getattr(args, "json", None), getattr(args, "junit_xml", None)) if d is not None]
     if destinations.count("-") > 1:
         return "--json and --junit-xml cannot both write to standard output ('-')"
+    files = [Path(d).resolve() for d in destinations if d != "-"]
+    if len(set(files)) < len(files):
+        return f"--json and --junit-xml name the same file ({files[0]}); one report would overwrite the other"
     for destination in destinations:
         if destination == "-":
             continue
         path = Path(destination)
+        for directory in _read_directories(args):
+            if path.resolve() == directory or directory in path.resolve().parents:
+                return f"report destination {destination} is inside {directory}, which this command reads; write the report elsewhere"
         if path.is_dir():
             return f"report destination {destination} is a directory"
         if not path.parent.is_dir():
@@ -186,6 +206,31 @@ def _relative_error(argument: Any) -> float:
     return max(relative) if relative else float("nan")
 
 
+KINK_ONLY = "KINK nothing comparable (every direction crosses the kink), none failed"
+"""The verdict on an argument of a case the catalog declares on a kink (``Case.kink``) whose only
+failures are that nothing could be compared there: neither passed (nothing was proven) nor failed."""
+
+
+def _argument_failures(argument: Any) -> list[str]:
+    """Every reason an argument did not pass, the first order's included (the checker's ``failures``
+    hold the messages; an argument whose every first-order direction crossed a kink fails by its
+    count of directions compared, zero)."""
+    failures = list(argument.failures)
+    if argument.checked == 0:
+        kinked = argument.skipped > 0
+        failures.insert(0, "every finite-difference direction of the backward crosses a kink; nothing was compared" if kinked else "nothing checked")
+    return failures
+
+
+def _only_kinks(case: Case, argument: Any, failures: list[str]) -> bool:
+    """Whether a case declared on a kink has, for this argument, nothing wrong but kinks: every failure
+    is a check with every direction skipped at the kink, and no direction of any order failed."""
+    if not case.kink or not failures:
+        return False
+    statuses = [d.status for d in argument.directions] + [t.status for t in (*(argument.jvp or ()), *(argument.hvp or ()))]
+    return "failed" not in statuses and all(f.endswith("crosses a kink; nothing was compared") for f in failures)
+
+
 def _check(args: argparse.Namespace) -> int:
     kinds = args.kind or ["sample"]
     ops = args.op or list(OPS)
@@ -196,8 +241,9 @@ def _check(args: argparse.Namespace) -> int:
     if not selected:
         print("refnorm check: no cases selected", file=sys.stderr)
         return 2
+    width = max(44, *(len(c.id) + 2 for c in selected))
     header = (
-        f"{'case':<44}{'argument':<14}{'checked':>8}{'skipped':>8}{'max abs err':>13}{'max rel err':>13}"
+        f"{'case':<{width}}{'argument':<14}{'checked':>8}{'skipped':>8}{'max abs err':>13}{'max rel err':>13}"
         f"{'adjoint':>10}{'jvp fd':>10}{'hvp fd':>10}{'symmetry':>10}  verdict"
     )
     print(header)
@@ -214,35 +260,44 @@ def _check(args: argparse.Namespace) -> int:
         except Exception as error:  # noqa: BLE001 - a crash is a finding about this case, reported
             entries.append(CaseEntry(case.id, "error", f"{type(error).__name__}: {error}", problems=(f"{type(error).__name__}: {error}",),
                                      seconds=time.perf_counter() - began))  # fmt: skip
-            print(f"{case.id:<44}{'':<14}{'':>8}{'':>8}{'':>13}{'':>13}  ERROR {type(error).__name__}: {error}")
+            print(f"{case.id:<{width}}{'':<14}{'':>8}{'':>8}{'':>13}{'':>13}  ERROR {type(error).__name__}: {error}")
             continue
         details = []
         for argument in result.arguments:
             relative = _relative_error(argument)
-            failures = list(argument.failures or ([] if argument.passed else ["nothing checked"]))
+            failures = [] if argument.passed else _argument_failures(argument)
+            kink = _only_kinks(case, argument, failures)
             details.append({
-                "argument": argument.name, "passed": argument.passed, "checked": argument.checked, "skipped": argument.skipped,
+                "argument": argument.name, "passed": argument.passed, "on_kink": kink, "checked": argument.checked, "skipped": argument.skipped,
                 "max_abs_error": argument.max_abs_error, "max_rel_error": None if relative != relative else relative,
                 **{key: None if value != value else value for key, value in _derivative_errors(argument).items()},
                 "failures": failures,
             })  # fmt: skip
             if argument.passed and args.failures_only:
                 continue
-            verdict = "ok" if argument.passed else "FAIL " + "; ".join(failures)
+            verdict = "ok" if argument.passed else (KINK_ONLY if kink else "FAIL " + "; ".join(failures))
             not_applicable = not_applicable or relative != relative
             derivatives = "".join(f"{_cell(value):>10}" for value in _derivative_errors(argument).values())
-            print(f"{case.id:<44}{argument.name:<14}{argument.checked:>8}{argument.skipped:>8}{argument.max_abs_error:>13.2e}{_rel(relative)}{derivatives}  {verdict}")
+            print(f"{case.id:<{width}}{argument.name:<14}{argument.checked:>8}{argument.skipped:>8}{argument.max_abs_error:>13.2e}{_rel(relative)}{derivatives}  {verdict}")
         failing = [f"{d['argument']}: {'; '.join(d['failures'])}" for d in details if not d["passed"]]
-        entries.append(CaseEntry(case.id, "passed" if result.passed else "failed", "\n".join(failing),
+        on_kink = not result.passed and all(d["passed"] or d["on_kink"] for d in details)
+        status = "passed" if result.passed else ("skipped" if on_kink else "failed")
+        entries.append(CaseEntry(case.id, status, f"on a kink, {KINK_ONLY[5:]}: {case.kink}" if on_kink else "\n".join(failing),
                                  details={"mode": result.mode, "order": result.order, "arguments": details}, seconds=time.perf_counter() - began))  # fmt: skip
     elapsed = time.perf_counter() - started
     report = Report("refnorm check", tuple(entries), context={"kinds": kinds, "ops": ops, "cases": list(args.case or ()), "directions": args.directions},
                     subject="check", seconds=elapsed)  # fmt: skip
     failed = sum(e.failed for e in entries)
+    kinks = sum(e.status == "skipped" for e in entries)
     print("-" * len(header))
     checked_ops = sorted({c.op for c in selected})
     print(f"{len(selected)} {'/'.join(kinds)} cases over {len(checked_ops)} ops ({', '.join(checked_ops)}): "
-          f"{len(selected) - failed} passed, {failed} failed in {elapsed:.1f} s")  # fmt: skip
+          f"{len(selected) - failed - kinks} passed, " + (f"{kinks} on a kink (nothing to compare, none failed), " if kinks else "")
+          + f"{failed} failed in {elapsed:.1f} s")  # fmt: skip
+    if kinks:
+        print("KINK: a case the catalog declares on a kink of the op (refnorm golden list marks them), where finite differences "
+              "cannot check a derivative: neither passed nor failed; its gradient there is refnorm's documented one-sided choice, "
+              "pinned by the golden set")  # fmt: skip
     if not_applicable:
         print("max rel err n/a: every direction of that argument was judged in absolute terms (its gradient is zero or ~zero, "
               "so no relative error applies)")  # fmt: skip

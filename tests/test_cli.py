@@ -37,6 +37,39 @@ def test_check_exits_non_zero_when_a_backward_is_wrong(monkeypatch, capsys):
     assert "FAIL" in capsys.readouterr().out
 
 
+KINKS = [c.id for c in catalog.cases() if c.kink and c.kind != "error"]
+
+
+def test_check_reports_the_cases_on_a_kink_as_neither_passed_nor_failed(capsys):
+    """At a declared kink finite differences compare nothing: not a pass (nothing was proven), not a failure."""
+    ops = ("sparsemax", "sparse_switch_norm")
+    assert main(["check", "--kind", "reference", "--op", ops[0], "--op", ops[1], "--json", "-"]) == 0
+    captured = capsys.readouterr()
+    kinked = {c.id for op in ops for c in catalog.cases(kind="reference", op=op) if c.kink}
+    assert kinked, "the selection holds cases on a kink"
+    assert f"{len(kinked)} on a kink (nothing to compare, none failed), 0 failed" in captured.err
+    statuses = {case["id"]: case["status"] for case in json.loads(captured.out)["cases"]}
+    assert {name for name, status in statuses.items() if status == "skipped"} == kinked
+    assert all(statuses[name] == "passed" for name in statuses.keys() - kinked)
+
+
+def test_check_fails_a_wrong_backward_at_a_case_on_a_kink(monkeypatch, capsys):
+    """The kink verdict needs every failure to be a kink: a backward that is wrong where it can be compared fails."""
+    op = catalog.OPS["sparse_switch_norm"]
+
+    def wrong(inputs, params):
+        forward = op.forward(inputs, params)
+        good = forward.linearized
+        return forward._replace(linearized=good._replace(pullback=lambda dy: tuple(2 * g for g in good.pullback(dy))))
+
+    monkeypatch.setitem(catalog.OPS, "sparse_switch_norm", dataclasses.replace(op, forward=wrong))
+    case = "sparse_switch_norm/official-train-one-hot-logits"
+    assert case in KINKS
+    assert main(["check", "--kind", "reference", "--case", case]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL" in out and "0 passed, 1 failed" in out
+
+
 def test_info_prints_version_and_backends(capsys):
     assert main(["info"]) == 0
     out = capsys.readouterr().out

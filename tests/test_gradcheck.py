@@ -163,7 +163,10 @@ def test_checker_refuses_to_check_an_argument_without_gradient(rng):
 
     with pytest.raises(ValueError, match="no gradient \\(None\\) for k"):
         refnorm.gradcheck(f, [rng.standard_normal(3), np.ones(3)], names=["x", "k"], wrt=["x", "k"])
-    assert [a.name for a in refnorm.gradcheck(f, [rng.standard_normal(3), np.ones(3)], names=["x", "k"]).arguments] == ["x"]
+    # By default k is not checked as a gradient, but None claims the output does not depend on k,
+    # and it does (out = k * x): that claim fails (tests/test_audit_checker.py).
+    result = refnorm.gradcheck(f, [rng.standard_normal(3), np.ones(3)], names=["x", "k"])
+    assert [a.name for a in result.arguments] == ["x", "k"] and result["x"].passed and not result["k"].passed
 
 
 def test_checker_works_on_strict_arrays(rng):
@@ -216,3 +219,11 @@ def test_checker_fails_the_training_backward_in_evaluation_mode(rng):
     result = refnorm.gradcheck(evaluation_forward_training_backward, (x, gamma, beta, mean_logits, var_logits), names=SWITCH_NORM_ARGUMENTS)
     assert not result["x"].passed
     assert all(result[name].passed for name in ("gamma", "beta", "mean_logits", "var_logits"))
+
+
+def test_the_summary_says_which_tolerances_judged_it():
+    """A pass at a huge atol must not look like a pass at the default one."""
+    x = np.array([0.3, 0.1, -0.2])
+    assert refnorm.gradcheck(refnorm.sparsemax_linearize, [x]).summary().endswith("judged with rtol 1e-07, atol 1e-10 (directional mode)")
+    loose = refnorm.gradcheck(refnorm.sparsemax_linearize, [x], atol=1e3, mode="jacobian")
+    assert loose.summary().splitlines()[-1] == "judged with rtol 1e-07, atol 1000 (jacobian mode)"

@@ -81,6 +81,7 @@ from .layer import (
     check_ratio_gradient,
     check_tangents,
     check_upstream,
+    check_upstream_sum,
     constant_scopes,
     normalize,
     normalize_jvp,
@@ -675,9 +676,11 @@ def exemplar_norm_backward(dy: Array, cache: ExemplarNormCache) -> ExemplarNormG
     check_cache(cache, ExemplarNormCache, "exemplar_norm_forward")
     layout, config = cache.layout, cache.config
     branches, generator, mixture = cache.branches, cache.generator, cache.mixture
-    xp = check_upstream(dy, cache.centered, cache.shape)
+    xp = check_upstream(dy, cache.centered, cache.shape, values=False)
     dy3 = xp.reshape(dy, (layout.N, layout.C, layout.M))
-    normalized = normalize_vjp(dy3, cache.centered, cache.gamma, mixture.scale, mixture.shift)
+    with overflow_checked_afterwards():  # dy is checked through its sums, right after
+        normalized = normalize_vjp(dy3, cache.centered, cache.gamma, mixture.scale, mixture.shift)
+    check_upstream_sum(xp, normalized.dbeta)
     with overflow_checked_afterwards():
         mixed = mix_vjp(normalized.sum_dxhat, normalized.sum_dxhat_centered, mixture, branches)
     check_ratio_gradient(xp, mixed.dratios, "per-sample ratios")

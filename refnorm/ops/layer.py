@@ -191,16 +191,33 @@ def check_ratio_gradient(xp: Any, dratios: Array, what: str, along: str | None =
     )  # fmt: skip
 
 
-def check_upstream(dy: Any, like: Array, shape: tuple[int, ...], name: str = "dy") -> Any:
+def check_upstream(dy: Any, like: Array, shape: tuple[int, ...], name: str = "dy", *, values: bool = True) -> Any:
     """The one check of a backward: ``dy`` is a real floating array of the output's ``shape``, of the
     library, dtype and device of ``like`` (an array of the forward's cache), and finite (one
-    reduction: a NaN in ``dy`` would make every gradient NaN). Returns the array namespace."""
+    reduction: a NaN in ``dy`` would make every gradient NaN). Returns the array namespace.
+
+    ``values=False`` leaves out the last check, for a backward that makes it at no cost of its own
+    after :func:`normalize_vjp` (:func:`check_upstream_sum`)."""
     xp = namespace_of({name: dy, "the forward's cache": like})
     check_floating(xp, dy, name)
     check_shape(dy, name, shape, "the output's shape")
     check_same_dtype("the output", like, [(name, dy)])
-    check_values(xp, dy, name)
+    if values:
+        check_values(xp, dy, name)
     return xp
+
+
+def check_upstream_sum(xp: Any, dbeta: Array, name: str = "dy") -> None:
+    r"""``dy``'s value check without a pass of its own: :func:`normalize_vjp`'s
+    :math:`\partial L/\partial\beta_c = \sum_{n,i} dy_{nci}` sums every element of ``dy``, so it is
+    finite exactly when every element is and no sum overflows (a NaN stays NaN, an infinity stays
+    infinite or becomes NaN). A ``(C,)`` check instead of a reduction over ``dy``: a whole read of a
+    full-size array saved in every backward."""
+    check_values(
+        xp, dbeta, name,
+        message=f"{name} contains NaN or infinity, or values so large that its sum over the batch and space overflows {dbeta.dtype}; "
+        "refnorm needs finite inputs",
+    )  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------

@@ -55,6 +55,7 @@ from .layer import (
     check_ratio_gradient,
     check_tangents,
     check_upstream,
+    check_upstream_sum,
     constant_scopes,
     normalize,
     normalize_jvp,
@@ -260,13 +261,17 @@ def mix(moments: InstanceMoments, scopes: ScopeMoments, mean_logits: Array, var_
     xp = namespace(moments.mean)
     mean_ratios, mean_aux = config.mean_ratio.forward(mean_logits)
     var_ratios, var_aux = config.var_ratio.forward(var_logits)
-    mean = xp.zeros_like(moments.mean)
+    # The mixed mean as the instance mean plus the ratios' mix of each mean about it (equal, as the
+    # ratios sum to 1): a statistic equal to the instance mean adds exactly 0, so an offset
+    # |mu^in| >> sigma is not multiplied by the rounding of sum_k w_k.
+    mean_offset = xp.zeros_like(moments.mean)
     var = xp.zeros_like(moments.mean)
     for k in range(len(scopes.normalizers)):
-        mean = mean + mean_ratios[k] * scopes.means[k]
+        mean_offset = mean_offset + mean_ratios[k] * (scopes.means[k] - moments.mean)
         var = var + var_ratios[k] * scopes.variances[k]
+    mean = moments.mean + mean_offset
     inv_std = 1.0 / xp.sqrt(var + config.eps)
-    shift = inv_std * (moments.mean - mean)
+    shift = -inv_std * mean_offset
     return MixedStatistics(moments, scopes, mean_ratios, var_ratios, mean_aux, var_aux, mean, var, inv_std, shift)
 
 
@@ -288,7 +293,10 @@ def mix_vjp(sum_dxhat: Array, sum_dxhat_centered: Array, mixture: MixedStatistic
         \frac{\partial L}{\partial w'_k} = \sum_{n,c} B_{nc}\sigma^{2,k}_{nc}, \qquad
         \bar\mu_k = w_k \sum A, \qquad \bar\sigma_k = w'_k \sum B,
 
-    the ratio functions' VJPs giving the logit gradients, and each sum running over the axes the
+    the ratio functions' VJPs giving the logit gradients (computed as
+    :math:`\sum_{n,c} A_{nc}(\mu^k_{nc} - \mu^{in}_{nc})`: the same logit gradients, since a ratio
+    function's VJP maps a gradient equal for every :math:`k` to zero, without an offset's
+    cancellation), and each sum running over the axes the
     scope's statistic is broadcast along (:func:`~refnorm.ops.statistics.reduce_to_scope`). In
     evaluation the BN statistics are constants: ``None`` for BN.
     """
@@ -298,8 +306,11 @@ def mix_vjp(sum_dxhat: Array, sum_dxhat_centered: Array, mixture: MixedStatistic
     B = -0.5 * r * r * (r * sum_dxhat_centered + mixture.shift * sum_dxhat)
 
     scopes = mixture.scopes
+    # Each mean about the instance mean: the ratios' VJP is blind to a gradient that is the same
+    # for every k (the ratios sum to 1), and sum(A mu^in) is one, so this is exact; it keeps the
+    # digits an offset |mu^in| >> sigma would take (y = beta on constant input at 1e150: 0, not 1e136).
     with overflow_checked_afterwards():
-        dmean_ratios = xp.stack([xp.sum(A * mean) for mean in scopes.means])
+        dmean_ratios = xp.stack([xp.sum(A * (mean - mixture.moments.mean)) for mean in scopes.means])
         dvar_ratios = xp.stack([xp.sum(B * var) for var in scopes.variances])
     check_ratio_gradient(xp, dmean_ratios, "mean ratios")
     check_ratio_gradient(xp, dvar_ratios, "variance ratios")
@@ -353,7 +364,8 @@ def mix_jvp(
     mean_dot = xp.zeros_like(mixture.mean)
     var_dot = xp.zeros_like(mixture.mean)
     for k in range(len(scopes.normalizers)):
-        mean_dot = mean_dot + mean_ratios_dot[k] * scopes.means[k]
+        # mean_ratios_dot sums to 0: each mean about the instance mean, exactly, as in mix_vjp.
+        mean_dot = mean_dot + mean_ratios_dot[k] * (scopes.means[k] - mixture.moments.mean)
         var_dot = var_dot + var_ratios_dot[k] * scopes.variances[k]
         if scopes_dot.means[k] is not None:  # None: a constant (BN in evaluation)
             mean_dot = mean_dot + mixture.mean_ratios[k] * scopes_dot.means[k]
@@ -421,13 +433,17 @@ def mix_vjp_jvp(
     B_dot = -r * r_dot * S - 0.5 * r * r * S_dot
 
     scopes, scopes_dot = mixture.scopes, mixture_dot.scopes
-    dmean_ratios = xp.stack([xp.sum(A * mean) for mean in scopes.means])
+    # The means about the instance mean (and their tangents about its tangent), as in mix_vjp:
+    # what that drops is the same for every k, which the ratio functions' VJP and HVP map to zero.
+    mean_in, mean_in_dot = mixture.moments.mean, mixture_dot.moments.mean
+    dmean_ratios = xp.stack([xp.sum(A * (mean - mean_in)) for mean in scopes.means])
     dvar_ratios = xp.stack([xp.sum(B * var) for var in scopes.variances])
     dmean_ratios_dot, dvar_ratios_dot = [], []
     with overflow_checked_afterwards():  # the sums against the statistics, as in mix_vjp
         for mean, var, mean_dot, var_dot in zip(scopes.means, scopes.variances, scopes_dot.means, scopes_dot.variances, strict=True):
             constant = mean_dot is None  # BN in evaluation: the statistics do not move
-            dmean_ratios_dot.append(xp.sum(A_dot * mean) if constant else xp.sum(A_dot * mean + A * mean_dot))
+            centered = mean - mean_in
+            dmean_ratios_dot.append(xp.sum(A_dot * centered - A * mean_in_dot) if constant else xp.sum(A_dot * centered + A * (mean_dot - mean_in_dot)))
             dvar_ratios_dot.append(xp.sum(B_dot * var) if constant else xp.sum(B_dot * var + B * var_dot))
     dmean_ratios_dot, dvar_ratios_dot = xp.stack(dmean_ratios_dot), xp.stack(dvar_ratios_dot)
     check_ratio_gradient(xp, dmean_ratios_dot, "mean ratios", along="dy, tangents")
@@ -579,9 +595,11 @@ def switch_norm_backward(dy: Array, cache: SwitchNormCache) -> SwitchNormGrads:
     """
     check_cache(cache, SwitchNormCache, "switch_norm_forward")
     layout, config, mixture = cache.layout, cache.config, cache.mixture
-    xp = check_upstream(dy, cache.centered, cache.shape)
+    xp = check_upstream(dy, cache.centered, cache.shape, values=False)
     dy3 = xp.reshape(dy, (layout.N, layout.C, layout.M))
-    normalized = normalize_vjp(dy3, cache.centered, cache.gamma, mixture.inv_std, mixture.shift)
+    with overflow_checked_afterwards():  # dy is checked through its sums, right after
+        normalized = normalize_vjp(dy3, cache.centered, cache.gamma, mixture.inv_std, mixture.shift)
+    check_upstream_sum(xp, normalized.dbeta)
     mixed = mix_vjp(normalized.sum_dxhat, normalized.sum_dxhat_centered, mixture, config)
     dmean_in, dvar_in = scope_moments_vjp(
         mixed.dmeans, mixed.dvars, mixture.moments, mixture.scopes,

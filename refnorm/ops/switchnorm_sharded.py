@@ -23,9 +23,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from ._validation import check_same_dtype, namespace_of
+from ._validation import check_same_dtype, namespace_of, overflow_checked_afterwards
 from .._xp import Array
-from .layer import check_cache, check_finite_parameters, check_layer_arguments, check_layer_input, check_upstream, normalize, normalize_vjp
+from .layer import check_cache, check_finite_parameters, check_layer_arguments, check_layer_input, check_upstream, check_upstream_sum, normalize, normalize_vjp
 from .running import BatchAverage, RunningStats, use_running_statistics
 from .simplex import SOFTMAX, RatioFunction
 from .statistics import InstanceMoments, Layout, instance_moments_and_centered, instance_moments_vjp, scope_moments, scope_moments_vjp
@@ -168,9 +168,11 @@ def switch_norm_sharded_backward(dys: Sequence[Array], cache: ShardedSwitchNormC
     # Stage 4 backwards on every shard, then the pooling of the per-instance sums.
     normalized = []
     for i, (dy, centered, shard_layout, shape, shard) in enumerate(zip(dys, cache.centered, cache.layouts, cache.shapes, rows, strict=True)):
-        xp = check_upstream(dy, centered, shape, f"dys[{i}]")
+        xp = check_upstream(dy, centered, shape, f"dys[{i}]", values=False)
         dy3 = xp.reshape(dy, (shard_layout.N, shard_layout.C, shard_layout.M))
-        normalized.append(normalize_vjp(dy3, centered, cache.gamma, mixture.inv_std[shard, :], mixture.shift[shard, :]))
+        with overflow_checked_afterwards():  # dys[i] is checked through its sums, right after
+            normalized.append(normalize_vjp(dy3, centered, cache.gamma, mixture.inv_std[shard, :], mixture.shift[shard, :]))
+        check_upstream_sum(xp, normalized[-1].dbeta, f"dys[{i}]")
     sum_dxhat = xp.concat([grads.sum_dxhat for grads in normalized], axis=0)
     sum_dxhat_centered = xp.concat([grads.sum_dxhat_centered for grads in normalized], axis=0)
     # Stages 3 and 2 backwards, once, on the pooled arrays.

@@ -179,7 +179,11 @@ def _load_results(path: Path, expected_sizes: Mapping[str, int], largest: int) -
             if info.file_size > limit:
                 raise ValueError(f"member {info.filename} declares {info.file_size} bytes, more than any array of this case needs ({limit})")
     with np.load(path, allow_pickle=False) as npz:
-        return {key: npz[key] for key in npz.files}
+        loaded = {key: npz[key] for key in npz.files}
+    for key, value in loaded.items():
+        if not isinstance(value, np.ndarray):  # NumPy hands back the raw bytes of a member that is not NPY
+            raise ValueError(f"member {key}.npy is not an NPY array ({type(value).__name__})")
+    return loaded
 
 
 def _golden_arrays(arrays: Mapping[str, Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:

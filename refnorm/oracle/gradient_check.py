@@ -91,11 +91,14 @@ that says where:
   gradient of another shape or dtype than its argument (a float32 gradient of a float64 argument
   included), or ``None`` for an argument being checked (an hvp must answer ``None`` exactly where
   the pullback does);
+* a pullback, pushforward or hvp that changes the cotangent or tangents it is handed (each call
+  gets fresh copies, so an in-place update never moves the checker's own directions);
 * any NaN or infinity in a gradient, a pushforward, an hvp, a finite-difference derivative (of the
   output or of the pullback) or a Jacobian entry (the message names the argument, the direction or
   the entry), and an adjoint or symmetry mismatch that is not finite;
 * ``fun`` raising at a point the finite differences evaluate;
 * an output that is not finite at the point itself (every argument fails: nothing can be checked);
+* ``None`` for an argument the output depends on (unless ``wrt`` leaves it out);
 * an argument with nothing compared: no elements, or every direction (column) skipped at a kink.
 
 What is wrong with the *call* is a ``TypeError`` or ``ValueError`` naming the parameter: ``fun``
@@ -351,7 +354,8 @@ class GradcheckResult:
         """A plain-text table: one row per argument (``n/a``: no error applies or none was computed;
         the verdict says why; ``-``: the check did not run). The columns after the first-order ones
         appear when those checks ran: the adjoint test, the JVP's and the backward's finite
-        differences (relative errors) and the Hessian's symmetry."""
+        differences (relative errors) and the Hessian's symmetry. The last line gives the
+        tolerances the verdicts were judged with (a pass means little at a large ``atol``)."""
         columns = [
             ("adjoint", lambda a: "-" if a.adjoint_error is None else format_error(a.adjoint_error), any(a.adjoint_error is not None for a in self.arguments)),
             ("jvp fd", lambda a: format_error(a.max_jvp_error) if a.jvp else "-", any(a.jvp for a in self.arguments)),
@@ -368,6 +372,7 @@ class GradcheckResult:
                 + "".join(f"{value(a):>10}" for _, value in shown)
                 + f"  {verdict}"
             )
+        lines.append(f"judged with rtol {self.rtol:g}, atol {self.atol:g} ({self.mode} mode)")
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -503,10 +508,14 @@ class _Pulled(NamedTuple):
 def _pull(pullback: Callable[[Any], Any], cotangent: Any, hosts: Sequence[np.ndarray], names: Sequence[str], what: str) -> _Pulled:
     """Call ``pullback(cotangent)`` and check its answer (module docstring, "Fail closed")."""
     count = len(hosts)
+    handed = _copies(cotangent)
     try:
-        raw = pullback(cotangent)
+        raw = pullback(handed)
     except Exception as error:  # noqa: BLE001 - a pullback that raises is a failed check
         problem = f"{what} raised {type(error).__name__}: {error}"
+        return _Pulled((None,) * count, dict.fromkeys(range(count), problem))
+    if _modified(handed, cotangent):
+        problem = f"{what} modified its cotangent in place (an op must not mutate its inputs)"
         return _Pulled((None,) * count, dict.fromkeys(range(count), problem))
     if not isinstance(raw, tuple | list):
         problem = f"{what} returned {_describe(raw)}, expected a tuple with one gradient per argument ({count})"
@@ -526,6 +535,20 @@ def _pull(pullback: Callable[[Any], Any], cotangent: Any, hosts: Sequence[np.nda
             gradients.append(None)
             problems[index] = str(error)
     return _Pulled(tuple(gradients), problems)
+
+
+def _copies(value: Any) -> Any:
+    """Fresh copies of the (co)tangents handed to the op under test, on their backend: a pullback,
+    pushforward or hvp that updates its argument in place must not move the checker's own
+    directions (``v *= 2`` in a pullback returning ``2 v`` would change the numeric side too)."""
+    return _like_output(value, lambda host: host, _to_backend)
+
+
+def _modified(handed: Any, original: Any) -> bool:
+    """Whether the op under test changed the copies it was handed (see :func:`_copies`)."""
+    return not all(
+        a.shape == b.shape and np.array_equal(a, b, equal_nan=True) for a, b in zip(_flatten(handed), _flatten(original), strict=True)
+    )
 
 
 def _gradient_of(pulled: _Pulled, index: int, name: str, what: str) -> np.ndarray:
@@ -656,8 +679,10 @@ def gradcheck(
     names
         A name per argument, unique, for the report (default ``arg0, arg1, ...``).
     wrt
-        Names of the arguments to check (default: every argument whose gradient is not ``None``;
-        an explicit empty list is an error: it would check nothing).
+        Names of the arguments to check (default: every argument whose gradient is not ``None``,
+        and for every other one, that the output does not depend on it: ``<v, f>`` constant, to
+        ``atol ||v||``, along a random direction, since ``None`` claims exactly that; an explicit
+        empty list is an error: it would check nothing).
     mode
         ``"directional"`` (dot-product tests over ``directions`` random directions per argument)
         or ``"jacobian"`` (full Jacobians; for tiny inputs).
@@ -751,12 +776,15 @@ def gradcheck(
 
     # Jacobian mode on an empty output has no pullback at all: nothing says what is differentiated.
     first = pulled[0] if pulled else _Pulled((None,) * len(args), dict.fromkeys(range(len(args)), "no pullback"))
+    undifferentiated: tuple[int, ...] = ()
     if wrt is None:
         # A pullback that answers nothing usable leaves no way to tell which arguments it
         # differentiates: check them all (and fail them all).
         wrt = tuple(n for i, n in enumerate(names) if i in first.problems or first.gradients[i] is not None)
         if not wrt:
             raise ValueError("the pullback returns no gradient (None) for every argument; there is nothing to check")
+        # None says "the output does not depend on it": shown below, or a None would hide a gradient.
+        undifferentiated = tuple(i for i, n in enumerate(names) if n not in wrt)
     else:
         for index, name in enumerate(names):
             if name in wrt and index not in first.problems and first.gradients[index] is None:
@@ -787,7 +815,38 @@ def gradcheck(
             second_order += blocks
         else:
             results.append(_check_jacobian(fun, args, hosts, index, name, base, out_parts, pulled, rtol, atol, step, adjoint_rtol))
+    if not nonfinite_output and cotangents:
+        results += [r for i in undifferentiated if (r := _independent(fun, args, hosts, names, i, base, cotangents[0], options)) is not None]
     return GradcheckResult(arguments=_with_second_order(tuple(results), names, second_order), mode=mode, rtol=rtol, atol=atol, order=order)
+
+
+_NONE_SALT = 0x6E6F6E65  # "none"
+
+
+def _independent(fun, args, hosts, names, index, base, v, options: _Options) -> ArgumentResult | None:
+    """``None`` when ``<v, f>`` does not change along a random direction of argument ``index`` (whose
+    gradient the pullback says is ``None``: not differentiated, the output independent of it);
+    otherwise a failed result for it. Independent means exactly: within ``atol ||v||``."""
+    host, name = hosts[index], names[index]
+    if host.size == 0:
+        return None
+    u = np.random.default_rng([options.seed, _NONE_SALT, index]).standard_normal(host.shape)
+    u /= np.linalg.norm(u) or 1.0
+    h0 = options.step * _spread(args[index]) * math.sqrt(host.size)
+    try:
+        numeric, _, crossed = _directional_derivative(fun, args, index, u, v, h0, base.active_set)
+    except _Malformed as error:
+        return ArgumentResult(name=name, failures=(f"the pullback returns no gradient (None) for {name}, and moving it: {error}",))
+    if math.isfinite(numeric) and abs(numeric) <= options.atol * _norm(v):
+        return None
+    return ArgumentResult(
+        name=name,
+        failures=(
+            f"the pullback returns no gradient (None) for {name}, yet the output depends on it: d/dt <v, f> = {numeric:.6g} along a random direction"
+            + (" (across a kink)" if crossed else "")
+            + "; return its gradient, or pass wrt= to leave it out on purpose",
+        ),
+    )
 
 
 def _with_second_order(
@@ -1159,10 +1218,13 @@ def _joint_direction(rng: np.random.Generator, hosts: Sequence[np.ndarray], answ
 def _hvp_of(base: Linearized, v: Any, tangents: tuple, answer: _Pulled, hosts: Sequence[np.ndarray], names: Sequence[str], what: str) -> list[np.ndarray | None]:
     """``base.hvp(v, *tangents)`` checked: one array per argument, each like its argument and finite,
     ``None`` exactly where the pullback answered ``None``; ``_Malformed`` otherwise."""
+    handed = _copies((v, *tangents))
     try:
-        raw = base.hvp(v, *tangents)
+        raw = base.hvp(*handed)
     except Exception as error:  # noqa: BLE001 - an hvp that raises is a failed check
         raise _Malformed(f"{what} raised {type(error).__name__}: {error}") from None
+    if _modified(handed, (v, *tangents)):
+        raise _Malformed(f"{what} modified its cotangent or tangents in place (an op must not mutate its inputs)")
     if not isinstance(raw, tuple | list):
         raise _Malformed(f"{what} returned {_describe(raw)}, expected a tuple with one array per argument ({len(hosts)})")
     if len(raw) != len(hosts):
@@ -1265,10 +1327,13 @@ def _tangents(args: tuple, hosts: Sequence[np.ndarray], index: int, u: np.ndarra
 
 def _pushed(base: Linearized, tangents: tuple, what: str) -> list[np.ndarray]:
     """``base.pushforward(*tangents)``, checked against the output (module docstring, "Fail closed")."""
+    handed = _copies(tuple(tangents))
     try:
-        raw = base.pushforward(*tangents)
+        raw = base.pushforward(*handed)
     except Exception as error:  # noqa: BLE001 - a pushforward that raises is a failed check
         raise _Malformed(f"{what} raised {type(error).__name__}: {error}") from None
+    if _modified(handed, tuple(tangents)):
+        raise _Malformed(f"{what} modified its tangents in place (an op must not mutate its inputs)")
     return _like_out(raw, _output_parts(base.out), base.out, what)
 
 
