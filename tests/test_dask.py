@@ -8,6 +8,7 @@ distributed scheduler is ``tests/test_cluster.py``'s subject; ``docs/scaling-out
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -82,19 +83,24 @@ def _first_sample(op: str):
 
 
 @pytest.mark.parametrize("op", sorted(OPS))
-def test_an_ops_forward_and_backward_trigger_no_compute(op: str):
-    """Building the graphs of the forward (with its value checks and intermediates) and of the
-    backward computes nothing: the caller decides when and where (a cluster) to compute."""
+def test_an_ops_forward_backward_jvp_and_hvp_trigger_no_compute(op: str):
+    """Building the graphs of the forward (with its value checks and intermediates), of the
+    backward, of the JVP and (for an op with a second order) of the HVP computes nothing, inside
+    ``deferred_checks`` or not: the caller decides when and where (a cluster) to compute."""
     case = _first_sample(op)
     inputs = {name: lazy(a) for name, a in case.inputs().items()}
+    tangents = tuple(da.ones_like(inputs[name]) for name in OPS[op].arguments)
     scheduler = CountingScheduler()
-    with dask.config.set(scheduler=scheduler):
+    with dask.config.set(scheduler=scheduler), refnorm.deferred_checks() as checks:
         linearized, intermediates = OPS[op].forward(inputs, case.params)
         out = linearized.out
-        grads = linearized.pullback(tuple(da.ones_like(o) for o in out) if isinstance(out, tuple | list) else da.ones_like(out))
-    assert scheduler.computes == 0
-    assert all(isinstance(g, da.Array) for g in grads if g is not None)
-    assert isinstance(out if not isinstance(out, tuple | list) else out[0], da.Array)
+        cotangent = tuple(da.ones_like(o) for o in out) if isinstance(out, tuple | list) else da.ones_like(out)
+        grads = linearized.pullback(cotangent)
+        pushed = linearized.pushforward(*tangents)
+        second = linearized.hvp(cotangent, *tangents) if OPS[op].hvp else ()
+    assert scheduler.computes == 0, f"{scheduler.computes} computes ({len(checks)} deferred checks)"
+    assert all(isinstance(g, da.Array) for g in (*grads, *second) if g is not None)
+    assert all(isinstance(a, da.Array) for a in ((out, pushed) if not isinstance(out, tuple | list) else (*out, *pushed)))
 
 
 def test_layers_with_running_statistics_and_the_sharded_form_trigger_no_compute(rng):
@@ -246,6 +252,40 @@ def test_a_deferred_check_of_a_parameter_names_it(rng):
     assert isinstance(out.y, da.Array)
 
 
+def test_a_deferred_check_words_its_message_as_numpy_does(rng):
+    """The message of a failed deferred check names the argument and the offending entry, as the
+    eager check does (the few reductions it needs are computed once the condition has failed)."""
+    host = layer_inputs(rng)
+    running = refnorm.initial_running_stats(4, host[0])._replace(var=np.array([1.0, -0.5, 1.0, 1.0]))
+    with pytest.raises(ValueError) as eager:
+        refnorm.switch_norm_forward(*host, running=running, training=False)
+    lazy_running = refnorm.RunningStats(*(lazy(np.asarray(a)) for a in running))
+    with refnorm.deferred_checks() as checks:
+        refnorm.switch_norm_forward(*(lazy(a) for a in host), running=lazy_running, training=False)
+    with pytest.raises(ValueError) as deferred:
+        checks.verify()
+    assert str(deferred.value) == str(eager.value) == "running.var has a negative entry (-0.5); expected every entry >= 0"
+
+
+def test_the_jvp_and_hvp_defer_their_tangent_and_upstream_checks(rng):
+    host = layer_inputs(rng)
+    y, cache, _ = refnorm.switch_norm_forward(*(lazy(a) for a in host))
+    dx = rng.standard_normal(host[0].shape)
+    dx[2, 1, 0, 0] = np.inf
+    tangents = refnorm.SwitchNormGrads(lazy(dx), *(lazy(np.ones_like(a)) for a in host[1:]))
+    scheduler = CountingScheduler()
+    with dask.config.set(scheduler=scheduler):
+        with refnorm.deferred_checks() as pushed_checks:
+            refnorm.switch_norm_jvp(tangents, cache)
+        with refnorm.deferred_checks() as second_checks:
+            refnorm.switch_norm_hvp(da.ones_like(y) * np.nan, cache, tangents._replace(dx=lazy(np.zeros_like(dx))))
+        assert scheduler.computes == 0
+        with pytest.raises(ValueError, match=r"^tangents\.dx contains NaN or infinity; refnorm needs finite inputs$"):
+            pushed_checks.verify()
+        with pytest.raises(ValueError, match=r"^dy contains NaN or infinity; refnorm needs finite inputs$"):
+            second_checks.verify()
+
+
 # --------------------------------------------------------------------------------------------
 # SSN's fixed state
 # --------------------------------------------------------------------------------------------
@@ -274,10 +314,15 @@ def test_ssn_fixed_state_is_a_lazy_index_and_round_trips_once_computed(rng):
 
 
 def test_golden_generate_on_dask_gives_numpys_values(tmp_path: Path, capsys):
-    """A set generated on Dask verifies on NumPy (every array recomputed there and equal to float64
-    rounding, every error case raising) and on Dask."""
+    """A set generated on Dask (schema version 2: tangents, JVPs and HVPs too) verifies on NumPy
+    (every array recomputed there and equal to float64 rounding, every error case raising) and on
+    Dask."""
     subset = ["--op", "sparse_switch_norm", "--kind", "sample", "--kind", "error"]  # every ratio function, fixed sides, value checks
     assert main(["golden", "generate", "--out", str(tmp_path / "set"), "--backend", "dask", "--quiet", *subset]) == 0
     assert main(["golden", "verify", str(tmp_path / "set"), "--quiet", "--failures-only", *subset]) == 0
     assert main(["golden", "verify", str(tmp_path / "set"), "--backend", "dask", "--quiet", "--failures-only", *subset]) == 0
     assert "0 failed" in capsys.readouterr().out
+    manifest = json.loads((tmp_path / "set" / "manifest.json").read_text())
+    assert (manifest["schema_version"], manifest["backend"]) == (2, "dask")
+    stored = {key.split(".", 1)[0] for case in manifest["cases"] if case["kind"] == "sample" for key in case["arrays"]}
+    assert {"tangent", "jvp", "hvp"} <= stored
