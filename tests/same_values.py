@@ -17,13 +17,27 @@ on those cases only. Measured on EN at offset 1e4 (``exemplar_norm/random-output
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 
 import numpy as np
 
 from refnorm.oracle import golden
-from refnorm.oracle.catalog import Case
+from refnorm.oracle.catalog import Case, cases
 from refnorm.oracle.evaluation import Evaluation
+
+SELECTION = os.environ.get("REFNORM_CATALOG_SELECTION", "all")
+"""Which catalog cases the backend sweeps run (``REFNORM_CATALOG_SELECTION``, a selection of
+:data:`refnorm.oracle.golden.SELECTIONS`): ``all`` by default; ``shipped`` (every sample case and
+the reference cases of the package's golden set) in ``.ci/run``'s Dask and JAX stage, whose budget
+the whole catalog would exceed (about 9 minutes on Dask and 6 on JAX, single-threaded)."""
+if SELECTION not in golden.SELECTIONS:
+    raise ValueError(f"REFNORM_CATALOG_SELECTION={SELECTION!r}; expected one of {sorted(golden.SELECTIONS)}")
+
+
+def sweep(op: str, *kinds: str) -> list[Case]:
+    """The cases of ``op`` of the given kinds that a backend sweep runs (:data:`SELECTION`)."""
+    return [case for kind in kinds for case in cases(kind=kind, op=op) if SELECTION == "all" or case.shipped]
 
 ILL_CONDITIONED_FACTOR = 10.0
 """How much wider the absolute part of the rounding bound is for a case with a declared ``conditioning``."""

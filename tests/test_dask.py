@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from same_values import assert_same_to_rounding, keyed_results, sweep
 
 import refnorm
 from refnorm.cli import main
 from refnorm.oracle.catalog import OPS, cases
 from refnorm.oracle.evaluation import dask_chunks, evaluate_case
-from same_values import assert_same_to_rounding, keyed_results
 
 dask = pytest.importorskip("dask", reason="Dask is not installed (pip install 'refnorm[dask]')")
 da = pytest.importorskip("dask.array", reason="Dask is not installed (pip install 'refnorm[dask]')")
@@ -66,7 +66,7 @@ def test_every_sample_and_reference_case_on_dask_equals_numpy_to_float64_roundin
     compute, so the values are the same on any (the threaded scheduler runs the other tests here,
     the distributed one ``test_cluster.py``), and ~1000 tiny tasks per case run faster without
     thread hand-offs."""
-    selected = cases(kind="sample", op=op) + cases(kind="reference", op=op)
+    selected = sweep(op, "sample", "reference")
     assert selected
     with dask.config.set(scheduler="synchronous"):
         for case in selected:
@@ -92,7 +92,7 @@ def test_an_ops_forward_backward_jvp_and_hvp_trigger_no_compute(op: str):
     tangents = tuple(da.ones_like(inputs[name]) for name in OPS[op].arguments)
     scheduler = CountingScheduler()
     with dask.config.set(scheduler=scheduler), refnorm.deferred_checks() as checks:
-        linearized, intermediates = OPS[op].forward(inputs, case.params)
+        linearized, _ = OPS[op].forward(inputs, case.params)
         out = linearized.out
         cotangent = tuple(da.ones_like(o) for o in out) if isinstance(out, tuple | list) else da.ones_like(out)
         grads = linearized.pullback(cotangent)
@@ -101,6 +101,32 @@ def test_an_ops_forward_backward_jvp_and_hvp_trigger_no_compute(op: str):
     assert scheduler.computes == 0, f"{scheduler.computes} computes ({len(checks)} deferred checks)"
     assert all(isinstance(g, da.Array) for g in (*grads, *second) if g is not None)
     assert all(isinstance(a, da.Array) for a in ((out, pushed) if not isinstance(out, tuple | list) else (*out, *pushed)))
+
+
+def _ratio_derivatives(logits, dratios, dlogits) -> dict[str, tuple]:
+    """``softmax_*``, ``sparsemax_*`` and ``sparsestmax_*``: value, VJP, JVP and HVP of each."""
+    softmax, sparsemax = refnorm.softmax(logits), refnorm.sparsemax(logits)
+    ratios, stages = refnorm.sparsestmax_forward(logits, 0.5)
+    return {
+        "softmax": (softmax, refnorm.softmax_vjp(dratios, softmax), refnorm.softmax_jvp(dlogits, softmax), refnorm.softmax_hvp(dratios, softmax, dlogits)),
+        "sparsemax": (sparsemax, refnorm.sparsemax_vjp(dratios, sparsemax), refnorm.sparsemax_jvp(dlogits, sparsemax),
+                      refnorm.sparsemax_hvp(dratios, sparsemax, dlogits)),
+        "sparsestmax": (ratios, refnorm.sparsestmax_vjp(dratios, stages), refnorm.sparsestmax_jvp(dlogits, stages),
+                        refnorm.sparsestmax_hvp(dratios, stages, dlogits)),
+    }  # fmt: skip
+
+
+def test_the_ratio_functions_derivatives_trigger_no_compute_and_equal_numpy(rng):
+    host = {"logits": rng.standard_normal((6, 3)), "dratios": rng.standard_normal((6, 3)), "dlogits": rng.standard_normal((6, 3))}
+    host["logits"][0] = [0.0, 9.0, 0.0]  # a row at a vertex of the simplex
+    scheduler = CountingScheduler()
+    with dask.config.set(scheduler=scheduler):
+        built = _ratio_derivatives(**{name: lazy(a) for name, a in host.items()})
+    assert scheduler.computes == 0
+    (computed,) = dask.compute(built)
+    for name, expected in _ratio_derivatives(**host).items():
+        for what, a, e in zip(("value", "vjp", "jvp", "hvp"), computed[name], expected, strict=True):
+            np.testing.assert_allclose(a, e, rtol=1e-13, atol=1e-13, err_msg=f"{name} {what}")
 
 
 def test_layers_with_running_statistics_and_the_sharded_form_trigger_no_compute(rng):
