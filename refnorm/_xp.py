@@ -18,9 +18,8 @@ same source run on NumPy, CuPy, array-api-strict, PyTorch tensors, JAX arrays (a
 
 from __future__ import annotations
 
-from typing import Any
-
 import sys
+from typing import Any
 
 import array_api_compat
 import numpy as np

@@ -44,7 +44,15 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
-from .._xp import Array, device, is_jax_tracer, is_real_floating, namespace, to_numpy_all, values_available
+from .._xp import (
+    Array,
+    device,
+    is_jax_tracer,
+    is_real_floating,
+    namespace,
+    to_numpy_all,
+    values_available,
+)
 
 
 def describe(value: Any) -> str:
