@@ -195,7 +195,7 @@ class DeferredChecks:
 
         ``values`` are the computed :attr:`conditions`, in order; without them the conditions are
         computed here, in one ``dask.compute`` (a pass over the inputs they depend on), with
-        NumPy's ``RuntimeWarning`` silenced (:func:`_compute_quietly`).
+        NumPy's ``RuntimeWarning`` silenced (``_compute_quietly``).
         """
         values = _compute_quietly(*self.conditions) if values is None else list(values)
         if len(values) != len(self._checks):
@@ -239,7 +239,7 @@ def require(holds: Array, error: Exception | Callable[[], Exception]) -> None:
 
     ``error`` is the exception, or a callable that builds it (then a message is only formatted
     for a failure). What happens depends on whether values can be read
-    (:func:`refnorm._xp.values_available`):
+    (``refnorm._xp.values_available``):
 
     * eager arrays (NumPy, CuPy, PyTorch, array-api-strict, JAX outside ``jit``): one host read
       of ``holds``, and the error is raised now;
@@ -311,7 +311,7 @@ def _values_error(
 
 def _read(*arrays: Array) -> list[Any]:
     """0-d arrays whose values are read next: as they are where values are available, else computed
-    together (one ``dask.compute``, :func:`_compute_quietly`)."""
+    together (one ``dask.compute``, ``_compute_quietly``)."""
     return list(arrays) if all(values_available(a) for a in arrays) else _compute_quietly(*arrays)
 
 
