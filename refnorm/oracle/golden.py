@@ -437,8 +437,9 @@ def generate(
         Target directory. It must not exist or be empty, unless ``force``: then it must be a
         complete refnorm golden set (its manifest and sidecar parse and agree, every file it lists
         is there, nothing else is, no symbolic links), of any schema version, and only the files it
-        lists are removed. It must not be a symbolic link, and the current directory must not be
-        inside it (replacing it would leave the caller in a removed directory).
+        lists are removed. It must not be a symbolic link, nor inside a directory holding a golden
+        manifest (the shipped set included), and the current directory must not be inside it
+        (replacing it would leave the caller in a removed directory).
     kinds, ops
         Which cases (default: every kind, every op), each name at most once.
     selection
@@ -510,6 +511,9 @@ def _target(out: str | os.PathLike[str]) -> Path:
         raise GoldenError(f"{out} is the root of the file system; give a directory below it")
     if target.name.startswith(".") and STAGING_MARK in target.name:
         raise GoldenError(f"{out} is named like a staging directory of generate ('{STAGING_MARK}'); choose another name")
+    for ancestor in target.parents:  # a set written inside another would be an extra directory of that one: it would no longer verify
+        if any(_lstat(ancestor / name) is not None for name in (MANIFEST, MANIFEST_HASH)):
+            raise GoldenError(f"{out} is inside the golden set {ancestor} (it holds {MANIFEST}); a golden set holds nothing else, choose a directory outside it")
     info = _lstat(target)
     if info is not None and not stat.S_ISDIR(info.st_mode):
         raise GoldenError(f"{out} exists and is not a directory")
