@@ -48,6 +48,7 @@ from . import __version__
 from ._xp import available_backends
 from .oracle.catalog import KINDS, OPS, Case, cases
 from .oracle.evaluation import BACKENDS, gradcheck_case
+from .oracle.gradient_check import MAX_DIRECTIONS
 from .oracle.reports import CaseEntry, Report, json_data, json_text, junit_xml_text
 
 DESCRIPTION = "refnorm: the reference implementation of Switchable, Sparse Switchable and Exemplar Normalization, and its oracle tools."
@@ -55,6 +56,17 @@ DESCRIPTION = "refnorm: the reference implementation of Switchable, Sparse Switc
 # --------------------------------------------------------------------------------------------
 # Shared helpers: case patterns, reports, a closed pipe
 # --------------------------------------------------------------------------------------------
+
+
+def _directions(text: str) -> int:
+    """``--directions``: a count gradcheck accepts, or a usage error (exit 2) before any case runs."""
+    try:
+        count = int(text)
+    except ValueError:
+        count = None
+    if count is None or not 1 <= count <= MAX_DIRECTIONS:
+        raise argparse.ArgumentTypeError(f"expected an integer from 1 to {MAX_DIRECTIONS}, got {text!r}")
+    return count
 
 
 def _selected(case_id: str, patterns: Sequence[str] | None) -> bool:
@@ -573,7 +585,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--op", action="append", choices=sorted(OPS), help="only this op (repeatable)")
     _case_option(check)
     check.add_argument("--kind", action="append", choices=("sample", "reference"), help="which cases (repeatable; default sample)")
-    check.add_argument("--directions", type=int, default=3, help="random directions per argument (default 3)")
+    check.add_argument("--directions", type=_directions, default=3, help="random directions per argument (default 3)")
     check.add_argument("--order", type=int, choices=(1, 2), default=None,
                        help="1: first order only (backward, JVP); 2: also the second order where the op has one (the default: everything the op has)")  # fmt: skip
     check.add_argument("--failures-only", action="store_true", help="print only the arguments that fail (and the summary)")
