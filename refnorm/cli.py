@@ -82,6 +82,10 @@ def _unmatched(option: str, patterns: Sequence[str] | None, ids: Sequence[str]) 
     return unmatched
 
 
+class _ReportError(Exception):
+    """A ``--json``/``--junit-xml`` report could not be written (one line; the command exits 2)."""
+
+
 def _emit_reports(report: Report, args: argparse.Namespace) -> None:
     """Write the ``--json`` and ``--junit-xml`` reports the command was asked for (``-``: the real
     standard output, while the text goes to standard error)."""
@@ -90,7 +94,10 @@ def _emit_reports(report: Report, args: argparse.Namespace) -> None:
         if destination == "-":
             args.stdout.write(text_of(report))
         elif destination is not None:
-            Path(destination).write_text(text_of(report), encoding="utf-8")
+            try:
+                Path(destination).write_text(text_of(report), encoding="utf-8")
+            except OSError as error:  # a full disk, a read-only or special file: the report asked for is not there
+                raise _ReportError(f"cannot write the --{option.replace('_', '-')} report to {destination}: {error.strerror or error}") from None
 
 
 def _reports_to_stdout(args: argparse.Namespace) -> bool:
@@ -387,7 +394,7 @@ def _golden_generate(args: argparse.Namespace) -> int:
             args.out, kinds=args.kind, ops=args.op, backend=args.backend, force=args.force, selection=args.selection,
             progress=_ProgressLine("generating", args.quiet),
         )  # fmt: skip
-    except (GoldenError, RuntimeError, ValueError, OSError) as error:
+    except (GoldenError, RuntimeError, ValueError, TypeError, OSError) as error:
         print(f"refnorm golden generate: {error}", file=sys.stderr)
         return 2
     elapsed = time.perf_counter() - started
@@ -664,7 +671,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"refnorm: {problem}", file=sys.stderr)
         return 2
     with _output(args):
-        return args.run(args)
+        try:
+            return args.run(args)
+        except _ReportError as error:
+            print(f"refnorm: {error}", file=sys.stderr)
+            return 2
 
 
 if __name__ == "__main__":
