@@ -464,7 +464,7 @@ def _finite(host: np.ndarray, what: str) -> np.ndarray:
 def _matching(value: Any, like: np.ndarray, what: str, expected: str) -> np.ndarray:
     """``value`` as a finite host array with the shape and dtype of ``like`` (``expected`` names it)."""
     host = _host(value, what)
-    if host.dtype != like.dtype:
+    if host.dtype.newbyteorder("=") != like.dtype.newbyteorder("="):  # byte order is storage: >f8 is float64
         raise _Malformed(f"{what} has dtype {host.dtype}, expected {like.dtype} ({expected})")
     if host.shape != like.shape:
         raise _Malformed(f"{what} has shape {host.shape}, expected {like.shape} ({expected})")
@@ -643,7 +643,7 @@ def _point(args: Any, names: Any) -> tuple[tuple[Any, ...], tuple[str, ...], tup
             host = _host(a, f"args[{position}] ({name})")
         except _Malformed as error:
             raise TypeError(f"{error}; gradcheck needs float64 arrays") from None
-        if host.dtype != np.float64:
+        if host.dtype.newbyteorder("=") != np.float64:
             raise TypeError(f"argument {name} has dtype {host.dtype}; gradcheck needs float64 arguments")
         if not np.all(np.isfinite(host)):
             raise ValueError(f"argument {name} holds {_first_nonfinite(host)}; gradcheck needs a finite point")
