@@ -386,7 +386,7 @@ def _selection_arguments(kinds: Iterable[str] | None, ops: Iterable[str] | None,
             raise ValueError(f"{argument} names one twice: {list(value)}")
         if not value:
             raise ValueError(f"{argument} is empty; name at least one (or pass None for all)")
-        return value
+        return tuple(k for k in known if k in value)  # the catalog's order: a set's bytes do not depend on how the names were listed
 
     if not isinstance(selection, str) or selection not in SELECTIONS:
         raise ValueError(f"unknown selection {selection!r}; expected one of {', '.join(map(repr, SELECTIONS))}")
@@ -441,7 +441,8 @@ def generate(
         manifest (the shipped set included), and the current directory must not be inside it
         (replacing it would leave the caller in a removed directory).
     kinds, ops
-        Which cases (default: every kind, every op), each name at most once.
+        Which cases (default: every kind, every op), each name at most once, in any order (the set
+        lists them in the catalog's order, so its bytes do not depend on it).
     selection
         ``"all"`` (default) or ``"shipped"``: the cases of the package's own set (:data:`SELECTIONS`).
     backend
