@@ -48,6 +48,7 @@ from . import __version__
 from ._xp import available_backends
 from .oracle.catalog import KINDS, OPS, Case, cases
 from .oracle.evaluation import BACKENDS, gradcheck_case
+from .oracle.gradient_check import MAX_DIRECTIONS
 from .oracle.reports import CaseEntry, Report, json_data, json_text, junit_xml_text
 
 DESCRIPTION = "refnorm: the reference implementation of Switchable, Sparse Switchable and Exemplar Normalization, and its oracle tools."
@@ -55,6 +56,17 @@ DESCRIPTION = "refnorm: the reference implementation of Switchable, Sparse Switc
 # --------------------------------------------------------------------------------------------
 # Shared helpers: case patterns, reports, a closed pipe
 # --------------------------------------------------------------------------------------------
+
+
+def _directions(text: str) -> int:
+    """``--directions``: a count gradcheck accepts, or a usage error (exit 2) before any case runs."""
+    try:
+        count = int(text)
+    except ValueError:
+        count = None
+    if count is None or not 1 <= count <= MAX_DIRECTIONS:
+        raise argparse.ArgumentTypeError(f"expected an integer from 1 to {MAX_DIRECTIONS}, got {text!r}")
+    return count
 
 
 def _selected(case_id: str, patterns: Sequence[str] | None) -> bool:
@@ -70,6 +82,10 @@ def _unmatched(option: str, patterns: Sequence[str] | None, ids: Sequence[str]) 
     return unmatched
 
 
+class _ReportError(Exception):
+    """A ``--json``/``--junit-xml`` report could not be written (one line; the command exits 2)."""
+
+
 def _emit_reports(report: Report, args: argparse.Namespace) -> None:
     """Write the ``--json`` and ``--junit-xml`` reports the command was asked for (``-``: the real
     standard output, while the text goes to standard error)."""
@@ -78,7 +94,10 @@ def _emit_reports(report: Report, args: argparse.Namespace) -> None:
         if destination == "-":
             args.stdout.write(text_of(report))
         elif destination is not None:
-            Path(destination).write_text(text_of(report), encoding="utf-8")
+            try:
+                Path(destination).write_text(text_of(report), encoding="utf-8")
+            except OSError as error:  # a full disk, a read-only or special file: the report asked for is not there
+                raise _ReportError(f"cannot write the --{option.replace('_', '-')} report to {destination}: {error.strerror or error}") from None
 
 
 def _reports_to_stdout(args: argparse.Namespace) -> bool:
@@ -375,7 +394,7 @@ def _golden_generate(args: argparse.Namespace) -> int:
             args.out, kinds=args.kind, ops=args.op, backend=args.backend, force=args.force, selection=args.selection,
             progress=_ProgressLine("generating", args.quiet),
         )  # fmt: skip
-    except (GoldenError, RuntimeError, ValueError, OSError) as error:
+    except (GoldenError, RuntimeError, ValueError, TypeError, OSError) as error:
         print(f"refnorm golden generate: {error}", file=sys.stderr)
         return 2
     elapsed = time.perf_counter() - started
@@ -573,7 +592,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--op", action="append", choices=sorted(OPS), help="only this op (repeatable)")
     _case_option(check)
     check.add_argument("--kind", action="append", choices=("sample", "reference"), help="which cases (repeatable; default sample)")
-    check.add_argument("--directions", type=int, default=3, help="random directions per argument (default 3)")
+    check.add_argument("--directions", type=_directions, default=3, help="random directions per argument (default 3)")
     check.add_argument("--order", type=int, choices=(1, 2), default=None,
                        help="1: first order only (backward, JVP); 2: also the second order where the op has one (the default: everything the op has)")  # fmt: skip
     check.add_argument("--failures-only", action="store_true", help="print only the arguments that fail (and the summary)")
@@ -652,7 +671,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"refnorm: {problem}", file=sys.stderr)
         return 2
     with _output(args):
-        return args.run(args)
+        try:
+            return args.run(args)
+        except _ReportError as error:
+            print(f"refnorm: {error}", file=sys.stderr)
+            return 2
 
 
 if __name__ == "__main__":

@@ -120,6 +120,8 @@ def namespace_of(named: Mapping[str, Any], *, optional: Iterable[str] = ()) -> A
         if not array_api_compat.is_array_api_obj(value):
             expected = "an array or None" if name in optional else "an array"
             raise TypeError(f"{name} must be {expected} (NumPy, CuPy, array-api-strict, PyTorch, ...), got {describe(value)}")
+        if isinstance(value, np.ma.MaskedArray):  # some operations would honour its mask and others not
+            raise TypeError(f"{name} is a masked array; refnorm has no masks, pass an ndarray ({name}.filled(value) or np.asarray({name}))")
         arrays[name] = value
     if not arrays:
         raise TypeError(f"{', '.join(named)} must include at least one array, got only None")
@@ -139,10 +141,16 @@ def check_floating(xp: Any, x: Array, name: str) -> None:
         raise TypeError(f"{name} has dtype {x.dtype}, expected a real floating dtype (float32 or float64)")
 
 
+def _native(dtype: Any) -> Any:
+    """A NumPy dtype in native byte order (byte order is how values are stored, not their precision:
+    a big-endian ``>f8`` read from a file is float64); other libraries' dtypes unchanged."""
+    return dtype.newbyteorder("=") if isinstance(dtype, np.dtype) else dtype
+
+
 def check_same_dtype(reference_name: str, reference: Array, others: Iterable[tuple[str, Array]]) -> None:
     """``TypeError`` when any of ``others`` has another dtype than ``reference`` (no silent promotion)."""
     for name, array in others:
-        if array.dtype != reference.dtype:
+        if _native(array.dtype) != _native(reference.dtype):
             raise TypeError(
                 f"{name} has dtype {array.dtype}, expected {reference.dtype} (the dtype of {reference_name}); "
                 "refnorm does not mix precisions"

@@ -58,6 +58,7 @@ every score equal, so uniform ratios at the start).
 from __future__ import annotations
 
 import contextlib
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -266,8 +267,9 @@ class ExemplarNormGrads(NamedTuple):
 
 def _check_kernel_size(kernel_size: Any, channels: int, name: str) -> int:
     """``ValueError`` unless the kernel size is an odd positive int no larger than ``channels``."""
-    if isinstance(kernel_size, bool) or not isinstance(kernel_size, int):
+    if isinstance(kernel_size, bool) or not isinstance(kernel_size, numbers.Integral):  # a NumPy integer too, as check_int
         raise TypeError(f"{name} must be a positive odd int, got {describe(kernel_size)}")
+    kernel_size = int(kernel_size)
     if kernel_size < 1:
         raise ValueError(f"{name} must be a positive odd int, got {kernel_size!r}")
     if kernel_size % 2 == 0:

@@ -43,6 +43,7 @@ on an edge).
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -119,13 +120,13 @@ def radius_schedule(step: int, total_steps: int) -> float:
         The number of training iterations, ``>= 1``.
     """
     for name, value in (("step", step), ("total_steps", total_steps)):
-        if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):  # a NumPy integer too, as check_int
             raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     if total_steps < 1:
         raise ValueError(f"total_steps must be >= 1, got {total_steps}")
     if not 0 <= step <= total_steps:
         raise ValueError(f"step must lie in [0, total_steps] = [0, {total_steps}], got {step}")
-    return step / total_steps
+    return int(step) / int(total_steps)
 
 
 def one_hot(index: int, K: int) -> tuple[float, ...]:
@@ -181,7 +182,7 @@ def _check_fixed(fixed: Any, K: int) -> FixedSides:
     for side, index in zip(fixed._fields, fixed, strict=True):
         if index is None:
             continue
-        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < K:
+        if isinstance(index, bool) or not isinstance(index, numbers.Integral) or not 0 <= index < K:
             raise ValueError(f"fixed.{side} = {index!r}, expected None or a normalizer index in [0, {K})")
     return fixed
 

@@ -386,7 +386,7 @@ def _selection_arguments(kinds: Iterable[str] | None, ops: Iterable[str] | None,
             raise ValueError(f"{argument} names one twice: {list(value)}")
         if not value:
             raise ValueError(f"{argument} is empty; name at least one (or pass None for all)")
-        return value
+        return tuple(k for k in known if k in value)  # the catalog's order: a set's bytes do not depend on how the names were listed
 
     if not isinstance(selection, str) or selection not in SELECTIONS:
         raise ValueError(f"unknown selection {selection!r}; expected one of {', '.join(map(repr, SELECTIONS))}")
@@ -437,10 +437,12 @@ def generate(
         Target directory. It must not exist or be empty, unless ``force``: then it must be a
         complete refnorm golden set (its manifest and sidecar parse and agree, every file it lists
         is there, nothing else is, no symbolic links), of any schema version, and only the files it
-        lists are removed. It must not be a symbolic link, and the current directory must not be
-        inside it (replacing it would leave the caller in a removed directory).
+        lists are removed. It must not be a symbolic link, nor inside a directory holding a golden
+        manifest (the shipped set included), and the current directory must not be inside it
+        (replacing it would leave the caller in a removed directory).
     kinds, ops
-        Which cases (default: every kind, every op), each name at most once.
+        Which cases (default: every kind, every op), each name at most once, in any order (the set
+        lists them in the catalog's order, so its bytes do not depend on it).
     selection
         ``"all"`` (default) or ``"shipped"``: the cases of the package's own set (:data:`SELECTIONS`).
     backend
@@ -510,6 +512,9 @@ def _target(out: str | os.PathLike[str]) -> Path:
         raise GoldenError(f"{out} is the root of the file system; give a directory below it")
     if target.name.startswith(".") and STAGING_MARK in target.name:
         raise GoldenError(f"{out} is named like a staging directory of generate ('{STAGING_MARK}'); choose another name")
+    for ancestor in target.parents:  # a set written inside another would be an extra directory of that one: it would no longer verify
+        if any(_lstat(ancestor / name) is not None for name in (MANIFEST, MANIFEST_HASH)):
+            raise GoldenError(f"{out} is inside the golden set {ancestor} (it holds {MANIFEST}); a golden set holds nothing else, choose a directory outside it")
     info = _lstat(target)
     if info is not None and not stat.S_ISDIR(info.st_mode):
         raise GoldenError(f"{out} exists and is not a directory")

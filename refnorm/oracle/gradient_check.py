@@ -105,9 +105,9 @@ What is wrong with the *call* is a ``TypeError`` or ``ValueError`` naming the pa
 not callable or not returning a :class:`~refnorm.ops.linearized.Linearized`, an output that is not
 a real floating array (or tuple of them), and every parameter of :func:`gradcheck` (``args``
 float64 arrays with finite values; ``names`` unique strings, one per argument; ``wrt`` known
-names; ``mode``; ``directions`` an int >= 1; ``seed`` an int >= 0; ``rtol`` and ``adjoint_rtol``
-in ``(0, 1)``; ``atol`` finite and >= 0; ``step`` in ``(0, 1]``; ``order`` ``None``, 1 or 2, 2
-only for an op with an ``hvp`` and in directional mode). An exception raised by ``fun`` at
+names; ``mode``; ``directions`` an int from 1 to :data:`MAX_DIRECTIONS`; ``seed`` an int >= 0;
+``rtol`` and ``adjoint_rtol`` in ``(0, 1)``; ``atol`` finite and >= 0; ``step`` in ``(0, 1]``;
+``order`` ``None``, 1 or 2, 2 only for an op with an ``hvp`` and in directional mode). An exception raised by ``fun`` at
 the point itself propagates unchanged (the point, not the gradient, is wrong).
 
 Errors that do not apply are NaN, never 0: :attr:`ArgumentResult.max_rel_error` is NaN where the
@@ -134,6 +134,10 @@ from .._xp import to_numpy
 from ..ops.linearized import Linearized
 
 MODES = ("directional", "jacobian")
+MAX_DIRECTIONS = 10_000
+"""The most random directions :func:`gradcheck` draws per argument: each direction's cotangent and
+pullback are held at once, so a mistyped count would exhaust memory; ``mode="jacobian"`` checks
+every column exactly instead."""
 """The two kinds of check :func:`gradcheck` runs."""
 
 ORDERS = (1, 2)
@@ -460,7 +464,7 @@ def _finite(host: np.ndarray, what: str) -> np.ndarray:
 def _matching(value: Any, like: np.ndarray, what: str, expected: str) -> np.ndarray:
     """``value`` as a finite host array with the shape and dtype of ``like`` (``expected`` names it)."""
     host = _host(value, what)
-    if host.dtype != like.dtype:
+    if host.dtype.newbyteorder("=") != like.dtype.newbyteorder("="):  # byte order is storage: >f8 is float64
         raise _Malformed(f"{what} has dtype {host.dtype}, expected {like.dtype} ({expected})")
     if host.shape != like.shape:
         raise _Malformed(f"{what} has shape {host.shape}, expected {like.shape} ({expected})")
@@ -639,7 +643,7 @@ def _point(args: Any, names: Any) -> tuple[tuple[Any, ...], tuple[str, ...], tup
             host = _host(a, f"args[{position}] ({name})")
         except _Malformed as error:
             raise TypeError(f"{error}; gradcheck needs float64 arrays") from None
-        if host.dtype != np.float64:
+        if host.dtype.newbyteorder("=") != np.float64:
             raise TypeError(f"argument {name} has dtype {host.dtype}; gradcheck needs float64 arguments")
         if not np.all(np.isfinite(host)):
             raise ValueError(f"argument {name} holds {_first_nonfinite(host)}; gradcheck needs a finite point")
@@ -725,6 +729,8 @@ def gradcheck(
     if not isinstance(mode, str) or mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; expected 'directional' or 'jacobian'")
     directions = _integer("directions", directions, 1)
+    if directions > MAX_DIRECTIONS:
+        raise ValueError(f"directions must be an int <= {MAX_DIRECTIONS} (each is held in memory; mode='jacobian' checks every column), got {directions}")
     seed = _integer("seed", seed, 0)
     rtol = _real("rtol", rtol, low=0.0, high=1.0, why="at rtol >= 1 a zero gradient passes")
     atol = _real("atol", atol, low=0.0, low_open=False)
