@@ -9,6 +9,8 @@ Commands (default ``layers``; ``python -m benchmarks COMMAND --help`` for the op
 ``sparsestmax``  batched SparsestMax against the official per-vector algorithm
 ``en-vs-sn``     EN's time and memory relative to SN's on ResNet-50 shapes
 ``golden``       time to generate the golden set
+``dask``         SN forward + backward on an input larger than memory, on a Dask cluster
+``jax``          SN, SSN and EN on JAX arrays, eager and under jax.jit, against NumPy
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ COMMANDS = {
     "sparsestmax": "sparsestmax_speed",
     "en-vs-sn": "en_vs_sn",
     "golden": "golden_generation",
+    "dask": "dask_scaling",
+    "jax": "jax_layers",
 }
 
 

@@ -1,7 +1,7 @@
 """refnorm: the reference implementation of Switchable, Sparse Switchable and Exemplar Normalization.
 
 Forward passes and hand-derived backward passes written once against the Python array API (NumPy,
-CuPy, array-api-strict, PyTorch tensors), hand-derived forward-mode derivatives (JVPs) of every op
+CuPy, array-api-strict, PyTorch tensors, JAX arrays, Dask arrays), hand-derived forward-mode derivatives (JVPs) of every op
 and second order (HVPs) of SN, SSN and the plain normalizers, each checked with finite differences
 and against each other.
 """
@@ -20,6 +20,7 @@ from .ops.exemplarnorm import (
     exemplar_norm_jvp,
     exemplar_norm_linearize,
 )
+from .ops._validation import DeferredChecks, deferred_checks
 from .ops.linearized import Linearized
 from .oracle.gradient_check import GradcheckResult, assert_gradcheck, gradcheck
 from .ops.plainnorm import (
@@ -87,6 +88,7 @@ except PackageNotFoundError:  # running from a source tree without installation
 __all__ = [
     "BatchAverage",
     "CONVENTIONS",
+    "DeferredChecks",
     "ExemplarNormCache",
     "ExemplarNormGrads",
     "ExemplarNormOutput",
@@ -115,6 +117,7 @@ __all__ = [
     "__version__",
     "accumulate",
     "assert_gradcheck",
+    "deferred_checks",
     "ema_update",
     "empty_batch_average",
     "exemplar_norm_backward",

@@ -65,3 +65,23 @@ def test_scaling_and_pass_count_benchmarks_run(benchmarks_package, capsys):
     assert benchmarks_package.main(["passes", "--shape", "2x3x4x4"]) == 0
     printed = capsys.readouterr().out
     assert "ns / element" in printed and "forward" in printed and "backward" in printed
+
+
+def test_dask_benchmark_runs_on_a_cluster_and_agrees_with_numpy(benchmarks_package, capsys):
+    """The larger-than-memory benchmark at a tiny size: a two-process LocalCluster, results checked
+    against NumPy on the materialised input (``--check``), memory and spill reported."""
+    pytest.importorskip("distributed", reason="Dask's distributed is not installed (pip install 'refnorm[dask]')")
+    arguments = ["dask", "--size", "24MiB", "--shape", "8,16,16", "--chunk-rows", "256", "--numpy-size", "2MiB", "--repeats", "1",
+                 "--memory-limit", "512MiB", "--check"]  # fmt: skip
+    assert benchmarks_package.main(arguments) == 0
+    printed = capsys.readouterr().out
+    for line in ("wall time", "time per element", "peak resident memory", "peak spilled to disk", "every result finite     True",
+                 "against NumPy in memory max rel error"):  # fmt: skip
+        assert line in printed, printed
+
+
+def test_jax_benchmark_runs_every_op_eagerly_and_under_jit(benchmarks_package, capsys):
+    pytest.importorskip("jax", reason="JAX is not installed (pip install 'refnorm[jax]')")
+    assert benchmarks_package.main(["jax", "--shape", "2x4x3x3", "--repeats", "1"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith(("SN ", "SSN ", "EN "))]
+    assert len(rows) == 3, rows

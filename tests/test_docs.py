@@ -27,9 +27,9 @@ def _python_blocks(path: Path) -> list[str]:
     return PYTHON_BLOCK.findall(ORACLE_EXAMPLE.sub("", path.read_text(encoding="utf-8")))
 
 
-OPTIONAL_MODULES = {"torch"}
-"""Examples may use these; without them the page's examples are skipped (.ci/run installs torch
-and runs this file again)."""
+OPTIONAL_MODULES = {"torch", "jax", "dask", "distributed"}
+"""Examples may use these; without them the page's examples are skipped (.ci/run installs torch,
+then the dask and jax extras, and runs this file again)."""
 
 PAGES_WITH_CODE = [path for path in [ROOT / "README.md", *PAGES] if _python_blocks(path)]
 

@@ -281,8 +281,8 @@ def test_generate_validates_its_arguments(tmp_path: Path):
         golden.generate(tmp_path / "s", ops=["sparsemax", "sparsemax"])
     with pytest.raises(TypeError, match="kinds must be a list of names"):
         golden.generate(tmp_path / "s", kinds="sample")
-    with pytest.raises(ValueError, match="unknown backend 'jax'"):
-        golden.generate(tmp_path / "s", backend="jax")
+    with pytest.raises(ValueError, match="unknown backend 'tensorflow'"):
+        golden.generate(tmp_path / "s", backend="tensorflow")
     with pytest.raises(ValueError, match="unknown selection"):
         golden.generate(tmp_path / "s", selection="some")
     with pytest.raises(TypeError, match="force must be True or False, got 'no'"):
@@ -304,7 +304,7 @@ def test_verify_and_read_case_validate_their_arguments(pristine: Path):
     with pytest.raises(ValueError, match="kinds names unknown kinds"):
         golden.verify(pristine, kinds=["bogus"])
     with pytest.raises(ValueError, match="unknown backend"):
-        golden.verify(pristine, backend="jax")
+        golden.verify(pristine, backend="tensorflow")
     with pytest.raises(TypeError, match="case_id must be a case id string"):
         golden.read_case(pristine, 3)
     with pytest.raises(TypeError, match="manifest must be a manifest"):

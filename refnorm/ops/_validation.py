@@ -15,13 +15,21 @@ point trust their inputs. The contract (``docs/errors.md``):
   and what was expected.
 
 Checks of *values* (finiteness, signs) need the array's contents on the host. They all go
-through :func:`check_values`, the only function in ``refnorm.ops`` that turns an array into a
-Python ``bool``: one reduction, one host synchronisation per checked array.
+through :func:`check_values`, and that through :func:`require`, the only function in
+``refnorm.ops`` that turns an array into a Python ``bool``: one reduction, one host
+synchronisation per checked array, on NumPy, CuPy, PyTorch, array-api-strict and eager JAX
+arrays. On a lazy Dask array that read would compute the user's graph behind their back (SyncSN on
+a cluster would run twice), and under ``jax.jit`` (or ``grad``, ``vmap``) there is no value to
+read, so there :func:`require` does not read: a traced check is skipped, and a Dask check is
+skipped or, inside :func:`deferred_checks`, collected as a lazy condition that the caller computes
+together with the results (``docs/scaling-out.md``). Checks of structure (types, dtypes, shapes,
+options) need no values and run on every library, traced and lazy arrays included.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import math
 import numbers
@@ -29,13 +37,22 @@ import re
 import sys
 import types
 import typing
-from collections.abc import Callable, Iterable, Mapping
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import array_api_compat
 import numpy as np
 
-from .._xp import Array, device, is_real_floating, namespace
+from .._xp import (
+    Array,
+    device,
+    is_jax_tracer,
+    is_real_floating,
+    namespace,
+    to_numpy_all,
+    values_available,
+)
 
 
 def describe(value: Any) -> str:
@@ -73,6 +90,8 @@ def _check_one_device(arrays: Mapping[str, Array]) -> None:
         return  # NumPy has one device
     devices = {}
     for name, array in arrays.items():
+        if is_jax_tracer(array):
+            continue  # traced by jax.jit: placed where the jitted function runs, nothing to compare
         try:
             devices[name] = device(array)
         except Exception:  # noqa: BLE001 - an array that cannot tell its device (a traced one): nothing to compare
@@ -160,6 +179,94 @@ def check_like(xp: Any, value: Array, name: str, like: Array, like_name: str) ->
 # --------------------------------------------------------------------------------------------
 
 
+class DeferredChecks:
+    """The value checks of lazy (Dask) arrays made inside :func:`deferred_checks`, not yet decided.
+
+    Each is a lazy 0-d boolean (True: the check holds) and the error it raises otherwise, in the
+    order the op made them. Nothing is computed until :meth:`verify`.
+    """
+
+    def __init__(self) -> None:
+        self._checks: list[tuple[Array, Callable[[], Exception]]] = []
+
+    def __len__(self) -> int:
+        return len(self._checks)
+
+    @property
+    def conditions(self) -> tuple[Any, ...]:
+        """The lazy 0-d booleans, in order: compute them together with the results
+        (``dask.compute(y, checks.conditions)``) and pass the values to :meth:`verify`."""
+        return tuple(condition for condition, _ in self._checks)
+
+    def verify(self, values: Iterable[Any] | None = None) -> None:
+        """Raise the error of the first check that does not hold (the op's own ``ValueError``).
+
+        ``values`` are the computed :attr:`conditions`, in order; without them the conditions are
+        computed here, in one ``dask.compute`` (a pass over the inputs they depend on), with
+        NumPy's ``RuntimeWarning`` silenced (``_compute_quietly``).
+        """
+        values = _compute_quietly(*self.conditions) if values is None else list(values)
+        if len(values) != len(self._checks):
+            raise ValueError(f"values holds {len(values)} computed conditions, expected {len(self._checks)} (one per check, in order)")
+        for (_, error), value in zip(self._checks, values, strict=True):
+            if not bool(value):
+                raise error()
+
+    def _add(self, condition: Array, error: Callable[[], Exception]) -> None:
+        self._checks.append((condition, error))
+
+
+_DEFERRED: contextvars.ContextVar[DeferredChecks | None] = contextvars.ContextVar("refnorm_deferred_checks", default=None)
+
+
+@contextlib.contextmanager
+def deferred_checks() -> Iterator[DeferredChecks]:
+    """Collect the value checks of lazy (Dask) arrays instead of skipping them.
+
+    Outside this block an op called on Dask arrays skips its value checks (reading a value would
+    compute the graph). Inside it, each check becomes a lazy condition of the graph::
+
+        with refnorm.deferred_checks() as checks:
+            y, cache, running = refnorm.switch_norm_forward(x, gamma, beta, mean_logits, var_logits)
+        y, flags = dask.compute(y, checks.conditions)   # one pass over x for both
+        checks.verify(flags)                            # the ValueError eager arrays raise at once
+
+    Checks of eager arrays still raise at once, and JAX tracers are never checked
+    (``refnorm.ops._validation.require``).
+    """
+    checks = DeferredChecks()
+    token = _DEFERRED.set(checks)
+    try:
+        yield checks
+    finally:
+        _DEFERRED.reset(token)
+
+
+def require(holds: Array, error: Exception | Callable[[], Exception]) -> None:
+    """Raise ``error`` unless the 0-d boolean array ``holds`` is True: the one value check.
+
+    ``error`` is the exception, or a callable that builds it (then a message is only formatted
+    for a failure). What happens depends on whether values can be read
+    (``refnorm._xp.values_available``):
+
+    * eager arrays (NumPy, CuPy, PyTorch, array-api-strict, JAX outside ``jit``): one host read
+      of ``holds``, and the error is raised now;
+    * a JAX tracer (inside ``jax.jit``, ``grad``, ``vmap``): skipped, there is no value yet;
+    * a Dask array: skipped, or collected into the active :func:`deferred_checks` as a lazy
+      condition. Never computed here.
+    """
+    build = error if callable(error) else (lambda: error)
+    if values_available(holds):
+        if not bool(holds):
+            raise build()
+        return
+    if is_jax_tracer(holds):
+        return
+    collector = _DEFERRED.get()
+    if collector is not None:
+        collector._add(holds, build)
+
+
 def check_values(
     xp: Any,
     array: Array,
@@ -176,8 +283,9 @@ def check_values(
     The one value check of refnorm's ops: every check that needs an array's contents (NaN or
     infinity in an input, an upstream gradient or a tangent; a negative running variance; ratios
     outside ``[0, 1]``; a statistic that overflowed) calls this, with one reduction and one host
-    synchronisation. ``message`` replaces the message (the default names ``name`` and says what is
-    wrong; the failure path may look further to say so).
+    synchronisation (:func:`require`: skipped under ``jax.jit``, skipped or deferred on Dask).
+    ``message`` replaces the message (the default names ``name`` and says what is wrong; the
+    failure path looks further to say so).
     """
     valid = xp.isfinite(array)
     if nonnegative:
@@ -186,17 +294,51 @@ def check_values(
         valid = valid & (array > 0.0)
     if at_most is not None:
         valid = valid & (array <= at_most)
-    if bool(xp.all(valid)):
-        return
+    require(xp.all(valid), lambda: _values_error(xp, array, name, nonnegative=nonnegative, positive=positive, at_most=at_most, message=message))
+
+
+def _values_error(
+    xp: Any, array: Array, name: str, *, nonnegative: bool, positive: bool, at_most: float | None, message: str | None
+) -> ValueError:
+    """The error of a failed :func:`check_values`: ``message``, or which condition fails and an entry
+    that fails it. Only called on the failure path; for a Dask array (a deferred check that failed,
+    :meth:`DeferredChecks.verify`) the few 0-d reductions it reads are computed together, once."""
     if message is not None:
-        raise ValueError(message)
-    if not bool(xp.all(xp.isfinite(array))):
-        raise ValueError(f"{name} contains NaN or infinity; refnorm needs finite inputs")
-    if (nonnegative or positive) and not bool(xp.all(array >= 0.0)):
-        raise ValueError(f"{name} has a negative entry ({float(xp.min(array))!r}); expected every entry >= 0")
-    if positive and not bool(xp.all(array > 0.0)):
-        raise ValueError(f"{name} has an entry 0; expected every entry > 0")
-    raise ValueError(f"{name} has an entry above {at_most} ({float(xp.max(array))!r}); expected every entry <= {at_most}")
+        return ValueError(message)
+    finite, nonnegative_entries, positive_entries, smallest, largest = (
+        _read(xp.all(xp.isfinite(array)), xp.all(array >= 0.0), xp.all(array > 0.0), xp.min(array), xp.max(array))
+    )  # fmt: skip
+    if not bool(finite):
+        return ValueError(f"{name} contains NaN or infinity; refnorm needs finite inputs")
+    if (nonnegative or positive) and not bool(nonnegative_entries):
+        return ValueError(f"{name} has a negative entry ({float(smallest)!r}); expected every entry >= 0")
+    if positive and not bool(positive_entries):
+        return ValueError(f"{name} has an entry 0; expected every entry > 0")
+    return ValueError(f"{name} has an entry above {at_most} ({float(largest)!r}); expected every entry <= {at_most}")
+
+
+def _read(*arrays: Array) -> list[Any]:
+    """0-d arrays whose values are read next: as they are where values are available, else computed
+    together (one ``dask.compute``, ``_compute_quietly``)."""
+    return list(arrays) if all(values_available(a) for a in arrays) else _compute_quietly(*arrays)
+
+
+def _compute_quietly(*arrays: Array) -> list[Any]:
+    """Host copies of lazy arrays, computed together with NumPy's ``RuntimeWarning`` (overflow,
+    invalid value) silenced.
+
+    The arrays are the conditions of deferred checks, or the reductions that word a failed one's
+    message. Eagerly, an op raises at its first failed check, and computes what may overflow under
+    :func:`overflow_checked_afterwards`; deferred, every condition is computed at once, so the
+    conditions after a failed one run on input the op would have refused (the square root of a
+    negative running variance), outside that ``errstate``. Their warnings say what the failed check
+    says, in NumPy's words; a caller running with warnings as errors would get them instead of
+    the op's ``ValueError``. (The filter is process-wide, so it reaches the threads of Dask's
+    threaded scheduler; a ``distributed`` worker logs its own.)
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return to_numpy_all(*arrays)
 
 
 @contextlib.contextmanager

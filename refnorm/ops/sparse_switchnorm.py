@@ -25,6 +25,16 @@ checkpoint). The check runs in training and in evaluation, as in the official co
 during this call already had a vertex as its ratios, whose SparsestMax Jacobian is zero, so this
 call's gradient matches the official code's (which detaches it).
 
+**Fixing without host values** (Dask, ``jax.jit``). Whether a side becomes fixed is read from the
+ratios' values, which a lazy Dask array or a JAX tracer does not have yet. There the new state of
+a free side is a 0-d integer array in the graph instead of a Python int: the vertex's index, or
+``-1`` while the side is still free (:func:`vertex_index`). Compute it with the results
+(``dask.compute``, or as an output of the jitted function) and pass it back as ``fixed``: the
+entry point reads a concrete 0-d integer array as its int (``-1`` as ``None``). Which ratio
+function a side uses is Python structure (a fixed side has no SparsestMax at all), so ``fixed``
+itself must be concrete: a static argument of a jitted function (:meth:`FixedSides.resolved`
+turns the arrays into hashable ints), never a traced one.
+
 **Radius schedule.** The official training loop sets :math:`r = (\text{epoch}\cdot T + i) /
 (\text{epochs}\cdot T)` at every iteration (:func:`radius_schedule`), so every side is fixed by
 about 82 % of training for ``K = 3`` (earlier with the official variant when the sparsemax sits
@@ -37,7 +47,9 @@ import numbers
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from .._xp import Array, namespace
+import array_api_compat
+
+from .._xp import Array, namespace, values_available
 from .conventions import check_convention, preset
 from .linearized import Linearized
 from .running import BatchAverage, RunningStats
@@ -63,11 +75,22 @@ class FixedSides(NamedTuple):
     """Which vertex each side of an SSN layer is fixed to: a normalizer index, or ``None`` (still learned).
 
     ``FixedSides()`` is a fresh layer; ``FixedSides(mean=1)`` has its mean ratios fixed to the
-    second normalizer of the set (LN for ``("in", "ln", "bn")``).
+    second normalizer of the set (LN for ``("in", "ln", "bn")``). The forward on Dask or traced
+    JAX arrays returns a free side's new state as a 0-d integer array (the index, ``-1``: still
+    free; module docstring), which the next call accepts once computed.
     """
 
-    mean: int | None = None
-    var: int | None = None
+    mean: int | None | Array = None
+    var: int | None | Array = None
+
+    def resolved(self) -> FixedSides:
+        """This state with every side an ``int`` or ``None``: a computed 0-d integer array read
+        as its index, ``-1`` as ``None`` (hashable, e.g. for a static argument of ``jax.jit``).
+
+        ``TypeError`` for a side whose value is not available (a lazy Dask array: compute it
+        first; a JAX tracer: return it from the jitted function).
+        """
+        return FixedSides(*(_fixed_index(side, index) for side, index in zip(self._fields, self, strict=True)))
 
 
 class SparseSwitchNormOutput(NamedTuple):
@@ -111,20 +134,51 @@ def one_hot(index: int, K: int) -> tuple[float, ...]:
     return tuple(1.0 if k == index else 0.0 for k in range(K))
 
 
-def is_vertex(ratios: Array) -> bool:
-    """True when ``ratios`` (shape ``(K,)``) is a vertex: ``max >= 1 - tol``, tol = 32 eps of the dtype.
+def vertex_index(ratios: Array) -> Array:
+    """The index of the vertex ``ratios`` (shape ``(K,)``) is, or ``-1``: a 0-d integer array, no host read.
 
-    The tolerance is :func:`refnorm.ops.sparsestmax.rounding_tolerance`, the one SparsestMax snaps its
-    outputs with, so a SparsestMax output is a vertex here exactly when it is exactly one-hot (the
-    official test ``max - min >= 1`` misses ``(1 - 2^-52, 2^-52, 0)``). One host synchronisation.
+    A vertex is ``max >= 1 - tol``, tol = 32 eps of the dtype: the tolerance is
+    :func:`refnorm.ops.sparsestmax.rounding_tolerance`, the one SparsestMax snaps its outputs
+    with, so a SparsestMax output is a vertex here exactly when it is exactly one-hot (the official
+    test ``max - min >= 1`` misses ``(1 - 2^-52, 2^-52, 0)``). Its index is the argmax.
     """
     xp = namespace(ratios)
-    return bool(xp.max(ratios) >= 1.0 - rounding_tolerance(xp, ratios.dtype))
+    at_vertex = xp.max(ratios) >= 1.0 - rounding_tolerance(xp, ratios.dtype)
+    return xp.where(at_vertex, xp.argmax(ratios), -1)
+
+
+def is_vertex(ratios: Array) -> bool:
+    """True when ``ratios`` (shape ``(K,)``) is a vertex (:func:`vertex_index`). One host read: not
+    for lazy or traced arrays (the forward uses :func:`vertex_index` there)."""
+    return int(vertex_index(ratios)) >= 0
+
+
+def _fixed_index(side: str, index: Any) -> int | None:
+    """A side of the fixed state as an ``int`` or ``None``: ints as given, a computed 0-d integer
+    array (or NumPy integer) as its value, ``-1`` from such an array as ``None`` (still free)."""
+    if index is None or isinstance(index, bool) or isinstance(index, int):
+        return index
+    if hasattr(index, "dtype") and hasattr(index, "shape"):
+        if tuple(index.shape) != () or not array_api_compat.is_array_api_obj(index) or not namespace(index).isdtype(index.dtype, "integral"):
+            raise ValueError(
+                f"fixed.{side} is an array of shape {tuple(index.shape)} and dtype {index.dtype}, expected a 0-d integer array "
+                "(the new state a forward on lazy or traced arrays returns), an int or None"
+            )
+        if not values_available(index):
+            raise TypeError(
+                f"fixed.{side} is a lazy or traced {type(index).__name__}: its value decides which ratio function the side uses, "
+                "so it must be known before the call; compute it first (dask.compute(fixed)), or return it from the jitted "
+                "function and pass fixed.resolved() as a static argument"
+            )
+        value = int(index)
+        return None if value == -1 else value
+    return index
 
 
 def _check_fixed(fixed: Any, K: int) -> FixedSides:
     if not isinstance(fixed, FixedSides):
         raise TypeError(f"fixed must be a FixedSides, got {type(fixed).__name__}; build one with refnorm.FixedSides(mean=..., var=...)")
+    fixed = fixed.resolved()
     for side, index in zip(fixed._fields, fixed, strict=True):
         if index is None:
             continue
@@ -178,11 +232,20 @@ def check_sparse_switch_norm_call(
 
 
 def _newly_fixed(fixed: FixedSides, mean_ratios: Array, var_ratios: Array) -> FixedSides:
-    """``fixed`` plus every free side whose ratios are a vertex (the vertex's index)."""
-    xp = namespace(mean_ratios, var_ratios)
+    """``fixed`` plus every free side whose ratios are a vertex (the vertex's index).
+
+    Read on the host where the ratios' values are available; on lazy or traced ratios a free
+    side's new state stays in the graph (:func:`vertex_index`, ``-1``: still free).
+    """
     sides = {}
     for side, index, ratios in (("mean", fixed.mean, mean_ratios), ("var", fixed.var, var_ratios)):
-        sides[side] = int(xp.argmax(ratios)) if index is None and is_vertex(ratios) else index
+        if index is not None:
+            sides[side] = index
+        elif values_available(ratios):
+            vertex = int(vertex_index(ratios))
+            sides[side] = None if vertex < 0 else vertex
+        else:
+            sides[side] = vertex_index(ratios)
     return FixedSides(**sides)
 
 
@@ -235,7 +298,7 @@ def sparse_switch_norm_forward(
     y, cache, new_running = switch_norm_stages(
         x, gamma, beta, mean_logits, var_logits, running=running, layout=layout, config=config, check_finite=check_finite
     )
-    new_fixed = _newly_fixed(fixed, cache.mixture.mean_ratios, cache.mixture.var_ratios)
+    new_fixed = _newly_fixed(fixed.resolved(), cache.mixture.mean_ratios, cache.mixture.var_ratios)
     return SparseSwitchNormOutput(y, cache, new_running, new_fixed)
 
 

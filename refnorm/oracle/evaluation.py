@@ -40,7 +40,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .._xp import API_VERSION, to_numpy
+from .._xp import API_VERSION, to_numpy_all
+from ..ops._validation import DeferredChecks, deferred_checks
 from .catalog import OPS, Case, OpInfo
 from .gradient_check import GradcheckResult, gradcheck
 
@@ -48,8 +49,11 @@ GROUPS = ("input", "output", "intermediate", "upstream", "grad", "tangent", "jvp
 """The groups of an :class:`Evaluation`, in the order golden files list them (version-1 golden sets
 hold the first five)."""
 
-BACKENDS = ("numpy", "array-api-strict", "cupy", "torch")
-"""Array libraries :func:`evaluate` can run an op on (inputs always start on the host)."""
+BACKENDS = ("numpy", "array-api-strict", "cupy", "torch", "dask", "jax")
+"""Array libraries :func:`evaluate` can run an op on (inputs always start on the host).
+
+``dask`` splits every input into chunks (:func:`~refnorm.oracle.evaluation.dask_chunks`) and computes all results of an
+evaluation in one ``dask.compute``; ``jax`` runs eagerly with float64 enabled."""
 
 
 class Evaluation(NamedTuple):
@@ -110,12 +114,32 @@ def cast_floating(arrays: Mapping[str, np.ndarray], dtype: Any) -> dict[str, np.
     return {name: a.astype(dtype) if np.issubdtype(a.dtype, np.floating) else a for name, a in arrays.items()}
 
 
+def dask_chunks(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The chunks :func:`evaluate` gives a host array of ``shape`` on Dask: every axis but the
+    second cut in two halves (sizes ``ceil(n / 2)`` and the rest), the second kept whole.
+
+    For an input ``(N, C, *spatial)`` that is two chunks along the batch (SyncSN's shards) and two
+    along every spatial axis; channels stay in one chunk. A ``(rows, K)`` logit array is split
+    along its rows; 1-d arrays (``gamma``, logits, running statistics) along their only axis.
+    """
+    return tuple(size if axis == 1 else max(1, -(-size // 2)) for axis, size in enumerate(shape))
+
+
+def _to_backend(name: str, xp: Any, device: Any, host: np.ndarray) -> Any:
+    if name == "dask":
+        import dask.array
+
+        return dask.array.from_array(host, chunks=dask_chunks(host.shape))
+    return xp.asarray(host, device=device)
+
+
 @contextlib.contextmanager
 def array_backend(name: str) -> Iterator[tuple[Any, Any]]:
     """``(xp, device)`` of a backend in :data:`BACKENDS`, for the duration of the ``with`` block.
 
     ``array-api-strict`` runs at API version 2024.12 with boolean indexing and data-dependent
-    shapes switched off (restored afterwards); ``cupy`` needs a CUDA device.
+    shapes switched off (restored afterwards); ``cupy`` needs a CUDA device; ``jax`` runs with
+    float64 enabled (``jax_enable_x64``, restored afterwards) on its default (CPU) device.
     """
     if name == "numpy":
         import array_api_compat.numpy as xp
@@ -141,12 +165,48 @@ def array_backend(name: str) -> Iterator[tuple[Any, Any]]:
         except ImportError as error:
             raise RuntimeError(f"backend 'torch' needs PyTorch ({error})") from error
         yield xp, "cpu"
+    elif name == "dask":
+        try:
+            import array_api_compat.dask.array as xp
+        except ImportError as error:
+            raise RuntimeError(f"backend 'dask' needs Dask ({error}); install refnorm[dask]") from error
+        yield xp, None
+    elif name == "jax":
+        try:
+            import jax
+            import jax.numpy as xp
+        except ImportError as error:
+            raise RuntimeError(f"backend 'jax' needs JAX ({error}); install refnorm[jax]") from error
+        with jax.enable_x64(True):
+            yield xp, None
     else:
         raise ValueError(f"unknown backend {name!r}; expected one of {', '.join(map(repr, BACKENDS))}")
 
 
-def _host(value: Any) -> np.ndarray:
-    return np.asarray(value) if isinstance(value, bool | int | float) else np.asarray(to_numpy(value))
+def _hosts_after_checks(named: Mapping[str, Any], checks: DeferredChecks) -> dict[str, np.ndarray]:
+    """:func:`_hosts` of the results, after the op's value checks that were deferred on a lazy backend.
+
+    Everything is computed at once (on Dask, one ``dask.compute`` of the forward, the backward and
+    the checks); then the first check that fails raises the op's own error, as an eager backend
+    raises it. Where computing the results fails outright (a NumPy ``RuntimeWarning`` on a NaN,
+    under ``-W error``), the checks are computed alone first, so that the op's error is the one
+    raised.
+    """
+    conditions = {f"check.{index}": condition for index, condition in enumerate(checks.conditions)}
+    try:
+        hosts = _hosts({**named, **conditions})
+    except Exception:
+        checks.verify()
+        raise
+    checks.verify([hosts.pop(key) for key in conditions])
+    return hosts
+
+
+def _hosts(named: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Host copies of named arrays (Python numbers too), lazy ones computed together (one ``dask.compute``)."""
+    names = [name for name, value in named.items() if not isinstance(value, bool | int | float)]
+    computed = dict(zip(names, to_numpy_all(*(named[name] for name in names)), strict=True))
+    return {name: np.asarray(computed[name]) if name in computed else np.asarray(value) for name, value in named.items()}
 
 
 def evaluate(
@@ -184,34 +244,43 @@ def evaluate(
     inputs = {name: np.array(a, copy=True) for name, a in inputs.items()}
     if dtype is not None:
         inputs = cast_floating(inputs, dtype)
-    with array_backend(backend) as (xp, device):
-        moved = {name: xp.asarray(a, device=device) for name, a in inputs.items()}
+    with array_backend(backend) as (xp, device), deferred_checks() as checks:
+        moved = {name: _to_backend(backend, xp, device, a) for name, a in inputs.items()}
         linearized, named = op.forward(moved, params)
         out = linearized.out
         out_arrays = tuple(out) if isinstance(out, tuple | list) else (out,)
-        outputs = {name: _host(a) for name, a in zip(op.output_names(out), out_arrays, strict=True)}
+        output_names = op.output_names(out)
         if upstream is None:
-            upstream = draw_upstream(seed, {name: a.shape for name, a in outputs.items()})
-        upstream = {name: np.asarray(upstream[name], dtype=outputs[name].dtype) for name in outputs}
-        cotangents = tuple(xp.asarray(upstream[name], device=device) for name in outputs)
+            upstream = draw_upstream(seed, {name: tuple(a.shape) for name, a in zip(output_names, out_arrays, strict=True)})
+        upstream = {name: np.asarray(upstream[name], dtype=_numpy_dtype(a.dtype)) for name, a in zip(output_names, out_arrays, strict=True)}
+        cotangents = tuple(_to_backend(backend, xp, device, upstream[name]) for name in output_names)
         cotangent = cotangents if isinstance(out, tuple | list) else cotangents[0]
         pulled = linearized.pullback(cotangent)
-        gradients = {name: _host(g) for name, g in zip(op.arguments, pulled, strict=True) if g is not None}
-        intermediates = {name: _host(a) for name, a in named.items() if a is not None}
         if tangents is None:
             tangents = draw_tangents(seed, {name: np.shape(inputs[name]) for name in op.arguments})
         like = {name: inputs[name] for name in op.arguments}
         tangents = {name: np.asarray(tangents[name], dtype=like[name].dtype) for name in op.arguments}
-        moved_tangents = tuple(xp.asarray(tangents[name], device=device) for name in op.arguments)
-        jvp, hvp = {}, {}
+        moved_tangents = tuple(_to_backend(backend, xp, device, tangents[name]) for name in op.arguments)
+        keyed = {
+            **{("output", name): a for name, a in zip(output_names, out_arrays, strict=True)},
+            **{("intermediate", name): a for name, a in named.items() if a is not None},
+            **{("grad", name): g for name, g in zip(op.arguments, pulled, strict=True) if g is not None},
+        }
         if linearized.pushforward is not None:
             pushed = linearized.pushforward(*moved_tangents)
             pushed = tuple(pushed) if isinstance(out, tuple | list) else (pushed,)
-            jvp = {name: _host(a) for name, a in zip(outputs, pushed, strict=True)}
+            keyed.update({("jvp", name): a for name, a in zip(output_names, pushed, strict=True)})
         if linearized.hvp is not None:
             second = linearized.hvp(cotangent, *moved_tangents)
-            hvp = {name: _host(h) for name, h in zip(op.arguments, second, strict=True) if h is not None}
-    return Evaluation(inputs, outputs, intermediates, upstream, gradients, tangents, jvp, hvp)
+            keyed.update({("hvp", name): h for name, h in zip(op.arguments, second, strict=True) if h is not None})
+        hosts = _hosts_after_checks({f"{group}.{name}": value for (group, name), value in keyed.items()}, checks)
+    groups = {group: {name: hosts[f"{group}.{name}"] for (g, name) in keyed if g == group} for group in ("output", "intermediate", "grad", "jvp", "hvp")}
+    return Evaluation(inputs, groups["output"], groups["intermediate"], upstream, groups["grad"], tangents, groups["jvp"], groups["hvp"])
+
+
+def _numpy_dtype(dtype: Any) -> np.dtype:
+    """The NumPy dtype of an array library's floating dtype (``float32``/``float64`` by name)."""
+    return np.dtype(str(dtype).rsplit(".", 1)[-1])
 
 
 def evaluate_case(case: Case, *, backend: str = "numpy") -> Evaluation:
@@ -243,7 +312,7 @@ def gradcheck_case(case: Case, *, directions: int = 3, backend: str = "numpy", *
     op = OPS[case.op]
     options = {"directions": directions, "seed": case.seed, **case.gradcheck, **overrides}
     with array_backend(backend) as (xp, device):
-        inputs = {name: xp.asarray(a, device=device) for name, a in case.inputs().items()}
+        inputs = {name: _to_backend(backend, xp, device, a) for name, a in case.inputs().items()}
 
         def linearized(*point: Any) -> Any:
             return op.linearize(op.with_arguments(inputs, point), case.params)

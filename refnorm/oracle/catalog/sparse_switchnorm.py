@@ -64,7 +64,8 @@ def _sparse_switch_norm_forward(inputs: Mapping[str, Any], params: Mapping[str, 
     for side, aux in (("mean", cache.mixture.mean_aux), ("var", cache.mixture.var_aux)):
         if isinstance(aux, SparsestMaxStages):
             named.update({f"{side}_ratio_{key}": value for key, value in aux.arrays().items()})
-        named[f"new_fixed_{side}"] = np.asarray(-1 if getattr(fixed, side) is None else getattr(fixed, side))
+        index = getattr(fixed, side)  # an int or None, or a 0-d integer array on lazy or traced input (-1: free)
+        named[f"new_fixed_{side}"] = np.asarray(-1 if index is None else index) if index is None or isinstance(index, int) else index
     return Forward(linearized, {**named, **new_running_arrays(running)})
 
 
