@@ -530,7 +530,7 @@ def test_ssn_with_one_normalizer_and_both_sides_fixed_is_the_plain_normalizer():
 def test_arrays_of_two_libraries_are_named_by_library():
     """Not "Multiple namespaces for array inputs: [<module ...>]"."""
     x, gamma, beta, mean_logits, var_logits = _layer_inputs()
-    with pytest.raises(TypeError, match=r"^x, beta, mean_logits, var_logits are numpy arrays; gamma is a array_api_strict array: the array arguments must all come from one array library$"):  # fmt: skip
+    with pytest.raises(TypeError, match=r"^x, beta, mean_logits, var_logits are numpy arrays; gamma is an array_api_strict array: the array arguments must all come from one array library$"):  # fmt: skip
         refnorm.switch_norm_forward(x, array_api_strict.asarray(gamma), beta, mean_logits, var_logits)
 
 

@@ -143,7 +143,7 @@ for layer in LAYERS:
     bad(layer, "gamma", "float32", np.ones(C, np.float32), TypeError, r"gamma has dtype float32, expected float64 \(the dtype of x\); refnorm does not mix precisions")  # fmt: skip
     bad(layer, "gamma", "inf", From(with_inf), ValueError, r"gamma contains NaN or infinity")
     bad(layer, "gamma", "None", None, TypeError, r"gamma must be an array .*, got None")
-    bad(layer, "gamma", "strict", array_api_strict.ones(C, dtype=array_api_strict.float64), TypeError, r"gamma is a array_api_strict array")
+    bad(layer, "gamma", "strict", array_api_strict.ones(C, dtype=array_api_strict.float64), TypeError, r"gamma is an array_api_strict array")
     bad(layer, "beta", "rank2", np.zeros((1, C)), ValueError, r"beta has shape \(1, 4\), expected \(C,\) = \(4,\)")
     bad(layer, "beta", "list", [0.0] * C, TypeError, r"beta must be an array .*, got list")
     bad(layer, "beta", "nan", From(with_nan), ValueError, r"beta contains NaN or infinity")
@@ -313,7 +313,7 @@ for function, (container, forward, cache_type) in SECOND.items():
     bad(function, "tangents", "dx-nan", From(lambda t: t._replace(dx=with_nan(t.dx))), ValueError, r"tangents\.dx contains NaN or infinity; refnorm needs finite inputs")  # fmt: skip
     bad(function, "tangents", "dx-inf", From(lambda t: t._replace(dx=with_inf(t.dx))), ValueError, r"tangents\.dx contains NaN or infinity")
     bad(function, "tangents", "dx-torch", From(lambda t: t._replace(dx=torch.from_numpy(t.dx))), TypeError, r"tangents\.dx is a torch array; tangents\.dgamma, .*the forward's cache are numpy arrays: the array arguments must all come from one array library")  # fmt: skip
-    bad(function, "tangents", "dx-strict", From(lambda t: t._replace(dx=array_api_strict.asarray(t.dx))), TypeError, r"tangents\.dx is a array_api_strict array")  # fmt: skip
+    bad(function, "tangents", "dx-strict", From(lambda t: t._replace(dx=array_api_strict.asarray(t.dx))), TypeError, r"tangents\.dx is an array_api_strict array")  # fmt: skip
     bad(function, "tangents", "dgamma-length", From(lambda t: t._replace(dgamma=np.ones(5))), ValueError, r"tangents\.dgamma has shape \(5,\), expected the shape of its argument = \(4,\)")  # fmt: skip
     bad(function, "tangents", "dgamma-scalar", From(lambda t: t._replace(dgamma=np.asarray(1.0))), ValueError, r"tangents\.dgamma has shape \(\), expected the shape of its argument = \(4,\)")  # fmt: skip
     bad(function, "tangents", "dgamma-None", From(lambda t: t._replace(dgamma=None)), TypeError, rf"tangents\.dgamma {A_ARRAY}, got None")

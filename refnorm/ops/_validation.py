@@ -78,7 +78,7 @@ def _mixed_libraries_message(arrays: Mapping[str, Array]) -> str:
         kinds = ", ".join(f"{name} ({type(array).__module__}.{type(array).__name__})" for name, array in arrays.items())
         return f"the arrays {kinds} must all come from one array library"
     parts = [
-        f"{names[0]} is a {library} array" if len(names) == 1 else f"{', '.join(names)} are {library} arrays"
+        f"{names[0]} is {'an' if library[0] in 'aeiou' else 'a'} {library} array" if len(names) == 1 else f"{', '.join(names)} are {library} arrays"
         for library, names in by_library.items()
     ]
     return f"{'; '.join(parts)}: the array arguments must all come from one array library"
