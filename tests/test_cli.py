@@ -70,6 +70,15 @@ def test_check_fails_a_wrong_backward_at_a_case_on_a_kink(monkeypatch, capsys):
     assert "FAIL" in out and "0 passed, 1 failed" in out
 
 
+def test_check_fails_a_case_on_a_kink_when_nothing_was_checked_at_all(monkeypatch, capsys):
+    """A result with no arguments is not "on a kink": it proved nothing and claimed no kink."""
+    from refnorm.oracle.gradient_check import GradcheckResult
+
+    monkeypatch.setattr("refnorm.cli.gradcheck_case", lambda case, **options: GradcheckResult((), "directional", 1e-7, 1e-10))
+    assert main(["check", "--kind", "reference", "--case", "sparsemax/K3-one-hot-logits"]) == 1
+    assert "0 passed, 1 failed" in capsys.readouterr().out
+
+
 def test_info_prints_version_and_backends(capsys):
     assert main(["info"]) == 0
     out = capsys.readouterr().out
