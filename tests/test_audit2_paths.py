@@ -20,21 +20,8 @@ import pytest
 from refnorm.oracle import golden
 from refnorm.oracle.compare import compare_results
 
-SMALL = dict(kinds=("sample",), ops=("sparsemax",))
+from small_golden import SMALL, pristine, victim  # noqa: F401 - fixtures
 
-
-@pytest.fixture(scope="module")
-def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("audit2-paths") / "set"
-    golden.generate(out, **SMALL)
-    return out
-
-
-@pytest.fixture
-def victim(pristine: Path, tmp_path: Path) -> Path:
-    target = tmp_path / "set"
-    shutil.copytree(pristine, target)
-    return target
 
 
 def snapshot(directory: Path) -> list[str]:

@@ -16,22 +16,9 @@ import pytest
 from refnorm.cli import main
 from refnorm.oracle import golden
 
-SMALL = dict(kinds=("sample",), ops=("sparsemax",))
+from small_golden import SMALL, pristine, victim  # noqa: F401 - fixtures
+
 CLI_SMALL = ["--kind", "sample", "--op", "sparsemax"]
-
-
-@pytest.fixture(scope="module")
-def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("audit-data-loss") / "set"
-    golden.generate(out, **SMALL)
-    return out
-
-
-@pytest.fixture
-def victim(pristine: Path, tmp_path: Path) -> Path:
-    target = tmp_path / "set"
-    shutil.copytree(pristine, target)
-    return target
 
 
 def snapshot(directory: Path) -> dict[str, bytes]:
