@@ -1,5 +1,6 @@
 """One comparison shared by the backend tests (``test_dask.py``, ``test_jax.py``, ``test_cluster.py``):
-an evaluation on another array library equals the NumPy evaluation to float64 rounding.
+an evaluation on another array library equals the NumPy evaluation to float64 rounding (and the
+ratio functions' derivatives those tests evaluate on each library, :func:`ratio_derivatives`).
 
 "To float64 rounding" is the criterion ``refnorm golden verify`` applies to a recomputed case
 (:func:`refnorm.oracle.golden._agree`: ``|a - e| <= 1e-9 |e| + 1e-12 * scale``, the scale being
@@ -22,6 +23,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+import refnorm
 from refnorm.oracle import golden
 from refnorm.oracle.catalog import Case, cases
 from refnorm.oracle.evaluation import Evaluation
@@ -93,3 +95,17 @@ def assert_same_to_rounding(
         assert ok, f"{what} {key}: max abs error {abs_error:.3e} (relative to the case's scale {rel_error:.3e}) beyond float64 rounding"
         worst = max(worst, rel_error)
     return worst
+
+
+def ratio_derivatives(logits, dratios, dlogits) -> dict[str, tuple]:
+    """``softmax_*``, ``sparsemax_*`` and ``sparsestmax_*``: value, VJP, JVP and HVP of each, on any
+    array library (the Dask and JAX tests compare them with NumPy's)."""
+    softmax, sparsemax = refnorm.softmax(logits), refnorm.sparsemax(logits)
+    ratios, stages = refnorm.sparsestmax_forward(logits, 0.5)
+    return {
+        "softmax": (softmax, refnorm.softmax_vjp(dratios, softmax), refnorm.softmax_jvp(dlogits, softmax), refnorm.softmax_hvp(dratios, softmax, dlogits)),
+        "sparsemax": (sparsemax, refnorm.sparsemax_vjp(dratios, sparsemax), refnorm.sparsemax_jvp(dlogits, sparsemax),
+                      refnorm.sparsemax_hvp(dratios, sparsemax, dlogits)),
+        "sparsestmax": (ratios, refnorm.sparsestmax_vjp(dratios, stages), refnorm.sparsestmax_jvp(dlogits, stages),
+                        refnorm.sparsestmax_hvp(dratios, stages, dlogits)),
+    }  # fmt: skip

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from same_values import assert_same_to_rounding, keyed_results, sweep
+from same_values import assert_same_to_rounding, keyed_results, ratio_derivatives, sweep
 
 import refnorm
 from refnorm.cli import main
@@ -103,28 +103,15 @@ def test_an_ops_forward_backward_jvp_and_hvp_trigger_no_compute(op: str):
     assert all(isinstance(a, da.Array) for a in ((out, pushed) if not isinstance(out, tuple | list) else (*out, *pushed)))
 
 
-def _ratio_derivatives(logits, dratios, dlogits) -> dict[str, tuple]:
-    """``softmax_*``, ``sparsemax_*`` and ``sparsestmax_*``: value, VJP, JVP and HVP of each."""
-    softmax, sparsemax = refnorm.softmax(logits), refnorm.sparsemax(logits)
-    ratios, stages = refnorm.sparsestmax_forward(logits, 0.5)
-    return {
-        "softmax": (softmax, refnorm.softmax_vjp(dratios, softmax), refnorm.softmax_jvp(dlogits, softmax), refnorm.softmax_hvp(dratios, softmax, dlogits)),
-        "sparsemax": (sparsemax, refnorm.sparsemax_vjp(dratios, sparsemax), refnorm.sparsemax_jvp(dlogits, sparsemax),
-                      refnorm.sparsemax_hvp(dratios, sparsemax, dlogits)),
-        "sparsestmax": (ratios, refnorm.sparsestmax_vjp(dratios, stages), refnorm.sparsestmax_jvp(dlogits, stages),
-                        refnorm.sparsestmax_hvp(dratios, stages, dlogits)),
-    }  # fmt: skip
-
-
 def test_the_ratio_functions_derivatives_trigger_no_compute_and_equal_numpy(rng):
     host = {"logits": rng.standard_normal((6, 3)), "dratios": rng.standard_normal((6, 3)), "dlogits": rng.standard_normal((6, 3))}
     host["logits"][0] = [0.0, 9.0, 0.0]  # a row at a vertex of the simplex
     scheduler = CountingScheduler()
     with dask.config.set(scheduler=scheduler):
-        built = _ratio_derivatives(**{name: lazy(a) for name, a in host.items()})
+        built = ratio_derivatives(**{name: lazy(a) for name, a in host.items()})
     assert scheduler.computes == 0
     (computed,) = dask.compute(built)
-    for name, expected in _ratio_derivatives(**host).items():
+    for name, expected in ratio_derivatives(**host).items():
         for what, a, e in zip(("value", "vjp", "jvp", "hvp"), computed[name], expected, strict=True):
             np.testing.assert_allclose(a, e, rtol=1e-13, atol=1e-13, err_msg=f"{name} {what}")
 

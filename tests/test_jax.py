@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from same_values import assert_same_to_rounding, keyed_results, sweep
+from same_values import assert_same_to_rounding, keyed_results, ratio_derivatives, sweep
 
 import refnorm
 from refnorm.cli import main
@@ -151,19 +151,8 @@ def test_the_ratio_functions_derivatives_run_under_jit_and_equal_numpy(rng):
     host = {"logits": rng.standard_normal((5, 3)), "dratios": rng.standard_normal((5, 3)), "dlogits": rng.standard_normal((5, 3))}
     host["logits"][0] = [0.0, 9.0, 0.0]  # a row at a vertex of the simplex
 
-    def derivatives(logits, dratios, dlogits):
-        softmax, sparsemax = refnorm.softmax(logits), refnorm.sparsemax(logits)
-        ratios, stages = refnorm.sparsestmax_forward(logits, 0.5)
-        return {
-            "softmax": (softmax, refnorm.softmax_vjp(dratios, softmax), refnorm.softmax_jvp(dlogits, softmax), refnorm.softmax_hvp(dratios, softmax, dlogits)),
-            "sparsemax": (sparsemax, refnorm.sparsemax_vjp(dratios, sparsemax), refnorm.sparsemax_jvp(dlogits, sparsemax),
-                          refnorm.sparsemax_hvp(dratios, sparsemax, dlogits)),
-            "sparsestmax": (ratios, refnorm.sparsestmax_vjp(dratios, stages), refnorm.sparsestmax_jvp(dlogits, stages),
-                            refnorm.sparsestmax_hvp(dratios, stages, dlogits)),
-        }  # fmt: skip
-
-    compiled = jax.jit(derivatives)(*(jnp.asarray(a) for a in host.values()))
-    for name, expected in derivatives(**host).items():
+    compiled = jax.jit(ratio_derivatives)(*(jnp.asarray(a) for a in host.values()))
+    for name, expected in ratio_derivatives(**host).items():
         for what, a, e in zip(("value", "vjp", "jvp", "hvp"), compiled[name], expected, strict=True):
             np.testing.assert_allclose(np.asarray(a), e, rtol=1e-13, atol=1e-13, err_msg=f"{name} {what}")
 
